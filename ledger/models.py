@@ -1,0 +1,184 @@
+"""Ledger tables: the truth for money.
+
+Amounts are integer minor units of the row's ISO 4217 currency. Datetimes are stored in UTC
+and always come back timezone-aware. Every effect that must happen once (a message, a
+payment application, an ERP posting) carries an idempotency key under a unique constraint.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from enum import StrEnum
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """A timezone-aware datetime stored as UTC, on SQLite as on PostgreSQL."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect):  # noqa: ARG002
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the ledger stores aware datetimes only")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect):  # noqa: ARG002
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(**kwargs) -> Field:
+    return Field(sa_type=UTCDateTime, **kwargs)
+
+
+class InvoiceStatus(StrEnum):
+    OPEN = "open"
+    DISPUTED = "disputed"
+    PAUSED = "paused"
+    PAID = "paid"
+    VOID = "void"
+    WRITTEN_OFF = "written_off"
+    CLOSED = "closed"
+
+
+class Customer(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=200)
+    email: str | None = Field(default=None, max_length=320)
+    phone: str | None = Field(default=None, max_length=20, description="E.164")
+    timezone: str = Field(default="UTC", max_length=64)
+    locale: str = Field(default="en", max_length=16)
+    segment: str | None = Field(default=None, max_length=64)
+    email_opt_out: bool = False
+    sms_opt_out: bool = False
+    created_at: datetime = _aware(default_factory=utcnow)
+
+
+class Invoice(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    number: str = Field(max_length=64, unique=True, index=True)
+    customer_id: str = Field(foreign_key="customer.id", index=True, max_length=64)
+    currency: str = Field(max_length=3)
+    total_minor: int
+    balance_minor: int
+    issued_on: date
+    due_on: date
+    status: InvoiceStatus = Field(default=InvoiceStatus.OPEN, sa_type=sa.String(16), index=True)
+    policy_name: str = Field(max_length=64)
+    policy_version: int
+    created_at: datetime = _aware(default_factory=utcnow)
+    updated_at: datetime = _aware(default_factory=utcnow)
+
+
+class Payment(SQLModel, table=True):
+    """Money received from a customer; allocations spread it over invoices."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: str = Field(foreign_key="customer.id", index=True, max_length=64)
+    currency: str = Field(max_length=3)
+    amount_minor: int
+    method: str = Field(max_length=16, description="card, ach, bank_transfer, manual, credit")
+    reference: str | None = Field(default=None, max_length=128)
+    reason: str | None = Field(default=None, max_length=500, description="why a partial payment")
+    status: str = Field(default="succeeded", max_length=16)
+    idempotency_key: str = Field(max_length=200, unique=True)
+    received_at: datetime = _aware(default_factory=utcnow)
+
+
+class PaymentAllocation(SQLModel, table=True):
+    __table_args__ = (sa.UniqueConstraint("payment_id", "invoice_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    payment_id: int = Field(foreign_key="payment.id", index=True)
+    invoice_id: int = Field(foreign_key="invoice.id", index=True)
+    amount_minor: int
+
+
+class Adjustment(SQLModel, table=True):
+    """A change to an invoice's balance that is not a payment.
+
+    Negative amounts lower the balance (credit note, write-off), positive ones raise it
+    (late fee).
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: int = Field(foreign_key="invoice.id", index=True)
+    kind: str = Field(max_length=16, description="credit, late_fee, write_off, void, adjustment")
+    amount_minor: int
+    reason: str | None = Field(default=None, max_length=500)
+    idempotency_key: str = Field(max_length=200, unique=True)
+    created_at: datetime = _aware(default_factory=utcnow)
+
+
+class CustomerCredit(SQLModel, table=True):
+    """Money a customer holds with us, for example from an overpayment."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: str = Field(foreign_key="customer.id", index=True, max_length=64)
+    currency: str = Field(max_length=3)
+    amount_minor: int
+    source: str = Field(max_length=32, description="overpayment, credit_note")
+    payment_id: int | None = Field(default=None, foreign_key="payment.id")
+    idempotency_key: str = Field(max_length=200, unique=True)
+    created_at: datetime = _aware(default_factory=utcnow)
+
+
+class CollectorTask(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: int = Field(foreign_key="invoice.id", index=True)
+    queue: str = Field(max_length=64)
+    priority: str = Field(max_length=16)
+    status: str = Field(default="open", max_length=16, index=True)
+    outcome: str | None = Field(default=None, max_length=32)
+    note: str | None = Field(default=None, max_length=2000)
+    due_at: datetime = _aware()
+    idempotency_key: str = Field(max_length=200, unique=True)
+    created_at: datetime = _aware(default_factory=utcnow)
+    closed_at: datetime | None = _aware(default=None)
+
+
+class Message(SQLModel, table=True):
+    """The outbox: one row per message sent or suppressed, never two for one key."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(max_length=200, unique=True)
+    customer_id: str = Field(foreign_key="customer.id", index=True, max_length=64)
+    invoice_id: int | None = Field(default=None, foreign_key="invoice.id", index=True)
+    channel: str = Field(max_length=8, description="email or sms")
+    template: str = Field(max_length=64)
+    recipient: str | None = Field(default=None, max_length=320)
+    status: str = Field(max_length=16, description="sent, suppressed, failed")
+    reason: str | None = Field(default=None, max_length=200)
+    subject: str | None = Field(default=None, max_length=300)
+    provider_id: str | None = Field(default=None, max_length=200)
+    created_at: datetime = _aware(default_factory=utcnow)
+
+
+class ErpPosting(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(max_length=200, unique=True)
+    invoice_id: int = Field(foreign_key="invoice.id", index=True)
+    target: str = Field(max_length=500)
+    document: str = Field(sa_type=sa.Text)
+    posted_at: datetime = _aware(default_factory=utcnow)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Append-only record of every change to money or lifecycle."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _aware(default_factory=utcnow, index=True)
+    actor: str = Field(max_length=128)
+    action: str = Field(max_length=64)
+    invoice_id: int | None = Field(default=None, foreign_key="invoice.id", index=True)
+    detail: str = Field(default="{}", sa_type=sa.Text, description="JSON")

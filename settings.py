@@ -1,0 +1,69 @@
+"""dunwise settings, read from ``DUNWISE_*`` environment variables and a ``.env`` file.
+
+Every setting has an embedded default so ``dunwise run`` works with no set-up:
+an embedded Temporal dev server, a SQLite ledger, and outbox folders for email and SMS.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET_KEY = "dunwise-dev-secret-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DUNWISE_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="Folder for embedded state and outboxes")
+
+    # Temporal: no address means "start the embedded dev server".
+    temporal_address: str | None = None
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "dunwise"
+    temporal_api_key: SecretStr | None = None
+    temporal_tls: bool = False
+    temporal_dev_port: int = 7233
+    temporal_ui_port: int = 8233
+
+    # Ledger: no URL means a SQLite file in the data folder.
+    database_url: str | None = None
+
+    # Messaging
+    outbox_dir: Path | None = None
+    email_from: str = "billing@example.com"
+    company_name: str = "Example Co"
+
+    # Pay links
+    public_base_url: str = "http://127.0.0.1:8000"
+    secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
+    pay_link_max_age_days: int = 45
+
+    # ERP clearing: no URL means a journal file in the data folder.
+    erp_url: str | None = None
+    erp_secret: SecretStr | None = None
+    erp_journal: Path | None = None
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'dunwise.db').resolve()}"
+
+    @property
+    def effective_outbox_dir(self) -> Path:
+        return self.outbox_dir or self.data_dir / "outbox"
+
+    @property
+    def effective_erp_journal(self) -> Path:
+        return self.erp_journal or self.data_dir / "erp-journal.jsonl"
+
+    @property
+    def embedded_temporal(self) -> bool:
+        return self.temporal_address is None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
