@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,6 +33,9 @@ class Settings(BaseSettings):
     # Ledger: no URL means a SQLite file in the data folder.
     database_url: str | None = None
 
+    # Policies: the folder of YAML policies that imports choose from (default: the shipped ones).
+    policy_dir: Path | None = None
+
     # Messaging
     outbox_dir: Path | None = None
     email_from: str = "billing@example.com"
@@ -46,6 +50,23 @@ class Settings(BaseSettings):
     erp_url: str | None = None
     erp_secret: SecretStr | None = None
     erp_journal: Path | None = None
+
+    # Message delivery: "outbox" writes files under the outbox folder.
+    email_backend: Literal["outbox", "sendgrid", "smtp"] = "outbox"
+    sms_backend: Literal["outbox", "twilio"] = "outbox"
+    delivery_timeout_seconds: float = 20.0
+    sendgrid_api_key: SecretStr | None = None
+    sendgrid_host: str = "https://api.sendgrid.com"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from: str | None = Field(None, description="sender number (E.164) or sender id")
+    twilio_base_url: str | None = Field(None, description="None means Twilio's own API host")
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    erp_timeout_seconds: float = 30.0
 
     @property
     def effective_database_url(self) -> str:

@@ -15,11 +15,20 @@ def make_engine(url: str) -> sa.Engine:
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:
+            # The sqlite3 driver's own transaction handling leaves SELECTs and SAVEPOINTs
+            # outside the transaction; turn it off and begin transactions ourselves below.
+            dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _sqlite_begin(connection: sa.Connection) -> None:
+            # IMMEDIATE takes the write lock up front: a read-then-write transaction waits for
+            # another writer (busy_timeout) instead of failing on a stale snapshot.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     if url.startswith("postgresql://"):

@@ -13,6 +13,16 @@ from enum import StrEnum
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+# Deterministic constraint names, so later migrations (batch mode on SQLite) can address them.
+# Set before any table is defined: names are given when a constraint joins its table.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
 
 class UTCDateTime(sa.types.TypeDecorator):
     """A timezone-aware datetime stored as UTC, on SQLite as on PostgreSQL."""
@@ -65,6 +75,8 @@ class Customer(SQLModel, table=True):
 
 
 class Invoice(SQLModel, table=True):
+    __table_args__ = (sa.CheckConstraint("balance_minor >= 0", name="balance_not_negative"),)
+
     id: int | None = Field(default=None, primary_key=True)
     number: str = Field(max_length=64, unique=True, index=True)
     customer_id: str = Field(foreign_key="customer.id", index=True, max_length=64)
@@ -96,7 +108,10 @@ class Payment(SQLModel, table=True):
 
 
 class PaymentAllocation(SQLModel, table=True):
-    __table_args__ = (sa.UniqueConstraint("payment_id", "invoice_id"),)
+    __table_args__ = (
+        sa.UniqueConstraint("payment_id", "invoice_id"),
+        sa.CheckConstraint("amount_minor > 0", name="amount_positive"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     payment_id: int = Field(foreign_key="payment.id", index=True)
@@ -182,3 +197,10 @@ class AuditEvent(SQLModel, table=True):
     action: str = Field(max_length=64)
     invoice_id: int | None = Field(default=None, foreign_key="invoice.id", index=True)
     detail: str = Field(default="{}", sa_type=sa.Text, description="JSON")
+
+
+@sa.event.listens_for(AuditEvent, "before_update")
+@sa.event.listens_for(AuditEvent, "before_delete")
+def _audit_is_append_only(_mapper, _connection, target: AuditEvent) -> None:
+    # The database refuses too (triggers in the initial migration); this names the mistake early.
+    raise ValueError(f"audit event {target.id} is append-only: it cannot be changed or deleted")

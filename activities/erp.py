@@ -1,0 +1,238 @@
+"""Temporal activity that clears a paid (or closed) invoice in the ERP, once per key.
+
+Without an ERP URL the document goes to a JSON-lines journal file. With one it is POSTed
+with an Idempotency-Key and an HMAC-SHA256 signature of the raw body; the ERP is expected
+to drop a repeated key, which covers a crash between its 2xx and our ErpPosting row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.currency import to_major
+from activities.files import append_json_line_once
+from activities.models import ErpClearingRequest, ErpClearingResult
+from ledger.db import session_scope
+from ledger.models import (
+    Adjustment,
+    Customer,
+    CustomerCredit,
+    ErpPosting,
+    Invoice,
+    Payment,
+    PaymentAllocation,
+)
+from settings import Settings
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+SIGNATURE_HEADER = "X-Dunwise-Signature"
+TIMESTAMP_HEADER = "X-Dunwise-Timestamp"
+# Client errors that may pass on their own: timeout, conflict (e.g. still processing the
+# same key), rate limit. Every other 4xx means the ERP will never accept this document.
+RETRYABLE_CLIENT_STATUSES = frozenset({408, 409, 429})
+
+
+def sign_erp_body(secret: str, body: bytes) -> str:
+    """The X-Dunwise-Signature value: "sha256=" and the hex HMAC-SHA256 of the raw body."""
+    digest = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def verify_erp_signature(secret: str, body: bytes, header: str | None) -> bool:
+    """For the receiving side: does ``header`` sign exactly these bytes with this secret?"""
+    if not header or not header.startswith("sha256="):
+        return False
+    return hmac.compare_digest(sign_erp_body(secret, body), header.strip())
+
+
+def encode_document(document: dict[str, Any]) -> bytes:
+    """Canonical JSON, so a retry sends the same bytes and the same signature."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
+
+
+def build_clearing_document(
+    session: Session, invoice: Invoice, req: ErpClearingRequest
+) -> dict[str, Any]:
+    customer = session.get(Customer, invoice.customer_id)
+    currency = invoice.currency
+
+    def money(amount_minor: int, code: str = currency) -> str:
+        return str(to_major(amount_minor, code))
+
+    allocations = session.exec(
+        select(Payment, PaymentAllocation)
+        .join(PaymentAllocation, PaymentAllocation.payment_id == Payment.id)
+        .where(PaymentAllocation.invoice_id == invoice.id)
+        .order_by(Payment.received_at, Payment.id)
+    ).all()
+    payment_ids = [payment.id for payment, _ in allocations]
+    adjustments = session.exec(
+        select(Adjustment).where(Adjustment.invoice_id == invoice.id).order_by(Adjustment.id)
+    ).all()
+    # Overpayments on this invoice's payments became customer credit.
+    credits = (
+        session.exec(
+            select(CustomerCredit)
+            .where(CustomerCredit.payment_id.in_(payment_ids))  # type: ignore[union-attr]
+            .order_by(CustomerCredit.id)
+        ).all()
+        if payment_ids
+        else []
+    )
+    return {
+        "event": "invoice.cleared",
+        "idempotency_key": req.idempotency_key,
+        "invoice_number": invoice.number,
+        "customer": {
+            "id": invoice.customer_id,
+            "name": customer.name if customer else None,
+        },
+        "currency": currency,
+        "total_minor": invoice.total_minor,
+        "total": money(invoice.total_minor),
+        "balance_minor": invoice.balance_minor,
+        "balance": money(invoice.balance_minor),
+        "status": str(invoice.status),
+        "issued_on": invoice.issued_on.isoformat(),
+        "due_on": invoice.due_on.isoformat(),
+        "cleared_on": req.cleared_on.isoformat(),
+        "payments": [
+            {
+                "payment_id": payment.id,
+                "method": payment.method,
+                "reference": payment.reference,
+                "status": payment.status,
+                "received_at": payment.received_at.isoformat(),
+                "currency": payment.currency,
+                "payment_amount_minor": payment.amount_minor,
+                "allocated_minor": allocation.amount_minor,
+                "allocated": money(allocation.amount_minor, payment.currency),
+                "reason": payment.reason,
+            }
+            for payment, allocation in allocations
+        ],
+        "adjustments": [
+            {
+                "kind": adjustment.kind,
+                "amount_minor": adjustment.amount_minor,
+                "amount": money(adjustment.amount_minor),
+                "reason": adjustment.reason,
+                "created_at": adjustment.created_at.isoformat(),
+            }
+            for adjustment in adjustments
+        ],
+        "credits": [
+            {
+                "source": credit.source,
+                "payment_id": credit.payment_id,
+                "currency": credit.currency,
+                "amount_minor": credit.amount_minor,
+                "amount": money(credit.amount_minor, credit.currency),
+                "created_at": credit.created_at.isoformat(),
+            }
+            for credit in credits
+        ],
+    }
+
+
+class ErpActivities:
+    def __init__(self, engine: sa.Engine, settings: Settings) -> None:
+        self._engine = engine
+        self._settings = settings
+
+    @property
+    def target(self) -> str:
+        return self._settings.erp_url or str(self._settings.effective_erp_journal)
+
+    @activity.defn
+    def clear_in_erp(self, req: ErpClearingRequest) -> ErpClearingResult:
+        with session_scope(self._engine) as session:
+            posted = session.exec(
+                select(ErpPosting).where(ErpPosting.idempotency_key == req.idempotency_key)
+            ).first()
+            if posted is not None:
+                return ErpClearingResult(target=posted.target, already_posted=True)
+            invoice = session.exec(
+                select(Invoice).where(Invoice.number == req.invoice_number)
+            ).first()
+            if invoice is None:
+                raise ApplicationError(
+                    f"invoice {req.invoice_number} is not in the ledger",
+                    type="InvoiceNotFound",
+                    non_retryable=True,
+                )
+            invoice_id = invoice.id
+            document = build_clearing_document(session, invoice, req)
+
+        if self._settings.erp_url:
+            self._post(self._settings.erp_url, document, req)
+            written_now = True
+        else:
+            # The journal is idempotent by key itself, so a crash before the ErpPosting row
+            # below is recorded never leaves the invoice unposted or posted twice.
+            written_now = append_json_line_once(
+                self._settings.effective_erp_journal, document, key_field="idempotency_key"
+            )
+
+        try:
+            with session_scope(self._engine) as session:
+                session.add(
+                    ErpPosting(
+                        idempotency_key=req.idempotency_key,
+                        invoice_id=invoice_id,
+                        target=self.target[:500],
+                        document=encode_document(document).decode("utf-8"),
+                    )
+                )
+        except IntegrityError:
+            return ErpClearingResult(target=self.target, already_posted=True)
+        return ErpClearingResult(target=self.target, already_posted=not written_now)
+
+    def _post(self, url: str, document: dict[str, Any], req: ErpClearingRequest) -> None:
+        secret = self._settings.erp_secret
+        if secret is None:
+            raise ApplicationError(
+                "DUNWISE_ERP_SECRET is required when DUNWISE_ERP_URL is set: "
+                "the ERP must be able to verify what dunwise posts",
+                type="ErpNotConfigured",
+                non_retryable=True,
+            )
+        body = encode_document(document)
+        headers = {
+            "Content-Type": "application/json",
+            IDEMPOTENCY_HEADER: req.idempotency_key,
+            SIGNATURE_HEADER: sign_erp_body(secret.get_secret_value(), body),
+            TIMESTAMP_HEADER: str(int(time.time())),
+        }
+        with httpx.Client(timeout=self._settings.erp_timeout_seconds) as client:
+            response = client.post(url, content=body, headers=headers)
+        if response.is_success:
+            return
+        detail = f"HTTP {response.status_code}: {response.text[:300]}"
+        if (
+            400 <= response.status_code < 500
+            and response.status_code not in RETRYABLE_CLIENT_STATUSES
+        ):
+            raise ApplicationError(
+                f"the ERP refused the clearing of invoice {req.invoice_number} "
+                f"(key {req.idempotency_key}): {detail}; fix the ERP side, then clear it again",
+                type="ErpRejected",
+                non_retryable=True,
+            )
+        raise ApplicationError(
+            f"the ERP could not clear invoice {req.invoice_number} yet: {detail}",
+            type="ErpUnavailable",
+        )

@@ -1,0 +1,74 @@
+"""Crash-safe local files: atomic writes and append-once JSON-lines journals."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Readers see the old file or the new one, never half of it, even after a crash."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as temp:
+            temp.write(data)
+            temp.flush()
+            os.fsync(temp.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable.
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (a sibling .lock file) across threads and processes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a+b") as lock_file:
+        fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
+
+
+def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+
+
+def append_json_line_once(path: Path, record: dict[str, Any], key_field: str) -> bool:
+    """Append ``record`` unless a line with the same ``record[key_field]`` is already there.
+
+    Returns True when the line was written. The whole file is rewritten atomically, so a
+    crash never leaves a partial line behind; fine for the embedded outbox and journal.
+    """
+    key = record[key_field]
+    line = json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
+    with locked(path):
+        existing = path.read_bytes() if path.exists() else b""
+        for old_line in existing.decode("utf-8").splitlines():
+            if old_line.strip() and json.loads(old_line).get(key_field) == key:
+                return False
+        if existing and not existing.endswith(b"\n"):
+            existing += b"\n"
+        write_atomically(path, existing + line.encode("utf-8"))
+        return True

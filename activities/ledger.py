@@ -1,0 +1,52 @@
+"""Ledger activities: the workflow's only way to change money or status in the database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import sqlalchemy as sa
+from sqlmodel import Session
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.models import (
+    AdjustmentApplication,
+    CollectorTaskRequest,
+    LedgerBalance,
+    PaymentApplication,
+    StatusChange,
+)
+from ledger import operations
+from ledger.db import session_scope
+
+T = TypeVar("T")
+
+
+class LedgerActivities:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def _run(self, operation: Callable[[Session], T]) -> T:
+        try:
+            with session_scope(self.engine) as session:
+                return operation(session)
+        except ValueError as err:
+            # A business rule said no: retrying cannot help, so say why and stop.
+            raise ApplicationError(str(err), type="LedgerRejected", non_retryable=True) from err
+
+    @activity.defn
+    def apply_payment(self, request: PaymentApplication) -> LedgerBalance:
+        return self._run(lambda session: operations.apply_payment(session, request))
+
+    @activity.defn
+    def apply_adjustment(self, request: AdjustmentApplication) -> LedgerBalance:
+        return self._run(lambda session: operations.apply_adjustment(session, request))
+
+    @activity.defn
+    def set_status(self, request: StatusChange) -> LedgerBalance:
+        return self._run(lambda session: operations.set_status(session, request))
+
+    @activity.defn
+    def open_collector_task(self, request: CollectorTaskRequest) -> int:
+        return self._run(lambda session: operations.open_collector_task(session, request))

@@ -1,0 +1,171 @@
+"""Render reminder and receipt messages from the Jinja2 templates in templates/messages/.
+
+Each message template NAME has four files: NAME.subject.txt, NAME.txt and NAME.html for
+email, NAME.sms.txt for SMS. Files starting with "_" are shared layouts and macros.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+from babel.dates import format_date
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound
+from pydantic import BaseModel, Field
+
+from activities.currency import currency_exponent, format_day, format_money, parse_locale
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates" / "messages"
+TEMPLATE_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+EMAIL_PARTS = ("subject.txt", "txt", "html")
+SMS_PARTS = ("sms.txt",)
+SMS_MAX_CHARS = 300
+
+Channel = Literal["email", "sms"]
+
+
+class UnknownTemplate(LookupError):
+    """A message template name with no files behind it."""
+
+
+class PaymentLine(BaseModel):
+    """One payment applied to the invoice, for receipts."""
+
+    received_on: date
+    method: str
+    reference: str | None = None
+    amount_minor: int = Field(description="the part of the payment applied to this invoice")
+
+
+class MessageContext(BaseModel):
+    customer_name: str
+    company_name: str
+    invoice_number: str
+    currency: str = Field(min_length=3, max_length=3)
+    amount_due_minor: int
+    total_minor: int
+    due_on: date
+    days_past_due: int = Field(description="negative before the due date")
+    pay_link: str
+    locale: str = "en"
+    unsubscribe_link: str | None = None
+    payments: list[PaymentLine] = Field(default_factory=list)
+    adjustments_minor: int = Field(0, description="credits (negative) and fees, for receipts")
+
+
+class RenderedMessage(BaseModel):
+    channel: Channel
+    text: str
+    subject: str | None = None
+    html: str | None = None
+
+
+def _count(number: int, word: str) -> str:
+    """count(1, "day") == "1 day", count(3, "day") == "3 days"."""
+    return f"{number} {word}" if number == 1 else f"{number} {word}s"
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATE_DIR),
+        # Only HTML is escaped: subjects, text bodies and SMS are plain text.
+        autoescape=lambda name: name is not None and name.endswith(".html"),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+    )
+    env.globals["count"] = _count
+    return env
+
+
+TEMPLATES = _environment()
+
+
+def available_templates() -> set[str]:
+    """Template names that have every file for both channels."""
+    names = {path.name.split(".", 1)[0] for path in TEMPLATE_DIR.glob("*.*")}
+    return {
+        name
+        for name in names
+        if not name.startswith("_")
+        and all((TEMPLATE_DIR / f"{name}.{part}").is_file() for part in EMAIL_PARTS + SMS_PARTS)
+    }
+
+
+def template_variables(context: MessageContext) -> dict[str, Any]:
+    """What templates see: the context plus amounts and dates formatted for the customer."""
+    locale = context.locale
+    currency = context.currency.upper()
+    currency_exponent(currency)  # refuse an unknown currency before anything is shown
+    paid_minor = sum(line.amount_minor for line in context.payments)
+    return {
+        **context.model_dump(),
+        "currency": currency,
+        "lang": parse_locale(locale).language,
+        "amount_due": format_money(context.amount_due_minor, currency, locale),
+        "total": format_money(context.total_minor, currency, locale),
+        "amount_paid": format_money(paid_minor, currency, locale),
+        "adjustments": format_money(context.adjustments_minor, currency, locale),
+        "partially_paid": 0 < context.amount_due_minor < context.total_minor,
+        "due_date": format_day(context.due_on, locale),
+        "due_date_short": format_date(context.due_on, format="medium", locale=parse_locale(locale)),
+        "days_overdue": max(context.days_past_due, 0),
+        "days_until_due": max(-context.days_past_due, 0),
+        "payments": [
+            {
+                "received_on": format_day(line.received_on, locale),
+                "method": line.method.replace("_", " "),
+                "reference": line.reference,
+                "amount": format_money(line.amount_minor, currency, locale),
+            }
+            for line in context.payments
+        ],
+    }
+
+
+def _render(name: str, variables: dict[str, Any]) -> str:
+    return TEMPLATES.get_template(name).render(variables)
+
+
+def _one_line(text: str) -> str:
+    # Subjects and SMS bodies are single lines; a newline in a subject would break the header.
+    return " ".join(text.split())
+
+
+def render_message(template: str, channel: str, context: MessageContext) -> RenderedMessage:
+    """Render one template for one channel; raise UnknownTemplate when it does not exist."""
+    if channel not in ("email", "sms"):
+        raise ValueError(f"unknown channel {channel!r}: expected 'email' or 'sms'")
+    if not TEMPLATE_NAME.match(template):
+        raise UnknownTemplate(f"no message template named {template!r}")
+    parts = EMAIL_PARTS if channel == "email" else SMS_PARTS
+    missing = [
+        f"{template}.{part}"
+        for part in parts
+        if not (TEMPLATE_DIR / f"{template}.{part}").is_file()
+    ]
+    if missing:
+        raise UnknownTemplate(
+            f"no message template named {template!r} for {channel}: "
+            f"missing {', '.join(missing)} in {TEMPLATE_DIR}"
+        )
+    variables = template_variables(context)
+    try:
+        if channel == "sms":
+            return RenderedMessage(
+                channel="sms", text=_one_line(_render(f"{template}.sms.txt", variables))
+            )
+        return RenderedMessage(
+            channel="email",
+            subject=_one_line(_render(f"{template}.subject.txt", variables)),
+            text=_render(f"{template}.txt", variables).strip() + "\n",
+            html=_render(f"{template}.html", variables),
+        )
+    except TemplateNotFound as missing_include:
+        raise UnknownTemplate(
+            f"message template {template!r} refers to {missing_include.name!r}, "
+            "which does not exist"
+        ) from None

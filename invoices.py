@@ -1,0 +1,57 @@
+"""Starting and addressing invoice workflows from outside: the CLI, imports, simulations."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+
+from ledger.models import Invoice
+from policies.schema import Policy
+from settings import Settings
+from workflows import search_attributes as sa
+from workflows.invoice import InvoiceWorkflow
+from workflows.models import InvoiceInput
+
+
+def workflow_id(invoice_number: str) -> str:
+    return f"invoice-{invoice_number}"
+
+
+def invoice_input(
+    invoice: Invoice, customer_timezone: str, policy: Policy, *, clock_offset: timedelta = timedelta(0)
+) -> InvoiceInput:
+    return InvoiceInput(
+        number=invoice.number,
+        customer_id=invoice.customer_id,
+        customer_timezone=customer_timezone,
+        currency=invoice.currency,
+        balance_minor=invoice.balance_minor,
+        issued_on=invoice.issued_on,
+        due_on=invoice.due_on,
+        policy=policy,
+        clock_offset=clock_offset,
+    )
+
+
+async def start_invoice_workflow(
+    client: Client, settings: Settings, invoice: InvoiceInput
+) -> WorkflowHandle:
+    """Start the invoice's workflow; starting one that already runs returns the running one."""
+    return await client.start_workflow(
+        InvoiceWorkflow.run,
+        invoice,
+        id=workflow_id(invoice.number),
+        task_queue=settings.temporal_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(sa.STATUS, "open"),
+                SearchAttributePair(sa.STAGE, "scheduled"),
+                SearchAttributePair(sa.CUSTOMER, invoice.customer_id),
+                SearchAttributePair(sa.AMOUNT_DUE, invoice.balance_minor),
+                SearchAttributePair(sa.DAYS_PAST_DUE, 0),
+            ]
+        ),
+    )

@@ -1,0 +1,78 @@
+"""Calendar facts the policies rely on: IANA time zones, weekends and public holidays.
+
+Pure lookups with no clock: safe inside a Temporal workflow. Holiday tables come from the
+`holidays` package and depend only on (country, year), so caching them keeps replays
+deterministic.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from temporalio import workflow
+
+# Temporal's workflow sandbox would re-import `holidays` for every workflow run; its tables
+# depend only on (country, year), so the one real module is shared.
+with workflow.unsafe.imports_passed_through():
+    import holidays as holidays_lib
+
+DEFAULT_WEEKEND = frozenset({5, 6})  # Saturday, Sunday
+
+
+def load_zone(key: str) -> ZoneInfo:
+    """The IANA zone named `key`; ValueError with a readable message if there is none."""
+    if not isinstance(key, str) or not key.strip():
+        raise ValueError("time zone must be an IANA name like America/New_York")
+    try:
+        return ZoneInfo(key)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # OSError: a key naming a folder of the zone database, like "America".
+        raise ValueError(
+            f"unknown time zone {key!r}: use an IANA name like America/New_York"
+        ) from None
+
+
+def canonical_holiday_code(code: str) -> str:
+    """Normalise a holiday calendar code: "us" -> "US", "us-ca" -> "US-CA".
+
+    A code is a country the `holidays` package knows, optionally with one of its
+    subdivisions after a dash.
+    """
+    supported = holidays_lib.list_supported_countries()
+    country, _, subdivision = code.strip().partition("-")
+    country = country.upper()
+    if country not in supported:
+        raise ValueError(
+            f"unknown holidays country {code!r}: use a country code such as US, GB or DE"
+        )
+    if not subdivision:
+        return country
+    by_upper = {s.upper(): s for s in supported[country]}
+    if subdivision.upper() not in by_upper:
+        raise ValueError(f"{country} has no holiday subdivision {subdivision!r}")
+    return f"{country}-{by_upper[subdivision.upper()]}"
+
+
+@lru_cache(maxsize=1024)
+def _holidays_for(code: str, year: int) -> holidays_lib.HolidayBase:
+    country, _, subdivision = code.partition("-")
+    # Building a table imports the country's module and reads gettext catalogs, which the
+    # workflow sandbox forbids; the result is the same on every run, so that is safe.
+    with workflow.unsafe.imports_passed_through(), workflow.unsafe.sandbox_unrestricted():
+        # expand=False: a lookup must never grow the cached table with other years.
+        return holidays_lib.country_holidays(
+            country, subdiv=subdivision or None, years=year, expand=False
+        )
+
+
+def is_business_day(day: date, holiday_code: str | None) -> bool:
+    """True unless `day` is a weekend or a public holiday of the calendar.
+
+    With a country the weekend is that country's (Friday-Saturday in some), and swapped
+    working Saturdays count as business days.
+    """
+    if holiday_code is None:
+        return day.weekday() not in DEFAULT_WEEKEND
+    return _holidays_for(holiday_code, day.year).is_working_day(day)

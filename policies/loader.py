@@ -1,0 +1,358 @@
+"""Policy files: read and check the YAML, choose a policy for an invoice, export the schema.
+
+Checking reports every problem in a file at once, each with its line and field, so finance
+ops can fix a policy in one pass.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import types
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated, Any, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from policies.money import from_minor
+from policies.schema import Policy
+
+StrPath = str | os.PathLike[str]
+SCHEMA_PATH = Path(__file__).with_name("policy.schema.json")
+STANDARD = "standard"
+
+
+@dataclass(frozen=True)
+class PolicyError:
+    file: str
+    line: int | None
+    field: str  # like steps[2].at; empty for problems with the file as a whole
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
+
+
+class PolicyFileError(Exception):
+    """One or more policy files are invalid; `errors` lists every problem found."""
+
+    def __init__(self, errors: list[PolicyError]) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(str(error) for error in self.errors))
+
+
+# --- reading YAML ----------------------------------------------------------------------------
+
+
+class _PolicyYamlLoader(yaml.SafeLoader):
+    """SafeLoader with two fixes for hand-written policies.
+
+    Only true/false are booleans, so a country code like NO (Norway) stays a string; and
+    unquoted decimals like 10.50 are read as the exact Decimal written, never as a float.
+    """
+
+
+_BOOL = "tag:yaml.org,2002:bool"
+_PolicyYamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_PolicyYamlLoader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _construct_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decimal | float:
+    text = str(loader.construct_scalar(node)).replace("_", "")
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        value = None
+    if value is not None and value.is_finite():
+        return value
+    return loader.construct_yaml_float(node)  # .inf, .nan, 1:30.5: the schema refuses them
+
+
+_PolicyYamlLoader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
+
+
+@dataclass
+class _Checked:
+    policy: Policy | None
+    errors: list[PolicyError]
+    root: yaml.Node | None
+
+
+def _check_file(path: StrPath) -> _Checked:
+    file = os.fspath(path)
+
+    def failed(message: str, line: int | None = None) -> _Checked:
+        return _Checked(None, [PolicyError(file, line, "", message)], None)
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return failed("file not found")
+    except IsADirectoryError:
+        return failed("is a folder, not a policy file")
+    except UnicodeDecodeError:
+        return failed("is not UTF-8 text")
+    except OSError as error:
+        return failed(f"cannot read: {error.strerror}")
+
+    loader = _PolicyYamlLoader(text)
+    try:
+        root = loader.get_single_node()
+        data = None if root is None else loader.construct_document(root)
+    except yaml.MarkedYAMLError as error:
+        return failed(*_syntax_error(error))
+    except yaml.YAMLError as error:
+        return failed(f"YAML syntax error: {error}")
+    finally:
+        loader.dispose()
+
+    if root is None:
+        return failed("file is empty")
+    if not isinstance(root, yaml.MappingNode):
+        return failed("a policy must be a mapping with keys like name, version and steps", 1)
+
+    errors = [
+        PolicyError(file, line, _field_path(loc), f"key {loc[-1]!r} appears twice")
+        for loc, line in _duplicate_keys(root, ())
+    ]
+    try:
+        policy = Policy.model_validate(data)
+    except ValidationError as error:
+        for detail in error.errors():
+            loc = tuple(detail["loc"])
+            errors.append(
+                PolicyError(file, _line_of(root, loc), _field_path(loc), _message(detail))
+            )
+        return _Checked(None, errors, root)
+    return _Checked(None if errors else policy, errors, root)
+
+
+def _syntax_error(error: yaml.MarkedYAMLError) -> tuple[str, int | None]:
+    message = f"YAML syntax error: {error.problem or error.context or 'invalid YAML'}"
+    if error.problem and error.context and error.context_mark:
+        # The context ("while parsing a flow mapping") often starts where the mistake is.
+        message += f" ({error.context} on line {error.context_mark.line + 1})"
+    mark = error.problem_mark or error.context_mark
+    return message, None if mark is None else mark.line + 1
+
+
+# --- mapping pydantic errors to YAML lines -------------------------------------------------
+
+
+Loc = tuple[int | str, ...]
+
+
+def _line_of(root: yaml.Node, loc: Loc) -> int:
+    """Line of the deepest YAML node on the path `loc` (keys by their key's line)."""
+    node = root
+    line = root.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            entry = next(
+                ((key, value) for key, value in node.value if key.value == str(part)), None
+            )
+            if entry is None:
+                break
+            line = entry[0].start_mark.line + 1
+            node = entry[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if not 0 <= part < len(node.value):
+                break
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _duplicate_keys(node: yaml.Node, loc: Loc) -> list[tuple[Loc, int]]:
+    # PyYAML keeps the last of two equal keys silently; a policy author means one of them.
+    found: list[tuple[Loc, int]] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode):
+                continue
+            if key.value in seen:
+                found.append(((*loc, key.value), key.start_mark.line + 1))
+            seen.add(key.value)
+            found.extend(_duplicate_keys(value, (*loc, key.value)))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            found.extend(_duplicate_keys(item, (*loc, index)))
+    return found
+
+
+def _field_path(loc: Loc) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+def _message(detail: ErrorDetails) -> str:
+    kind = detail["type"]
+    if kind == "steps_order":
+        return detail["msg"]
+    if kind == "value_error":
+        return str(detail["ctx"]["error"])
+    if kind == "extra_forbidden":
+        return _unknown_key_message(tuple(detail["loc"]))
+    message = detail["msg"]
+    message = message[:1].lower() + message[1:]
+    value = detail.get("input")
+    if kind != "missing" and isinstance(value, str | int | Decimal | float):
+        message += f", not {value!r}" if isinstance(value, str) else f", not {value}"
+    return message
+
+
+def _unknown_key_message(loc: Loc) -> str:
+    key = str(loc[-1])
+    model = _model_at(loc[:-1])
+    if model is None:
+        return f"unknown key {key!r}"
+    allowed = list(model.model_fields)
+    close = difflib.get_close_matches(key, allowed, n=1)
+    if close:
+        return f"unknown key {key!r}: did you mean {close[0]!r}?"
+    return f"unknown key {key!r}: expected one of {', '.join(allowed)}"
+
+
+def _model_at(loc: Loc) -> type[BaseModel] | None:
+    """The model that validates the mapping found at `loc` inside a policy."""
+    current: Any = Policy
+    for part in loc:
+        if isinstance(part, int) and get_origin(current) is list:
+            current = _unwrap(get_args(current)[0])
+        elif isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return None
+            current = _unwrap(field.annotation)
+        else:
+            return None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip Annotated and Optional: `Annotated[X, ...] | None` -> X."""
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin in (Union, types.UnionType):
+            options = [arg for arg in get_args(annotation) if arg is not type(None)]
+            if len(options) != 1:
+                return annotation
+            annotation = options[0]
+        else:
+            return annotation
+
+
+# --- public API ------------------------------------------------------------------------------
+
+
+def load_policy(path: StrPath) -> Policy:
+    """Read one policy file; PolicyFileError lists every problem in it."""
+    checked = _check_file(path)
+    if checked.policy is None:
+        raise PolicyFileError(checked.errors)
+    return checked.policy
+
+
+def check_policy_files(paths: Iterable[StrPath]) -> list[PolicyError]:
+    """Every problem in the given files, including two files that use one policy name."""
+    errors: list[PolicyError] = []
+    first_file_of: dict[str, str] = {}
+    for path in paths:
+        checked = _check_file(path)
+        errors.extend(checked.errors)
+        if checked.policy is None or checked.root is None:
+            continue
+        name = checked.policy.name
+        if name in first_file_of:
+            errors.append(
+                PolicyError(
+                    os.fspath(path),
+                    _line_of(checked.root, ("name",)),
+                    "name",
+                    f"policy name {name!r} is already used by {first_file_of[name]}",
+                )
+            )
+        else:
+            first_file_of[name] = os.fspath(path)
+    return errors
+
+
+def load_policies(folder: StrPath) -> dict[str, Policy]:
+    """Every *.yaml policy in `folder` by name; PolicyFileError if any file is invalid."""
+    if not Path(folder).is_dir():
+        raise PolicyFileError([PolicyError(os.fspath(folder), None, "", "folder not found")])
+    paths = sorted(Path(folder).glob("*.yaml"))
+    errors = check_policy_files(paths)
+    if errors:
+        raise PolicyFileError(errors)
+    policies = [load_policy(path) for path in paths]
+    return {policy.name: policy for policy in policies}
+
+
+def select_policy(
+    policies: Mapping[str, Policy] | Iterable[Policy],
+    segment: str | None,
+    balance_minor: int,
+    exponent: int = 2,
+) -> Policy | None:
+    """The policy for an invoice of this customer segment and open balance, or None.
+
+    A policy applies when it names the segment (or names none) and the balance reaches its
+    min_balance. Among several: one naming the segment beats a catch-all, then the higher
+    min_balance (the narrower rule) wins, then the one called "standard", then by name.
+    """
+    candidates = policies.values() if isinstance(policies, Mapping) else policies
+    balance = from_minor(balance_minor, exponent)
+    matching = [
+        policy
+        for policy in candidates
+        if (not policy.applies_to.segments or segment in policy.applies_to.segments)
+        and balance >= policy.applies_to.min_balance
+    ]
+    if not matching:
+        return None
+    return min(
+        matching,
+        key=lambda policy: (
+            segment not in policy.applies_to.segments,
+            -policy.applies_to.min_balance,
+            policy.name != STANDARD,
+            policy.name,
+        ),
+    )
+
+
+def policy_json_schema() -> dict[str, Any]:
+    """JSON Schema of a policy file, for editors (yaml-language-server, IDEs)."""
+    schema = Policy.model_json_schema()
+    schema["title"] = "dunwise dunning policy"
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+def write_json_schema(path: StrPath = SCHEMA_PATH) -> None:
+    Path(path).write_text(json.dumps(policy_json_schema(), indent=2) + "\n", encoding="utf-8")

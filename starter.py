@@ -1,0 +1,308 @@
+"""The `dunwise` command line: run, import, invoice, simulate, demo, policy."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.service import RPCError
+
+import demo_data
+from invoices import invoice_input, start_invoice_workflow, workflow_id
+from ledger.currencies import currency_exponent
+from ledger.db import make_engine, session_scope
+from ledger.imports import ImportRejected, import_file
+from ledger.migrate import upgrade
+from ledger.models import Customer
+from policies.loader import PolicyFileError, check_policy_files, load_policies, load_policy
+from policies.loader import policy_json_schema
+from policies.money import to_minor
+from settings import Settings, get_settings
+from simulation import format_timeline, simulate
+from temporal_client import connect, temporal
+from worker import run_worker
+from workflows.invoice import InvoiceWorkflow
+from workflows.models import Closure, Dispute, PaymentReceived, PromiseToPay, Resolution
+
+SHIPPED_POLICIES = Path(__file__).parent / "policies"
+
+
+class CommandError(Exception):
+    """A problem to report to the user in one line, with exit status 1."""
+
+
+# ----------------------------------------------------------------------------- run
+
+
+async def run(settings: Settings) -> None:
+    upgrade(settings.effective_database_url)
+    engine = make_engine(settings.effective_database_url)
+    async with temporal(settings) as client:
+        where = settings.temporal_address or f"embedded dev server 127.0.0.1:{settings.temporal_dev_port}"
+        print(f"dunwise worker on task queue {settings.temporal_task_queue!r} ({where})")
+        if settings.embedded_temporal:
+            print(f"Temporal UI: http://127.0.0.1:{settings.temporal_ui_port}")
+        print(f"ledger: {settings.effective_database_url}")
+        print(f"outbox: {settings.effective_outbox_dir.resolve()}")
+        print("Ctrl-C to stop")
+        await run_worker(client, settings, engine)
+
+
+# ----------------------------------------------------------------------------- import
+
+
+def policy_folder(settings: Settings) -> Path:
+    return settings.policy_dir or SHIPPED_POLICIES
+
+
+async def import_invoices_file(settings: Settings, path: Path, *, partial: bool) -> int:
+    policies = load_policies(policy_folder(settings))
+    upgrade(settings.effective_database_url)
+    engine = make_engine(settings.effective_database_url)
+    with session_scope(engine) as session:
+        report = import_file(session, path, policies, partial=partial)
+        imported = [(invoice, session.get(Customer, invoice.customer_id)) for invoice in report.imported]
+    for error in report.refused:
+        print(f"{path}: {error}", file=sys.stderr)
+    async with temporal(settings) as client:
+        for invoice, customer in imported:
+            policy = policies[invoice.policy_name]
+            await start_invoice_workflow(client, settings, invoice_input(invoice, customer.timezone, policy))
+    print(f"imported {len(imported)} invoices from {path}, refused {len(report.refused)} rows")
+    return 1 if report.refused else 0
+
+
+# ----------------------------------------------------------------------------- invoice
+
+
+async def invoice_command(settings: Settings, args: argparse.Namespace) -> None:
+    try:
+        client = await connect(settings)
+    except RuntimeError as err:
+        raise CommandError(f"cannot reach Temporal (is `dunwise run` running?): {err}") from err
+    handle = client.get_workflow_handle_for(InvoiceWorkflow.run, workflow_id(args.number))
+    try:
+        if args.action == "show":
+            state = await handle.query(InvoiceWorkflow.state)
+        else:
+            state = await _invoice_action(client, handle, args)
+    except WorkflowUpdateFailedError as err:
+        raise CommandError(f"invoice {args.number}: {err.cause}") from err
+    except RPCError as err:
+        raise CommandError(f"invoice {args.number}: {err.message}") from err
+    if state is None:
+        print(f"invoice {args.number}: {args.action} sent")
+        return
+    as_json = getattr(args, "json", False)
+    print(json.dumps(state.model_dump(mode="json"), indent=2) if as_json else _describe(state))
+
+
+async def _invoice_action(client: Client, handle, args: argparse.Namespace):
+    state = await handle.query(InvoiceWorkflow.state)
+    actor = f"cli:{args.actor}"
+    match args.action:
+        case "pay":
+            payment = PaymentReceived(
+                amount_minor=_minor(args.amount, state.currency),
+                currency=state.currency,
+                method=args.method,
+                reference=args.reference,
+                reason=args.reason,
+                actor=actor,
+            )
+            return await handle.execute_update(InvoiceWorkflow.record_payment, payment)
+        case "promise":
+            promise = PromiseToPay(
+                pay_by=args.pay_by,
+                amount_minor=_minor(args.amount, state.currency) if args.amount else None,
+                note=args.note,
+                actor=actor,
+            )
+            return await handle.execute_update(InvoiceWorkflow.promise_to_pay, promise)
+        case "dispute":
+            await handle.signal(InvoiceWorkflow.dispute, Dispute(reason=args.reason, actor=actor))
+        case "resume" | "stop":
+            resolution = Resolution(action=args.action, note=args.note, actor=actor)
+            await handle.signal(InvoiceWorkflow.resolve, resolution)
+        case "void":
+            return await handle.execute_update(InvoiceWorkflow.void, Closure(reason=args.reason, actor=actor))
+        case "write-off":
+            closure = Closure(reason=args.reason, actor=actor)
+            return await handle.execute_update(InvoiceWorkflow.write_off, closure)
+    return None
+
+
+def _minor(amount: str, currency: str) -> int:
+    try:
+        return to_minor(Decimal(amount), currency_exponent(currency))
+    except (InvalidOperation, ValueError) as err:
+        raise CommandError(f"amount {amount!r}: {err}") from err
+
+
+def _describe(state) -> str:
+    lines = [
+        f"invoice {state.number}  customer {state.customer_id}  policy {state.policy_name} "
+        f"v{state.policy_version}",
+        f"status {state.status}  stage {state.stage}  balance {state.currency} "
+        f"{state.balance_minor} (minor units)  days past due {state.days_past_due}",
+    ]
+    if state.next_step_at:
+        lines.append(f"next step at {state.next_step_at.isoformat()}")
+    if state.paused_until:
+        lines.append(f"paused until {state.paused_until.isoformat()}")
+    lines.append("timeline:")
+    for entry in state.timeline:
+        parts = [entry.at.isoformat(timespec="minutes"), entry.event]
+        parts += [p for p in (entry.channel, entry.template, entry.detail) if p]
+        if entry.amount_minor is not None:
+            parts.append(f"{entry.amount_minor}")
+        lines.append("  " + "  ".join(parts))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- simulate, demo
+
+
+async def simulate_command(args: argparse.Namespace) -> None:
+    policy = load_policy(args.policy)
+    with tempfile.TemporaryDirectory(prefix="dunwise-simulate-") as scratch:
+        result = await simulate(
+            policy, args.invoices, Path(scratch), payments_path=args.payments, days=args.days
+        )
+        if args.json:
+            for event in result.events:
+                print(event.as_json())
+        else:
+            print(format_timeline(result).replace(str(result.outbox), "(discarded: scratch folder)"))
+
+
+async def demo_command(settings: Settings) -> None:
+    folder = (settings.data_dir / "demo").resolve()
+    shutil.rmtree(folder, ignore_errors=True)
+    invoices, payments = demo_data.write(folder, today=date.today())
+    policy = load_policy(SHIPPED_POLICIES / "standard.yaml")
+    print(f"demo: {invoices} and {payments}, policy {policy.name} v{policy.version}")
+    print("simulating 75 days on a time-skipping Temporal server...\n")
+    result = await simulate(policy, invoices, folder / "run", payments_path=payments, days=75)
+    print(format_timeline(result))
+    print(f"Ledger of the run: {folder / 'run' / 'dunwise.db'}")
+
+
+# ----------------------------------------------------------------------------- policy
+
+
+def policy_check(paths: Sequence[Path]) -> int:
+    errors = check_policy_files(paths)
+    for error in errors:
+        print(error, file=sys.stderr)
+    if errors:
+        print(f"{len(errors)} error(s)", file=sys.stderr)
+        return 1
+    print(f"{len(paths)} policy file(s) OK")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dunwise", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("run", help="run the worker (and the embedded Temporal dev server)")
+    commands.add_parser("migrate", help="create or upgrade the ledger database")
+
+    imp = commands.add_parser("import", help="import invoices from CSV or JSON and start them")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--partial", action="store_true", help="import good rows, report bad ones")
+
+    inv = commands.add_parser("invoice", help="look at or act on one invoice")
+    actions = inv.add_subparsers(dest="action", required=True)
+    show = actions.add_parser("show", help="state and timeline")
+    show.add_argument("--json", action="store_true")
+    pay = actions.add_parser("pay", help="record a payment")
+    pay.add_argument("amount", help="decimal amount in the invoice currency, e.g. 120.50")
+    pay.add_argument("--method", default="manual")
+    pay.add_argument("--reference")
+    pay.add_argument("--reason", help="why a partial payment is partial")
+    promise = actions.add_parser("promise", help="record a promise to pay")
+    promise.add_argument("pay_by", type=date.fromisoformat, help="YYYY-MM-DD")
+    promise.add_argument("--amount")
+    promise.add_argument("--note")
+    for name in ("dispute", "void", "write-off"):
+        actions.add_parser(name).add_argument("reason")
+    for name in ("resume", "stop"):
+        actions.add_parser(name).add_argument("--note")
+    for sub in actions.choices.values():
+        sub.add_argument("number", help="invoice number")
+        sub.add_argument("--actor", default="operator", help="who acts, for the audit trail")
+
+    sim = commands.add_parser("simulate", help="what-if: run a policy over invoices")
+    sim.add_argument("--policy", type=Path, required=True)
+    sim.add_argument("--invoices", type=Path, required=True)
+    sim.add_argument("--payments", type=Path)
+    sim.add_argument("--days", type=int, default=120)
+    sim.add_argument("--json", action="store_true", help="one JSON object per event per line")
+
+    commands.add_parser("demo", help="sample invoices, simulated, with rendered messages")
+
+    pol = commands.add_parser("policy", help="check or describe policy files")
+    pol_actions = pol.add_subparsers(dest="action", required=True)
+    check = pol_actions.add_parser("check", help="report every error with file, line and field")
+    check.add_argument("files", type=Path, nargs="+")
+    schema = pol_actions.add_parser("schema", help="print the policy JSON Schema")
+    schema.add_argument("--output", type=Path)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    try:
+        sys.exit(_dispatch(args, settings) or 0)
+    except (CommandError, PolicyFileError, ImportRejected) as err:
+        print(f"dunwise {args.command}: {err}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("stopped")
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
+    match args.command:
+        case "run":
+            asyncio.run(run(settings))
+        case "migrate":
+            upgrade(settings.effective_database_url)
+            print(f"ledger at {settings.effective_database_url} is up to date")
+        case "import":
+            return asyncio.run(import_invoices_file(settings, args.file, partial=args.partial))
+        case "invoice":
+            asyncio.run(invoice_command(settings, args))
+        case "simulate":
+            if args.days < 1:
+                raise CommandError("--days must be at least 1")
+            asyncio.run(simulate_command(args))
+        case "demo":
+            asyncio.run(demo_command(settings))
+        case "policy" if args.action == "check":
+            return policy_check(args.files)
+        case "policy":
+            text = json.dumps(policy_json_schema(), indent=2) + "\n"
+            if args.output:
+                args.output.write_text(text)
+            else:
+                print(text, end="")
+    return None
+
+
+if __name__ == "__main__":
+    main()

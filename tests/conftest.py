@@ -1,0 +1,78 @@
+"""Shared fixtures.
+
+`engine`: a migrated, empty ledger database, once on SQLite and once on PostgreSQL.
+PostgreSQL comes from DUNWISE_TEST_POSTGRES_URL (default: local server, database `test`);
+each test session creates its own database there and drops it at the end. Without a server
+the PostgreSQL cases are skipped, except under CI, where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from sqlmodel import SQLModel
+
+import ledger.models  # noqa: F401  (registers the tables)
+from ledger.db import make_engine
+from ledger.migrate import upgrade
+
+POSTGRES_URL_VARIABLE = "DUNWISE_TEST_POSTGRES_URL"
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _libpq_url(url: sa.URL) -> str:
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_database_url() -> Iterator[str]:
+    """A migrated PostgreSQL database of its own for this test session, dropped afterwards."""
+    server = sa.make_url(os.environ.get(POSTGRES_URL_VARIABLE, DEFAULT_POSTGRES_URL))
+    try:
+        admin = psycopg.connect(_libpq_url(server), autocommit=True, connect_timeout=5)
+    except psycopg.Error as error:
+        reason = f"PostgreSQL unreachable at {server.render_as_string()}: {error}".strip()
+        if _in_ci():
+            pytest.fail(f"{reason} (CI is set, so this is an error, not a skip)", pytrace=False)
+        pytest.skip(reason)
+    name = f"dunwise_test_{secrets.token_hex(6)}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = _libpq_url(server.set(database=name))
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with psycopg.connect(_libpq_url(server), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _empty_all_tables(engine: sa.Engine) -> None:
+    tables = ", ".join(f'"{table.name}"' for table in SQLModel.metadata.sorted_tables)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[sa.Engine]:
+    """An empty ledger at the newest migration, on SQLite (a fresh file) or PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('ledger') / 'ledger.db'}"
+        upgrade(url)
+        ledger_engine = make_engine(url)
+    else:
+        ledger_engine = make_engine(request.getfixturevalue("postgres_database_url"))
+        _empty_all_tables(ledger_engine)
+    yield ledger_engine
+    ledger_engine.dispose()

@@ -1,0 +1,273 @@
+"""Full invoice lifecycles on the time-skipping server, with a real ledger and outbox.
+
+Standard policy, invoice due Monday 2026-03-16 in New York:
+courtesy Fri 03-13, due_today Mon 03-16, overdue_friendly Mon 03-23,
+overdue_firm Mon 03-30 (+1.5% late fee), escalation Wed 04-15 (SLA 2 days).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+import pytest
+from sqlmodel import select
+from temporalio.client import WorkflowUpdateFailedError
+
+from ledger.db import session_scope
+from ledger.models import CollectorTask, CustomerCredit, Payment
+from tests.invoice_harness import invoice_harness, local
+from workflows.invoice import InvoiceWorkflow
+from workflows.models import (
+    Closure,
+    Dispute,
+    PaymentReceived,
+    PromiseToPay,
+    Resolution,
+    Stage,
+)
+
+DUE = date(2026, 3, 16)
+
+
+def pay(amount_minor: int, currency: str = "USD", **extra) -> PaymentReceived:
+    return PaymentReceived(amount_minor=amount_minor, currency=currency, **extra)
+
+
+def sent(state) -> list[tuple[str, str]]:
+    return [(e.template, e.channel) for e in state.timeline if e.event == "reminder"]
+
+
+def around(moment: datetime) -> object:
+    """Matches a timeline time within a second of `moment` (workflow tasks take a few ms)."""
+    return pytest.approx(moment.timestamp(), abs=1)
+
+
+def events(state) -> list[str]:
+    return [e.event for e in state.timeline]
+
+
+async def test_paid_early_closes_with_receipt_and_erp_posting(tmp_path):
+    async with invoice_harness(tmp_path) as h:
+        handle = await h.start("INV-1", due_on=DUE)
+        await h.advance_to(local(date(2026, 3, 10), 12))
+        await handle.execute_update(InvoiceWorkflow.record_payment, pay(100_000, method="card"))
+        final = await handle.result()
+
+        assert final.stage == Stage.CLOSED
+        assert final.balance_minor == 0
+        assert sent(final) == []
+        assert events(final)[-4:] == ["payment", "cleared", "receipt", "closed"]
+        assert h.invoice("INV-1").status == "closed"
+        [posting] = h.erp_journal()
+        assert posting["invoice_number"] == "INV-1"
+        [receipt] = h.messages("INV-1")
+        assert (receipt.template, receipt.channel, receipt.status) == ("receipt", "email", "sent")
+        assert len(list((h.settings.effective_outbox_dir / "email").glob("*.eml"))) == 1
+        await h.assert_replays(handle)
+
+
+async def test_paid_after_reminders(tmp_path):
+    async with invoice_harness(tmp_path) as h:
+        handle = await h.start("INV-2", due_on=DUE)
+        await h.advance_to(local(date(2026, 3, 24)))
+        state = await h.state(handle)
+        assert sent(state) == [
+            ("courtesy", "email"),
+            ("due_today", "email"),
+            ("due_today", "sms"),
+            ("overdue_friendly", "email"),
+        ]
+        reminders = [e for e in state.timeline if e.event == "reminder"]
+        assert reminders[0].at.timestamp() == around(local(date(2026, 3, 13)))
+        assert reminders[-1].at.timestamp() == around(local(date(2026, 3, 23)))
+        assert state.days_past_due == 7  # as of the last wake-up, Monday 03-23
+
+        await handle.execute_update(InvoiceWorkflow.record_payment, pay(100_000))
+        final = await handle.result()
+        assert final.stage == Stage.CLOSED
+        statuses = [(m.template, m.channel, m.status) for m in h.messages("INV-2")]
+        assert statuses[-1] == ("receipt", "email", "sent")
+        assert len(statuses) == 5
+        sms_lines = (h.settings.effective_outbox_dir / "sms.jsonl").read_text().splitlines()
+        assert len(sms_lines) == 1
+        await h.assert_replays(handle)
+
+
+async def test_partial_then_full_payment_adds_up(tmp_path):
+    async with invoice_harness(tmp_path) as h:
+        handle = await h.start("INV-3", due_on=DUE)
+        await h.advance_to(local(date(2026, 3, 17)))
+        state = await handle.execute_update(
+            InvoiceWorkflow.record_payment, pay(40_000, reason="one line item is disputed")
+        )
+        assert (state.balance_minor, state.status) == (60_000, "open")
+
+        await h.advance_to(local(date(2026, 3, 24)))
+        state = await h.state(handle)
+        assert ("overdue_friendly", "email") in sent(state)  # dunning goes on for the rest
+
+        await handle.execute_update(InvoiceWorkflow.record_payment, pay(60_000))
+        final = await handle.result()
+        assert final.stage == Stage.CLOSED
+        with session_scope(h.engine) as session:
+            payments = session.exec(select(Payment)).all()
+            assert sum(p.amount_minor for p in payments) == 100_000
+            assert payments[0].reason == "one line item is disputed"
+        await h.assert_replays(handle)
+
+
+async def test_overpayment_becomes_customer_credit(tmp_path):
+    async with invoice_harness(tmp_path) as h:
+        handle = await h.start("INV-4", due_on=DUE)
+        await handle.execute_update(InvoiceWorkflow.record_payment, pay(120_000))
+        final = await handle.result()
+        assert final.stage == Stage.CLOSED
+        with session_scope(h.engine) as session:
+            [credit] = session.exec(select(CustomerCredit)).all()
+            assert (credit.amount_minor, credit.source) == (20_000, "overpayment")
+
+
+async def test_dispute_pauses_and_resume_sends_only_the_latest_step(tmp_path):
+    async with invoice_harness(tmp_path) as h:
+        handle = await h.start("INV-5", due_on=DUE)
+        await h.advance_to(local(date(2026, 3, 14)))
+        await handle.signal(InvoiceWorkflow.dispute, Dispute(reason="goods arrived damaged"))
+        await h.advance_to(local(date(2026, 4, 1), 10))
+        state = await h.state(handle)
+        assert state.stage == Stage.DISPUTED
+        assert state.status == "disputed"
+        assert sent(state) == [("courtesy", "email")]
+        assert h.invoice("INV-5").status == "disputed"
+
+        await handle.signal(InvoiceWorkflow.resolve, Resolution(action="resume", note="credit agreed"))
+        await h.advance(timedelta(hours=1))
+        state = await h.state(handle)
+        assert state.stage == Stage.SCHEDULED
+        skipped = [e.template for e in state.timeline if e.event == "skipped"]
+        assert skipped == ["due_today", "overdue_friendly"]
+        assert sent(state)[1:] == [("overdue_firm", "email"), ("overdue_firm", "sms")]
+        await h.assert_replays(handle)
+
+
+async def test_promise_kept_pauses_reminders(tmp_path):
+    async with invoice_harness(tmp_path) as h:
+        handle = await h.start("INV-6", due_on=DUE)
+        await h.advance_to(local(date(2026, 3, 17)))
+        await handle.execute_update(
+            InvoiceWorkflow.promise_to_pay,
+            PromiseToPay(pay_by=date(2026, 3, 25), amount_minor=50_000, note="half now"),
+        )
+        assert h.invoice("INV-6").status == "paused"
+        await h.advance_to(local(date(2026, 3, 24), 12))
+        await handle.execute_update(InvoiceWorkflow.record_payment, pay(50_000))
+        await h.advance_to(local(date(2026, 3, 30), 12))
+        state = await h.state(handle)
+        kept = [e for e in state.timeline if e.event == "promise_kept"]
+        assert len(kept) == 1
+        # The pause ended on Saturday 03-28; the missed friendly reminder waited for Monday
+        # morning's window and was then superseded by the firm one due the same morning.
+        assert ("overdue_friendly", "email") not in sent(state)
+        firm = [e for e in state.timeline if e.event == "reminder" and e.template == "overdue_firm"]
+        assert firm[0].at.timestamp() == around(local(date(2026, 3, 30)))
+        await h.assert_replays(handle)
+
+
+async def test_promise_broken_resumes_dunning(tmp_path):
+    async with invoice_harness(tmp_path) as h:
+        handle = await h.start("INV-7", due_on=DUE)
+        await h.advance_to(local(date(2026, 3, 17)))
+        await handle.execute_update(
+            InvoiceWorkflow.promise_to_pay, PromiseToPay(pay_by=date(2026, 3, 18))
+        )
+        await h.advance_to(local(date(2026, 3, 23), 12))
+        state = await h.state(handle)
+        broken = [e for e in state.timeline if e.event == "promise_broken"]
+        assert broken and broken[0].at.timestamp() == around(local(date(2026, 3, 21), 0))
+        assert state.stage == Stage.SCHEDULED
+        assert h.invoice("INV-7").status == "open"
+        friendly = [e for e in state.timeline if e.template == "overdue_friendly"]
+        assert friendly[0].at.timestamp() == around(local(date(2026, 3, 23)))
+
+
+async def test_late_fee_and_escalation_to_a_collector(tmp_path):
+    async with invoice_harness(tmp_path) as h:
+        handle = await h.start("INV-8", due_on=DUE)
+        await h.advance_to(local(date(2026, 3, 31)))
+        state = await h.state(handle)
+        assert state.balance_minor == 101_500  # 1.5% late fee with the firm reminder
+        assert h.invoice("INV-8").balance_minor == 101_500
+
+        await h.advance_to(local(date(2026, 4, 15), 10))
+        state = await h.state(handle)
+        assert state.stage == Stage.ESCALATED
+        with session_scope(h.engine) as session:
+            [task] = session.exec(select(CollectorTask)).all()
+            assert (task.queue, task.priority, task.status) == ("collections", "high", "open")
+
+        await h.advance_to(local(date(2026, 4, 18)))
+        state = await h.state(handle)
+        assert "escalation_sla_breached" in events(state)
+
+        await handle.signal(InvoiceWorkflow.resolve, Resolution(action="stop", note="legal"))
+        await h.advance(timedelta(hours=1))
+        assert (await h.state(handle)).stage == Stage.STOPPED
+        final = await handle.execute_update(
+            InvoiceWorkflow.write_off, Closure(reason="customer insolvent")
+        )
+        assert final.status == "written_off"
+        final = await handle.result()
+        assert final.stage == Stage.CLOSED
+        assert h.invoice("INV-8").status == "written_off"
+        assert [p["invoice_number"] for p in h.erp_journal()] == ["INV-8"]
+        await h.assert_replays(handle)
+
+
+async def test_void_closes_without_receipt(tmp_path):
+    async with invoice_harness(tmp_path) as h:
+        handle = await h.start("INV-9", due_on=DUE)
+        await handle.execute_update(InvoiceWorkflow.void, Closure(reason="issued in error"))
+        final = await handle.result()
+        assert final.stage == Stage.CLOSED
+        assert h.invoice("INV-9").status == "void"
+        assert h.messages("INV-9") == []
+
+
+async def test_sms_opt_out_is_respected(tmp_path):
+    async with invoice_harness(tmp_path) as h:
+        handle = await h.start("INV-10", due_on=DUE, sms_opt_out=True)
+        await h.advance_to(local(date(2026, 3, 16), 12))
+        state = await h.state(handle)
+        assert sent(state) == [("courtesy", "email"), ("due_today", "email")]
+        assert "reminder_suppressed" in events(state)
+        assert not (h.settings.effective_outbox_dir / "sms.jsonl").exists()
+
+
+async def test_bad_requests_are_refused_with_a_reason(tmp_path):
+    async with invoice_harness(tmp_path) as h:
+        handle = await h.start("INV-11", due_on=DUE)
+        await h.advance_to(local(date(2026, 3, 17)))
+        cases = [
+            (InvoiceWorkflow.record_payment, pay(1_000, currency="EUR"), "currency EUR"),
+            (InvoiceWorkflow.record_payment, pay(0), "must be positive"),
+            (InvoiceWorkflow.promise_to_pay, PromiseToPay(pay_by=date(2026, 3, 1)), "in the past"),
+            (
+                InvoiceWorkflow.promise_to_pay,
+                PromiseToPay(pay_by=date(2026, 3, 20), amount_minor=500_000),
+                "between 1 and the balance",
+            ),
+            (InvoiceWorkflow.write_off, Closure(reason="  "), "reason"),
+        ]
+        for update, argument, message in cases:
+            with pytest.raises(WorkflowUpdateFailedError) as failure:
+                await handle.execute_update(update, argument)
+            assert message in str(failure.value.cause)
+
+        await handle.execute_update(InvoiceWorkflow.record_payment, pay(10_000))
+        with pytest.raises(WorkflowUpdateFailedError) as failure:
+            await handle.execute_update(InvoiceWorkflow.void, Closure(reason="wrong customer"))
+        assert "has payments" in str(failure.value.cause)
+
+        state = await h.state(handle)
+        assert state.balance_minor == 90_000  # nothing refused touched the money
+        with session_scope(h.engine) as session:
+            assert len(session.exec(select(Payment)).all()) == 1

@@ -1,0 +1,509 @@
+"""Delivery channels against real local servers: files, an SMTP server, HTTP APIs."""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+import json
+import socket
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from pydantic import SecretStr
+
+from activities.delivery import (
+    IDEMPOTENCY_HEADER,
+    OutboxEmail,
+    OutboxSms,
+    OutgoingEmail,
+    OutgoingSms,
+    PermanentDeliveryError,
+    SendGridEmail,
+    SmtpEmail,
+    TwilioSms,
+    email_channel,
+    outbox_file_stem,
+    sms_channel,
+)
+from settings import Settings
+
+# --------------------------------------------------------------------------- local servers
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def form(self) -> dict[str, str]:
+        return dict(urllib.parse.parse_qsl(self.body.decode("utf-8")))
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class RecordingHttpServer:
+    """A real HTTP server on 127.0.0.1 that records requests and plays scripted replies.
+
+    Replies are used in order; the last one repeats.
+    """
+
+    def __init__(self, *replies: Reply) -> None:
+        self.replies = list(replies) or [Reply(200)]
+        self.requests: list[RecordedRequest] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                recorder.requests.append(
+                    RecordedRequest(
+                        method=self.command,
+                        path=self.path,
+                        headers={key.lower(): value for key, value in self.headers.items()},
+                        body=self.rfile.read(length),
+                    )
+                )
+                reply = (
+                    recorder.replies.pop(0) if len(recorder.replies) > 1 else recorder.replies[0]
+                )
+                self.send_response(reply.status)
+                for key, value in reply.headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                self.wfile.write(reply.body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _handle
+
+            def log_message(self, *args: Any) -> None:
+                pass  # keep test output quiet
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> RecordingHttpServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class SmtpRecorder:
+    """aiosmtpd handler: keeps every accepted message; refuses addresses at refused.example."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], EmailMessage]] = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        if address.endswith("@refused.example"):
+            return "550 5.1.1 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), parsed))
+        return "250 Message accepted"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path,
+        outbox_dir=tmp_path / "outbox",
+        email_from="billing@northwind.example",
+        company_name="Northwind Traders",
+    )
+
+
+def an_email(key: str = "INV-1:step:0:email", to: str = "ap@acme.example") -> OutgoingEmail:
+    return OutgoingEmail(
+        to=to,
+        subject="Invoice INV-1 is due today",
+        text="Hello,\nplease pay.\n",
+        html="<p>Hello, <strong>please pay</strong>.</p>",
+        idempotency_key=key,
+        unsubscribe_link="https://pay.example/unsubscribe/abc",
+    )
+
+
+def an_sms(key: str = "INV-1:step:1:sms") -> OutgoingSms:
+    return OutgoingSms(
+        to="+12125550100", body="Pay INV-1: https://pay.example/p", idempotency_key=key
+    )
+
+
+# --------------------------------------------------------------------------- outbox email
+
+
+def test_outbox_email_is_a_real_multipart_eml(settings: Settings) -> None:
+    channel = OutboxEmail(settings)
+    delivered = channel.deliver(an_email())
+
+    [path] = (settings.effective_outbox_dir / "email").iterdir()
+    assert delivered.provider_id == path.name
+    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert message["From"] == "Northwind Traders <billing@northwind.example>"
+    assert message["To"] == "ap@acme.example"
+    assert message["Subject"] == "Invoice INV-1 is due today"
+    assert message["Date"]
+    assert message["Message-ID"].endswith("@northwind.example>")
+    assert message[IDEMPOTENCY_HEADER] == "INV-1:step:0:email"
+    assert message["List-Unsubscribe"] == "<https://pay.example/unsubscribe/abc>"
+    assert message.get_content_type() == "multipart/alternative"
+    assert message.get_body(("plain",)).get_content() == "Hello,\nplease pay.\n"
+    assert "<strong>please pay</strong>" in message.get_body(("html",)).get_content()
+
+
+def test_outbox_email_is_named_after_the_key_and_written_once(settings: Settings) -> None:
+    channel = OutboxEmail(settings)
+    first = channel.deliver(an_email())
+    path = channel.path_for("INV-1:step:0:email")
+    written = path.read_bytes()
+    second = channel.deliver(an_email())
+
+    assert first == second
+    assert path.name.startswith("INV-1_step_0_email-")
+    assert list(path.parent.iterdir()) == [path]  # no second file, no temp file left
+    assert path.read_bytes() == written
+
+
+def test_outbox_file_names_are_safe_and_distinct() -> None:
+    stems = {outbox_file_stem(key) for key in ("a/b", "a:b", "a b", "../a_b", "a_b")}
+    assert len(stems) == 5
+    for stem in stems:
+        assert "/" not in stem and not stem.startswith(".")
+    assert len(outbox_file_stem("x" * 1000)) < 200
+
+
+def test_outbox_email_crash_leaves_no_half_message(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    channel = OutboxEmail(settings)
+
+    def crash(*_: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr("activities.files.os.replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        channel.deliver(an_email())
+    monkeypatch.undo()
+
+    folder = settings.effective_outbox_dir / "email"
+    assert list(folder.iterdir()) == []
+    channel.deliver(an_email())
+    assert len(list(folder.iterdir())) == 1
+
+
+# --------------------------------------------------------------------------- outbox SMS
+
+
+def test_outbox_sms_appends_one_json_line_per_key(settings: Settings) -> None:
+    channel = OutboxSms(settings)
+    channel.deliver(an_sms("k1"))
+    channel.deliver(an_sms("k2"))
+    channel.deliver(an_sms("k1"))  # a retry
+
+    lines = (settings.effective_outbox_dir / "sms.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [record["idempotency_key"] for record in records] == ["k1", "k2"]
+    assert set(records[0]) == {"to", "body", "idempotency_key", "at"}
+    assert records[0]["to"] == "+12125550100"
+    assert records[0]["body"] == "Pay INV-1: https://pay.example/p"
+
+
+def test_outbox_sms_is_safe_from_concurrent_threads(settings: Settings) -> None:
+    channel = OutboxSms(settings)
+    keys = [f"k{index % 10}" for index in range(40)]
+    threads = [threading.Thread(target=channel.deliver, args=(an_sms(key),)) for key in keys]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = (settings.effective_outbox_dir / "sms.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["idempotency_key"] for line in lines) == sorted(set(keys))
+
+
+def test_backends_default_to_the_outbox(settings: Settings) -> None:
+    assert isinstance(email_channel(settings), OutboxEmail)
+    assert isinstance(sms_channel(settings), OutboxSms)
+
+
+# --------------------------------------------------------------------------- SMTP
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[SmtpRecorder, int]]:
+    recorder = SmtpRecorder()
+    port = free_port()
+    controller = Controller(recorder, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield recorder, port
+    finally:
+        controller.stop()
+
+
+def smtp_settings(settings: Settings, port: int, **changes: Any) -> Settings:
+    return settings.model_copy(
+        update={"email_backend": "smtp", "smtp_host": "127.0.0.1", "smtp_port": port, **changes}
+    )
+
+
+def test_smtp_sends_the_same_message_as_the_outbox(
+    settings: Settings, smtp_server: tuple[SmtpRecorder, int]
+) -> None:
+    recorder, port = smtp_server
+    channel = email_channel(smtp_settings(settings, port))
+    assert isinstance(channel, SmtpEmail)
+    delivered = channel.deliver(an_email())
+
+    [(sender, recipients, message)] = recorder.messages
+    assert sender == "billing@northwind.example"
+    assert recipients == ["ap@acme.example"]
+    assert message["Subject"] == "Invoice INV-1 is due today"
+    assert message[IDEMPOTENCY_HEADER] == "INV-1:step:0:email"
+    assert message["Message-ID"] == delivered.provider_id
+    assert message.get_body(("html",)) is not None
+
+
+def test_smtp_keeps_one_message_id_across_retries(
+    settings: Settings, smtp_server: tuple[SmtpRecorder, int]
+) -> None:
+    recorder, port = smtp_server
+    channel = SmtpEmail(smtp_settings(settings, port))
+    channel.deliver(an_email())
+    channel.deliver(an_email())
+    ids = {message["Message-ID"] for _, _, message in recorder.messages}
+    assert len(ids) == 1
+
+
+def test_smtp_refused_recipient_is_permanent(
+    settings: Settings, smtp_server: tuple[SmtpRecorder, int]
+) -> None:
+    recorder, port = smtp_server
+    with pytest.raises(PermanentDeliveryError, match="nobody@refused.example"):
+        SmtpEmail(smtp_settings(settings, port)).deliver(an_email(to="nobody@refused.example"))
+    assert recorder.messages == []
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_smtp_logs_in_with_the_configured_credentials(settings: Settings) -> None:
+    recorder = SmtpRecorder()
+    logins: list[tuple[bytes, bytes]] = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data) -> AuthResult:
+        assert isinstance(auth_data, LoginPassword)
+        logins.append((auth_data.login, auth_data.password))
+        return AuthResult(success=auth_data.password == b"s3cret")
+
+    port = free_port()
+    controller = Controller(
+        recorder,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=authenticator,
+        auth_required=True,
+        auth_require_tls=False,
+    )
+    controller.start()
+    try:
+        configured = smtp_settings(
+            settings, port, smtp_username="dunwise", smtp_password=SecretStr("s3cret")
+        )
+        SmtpEmail(configured).deliver(an_email())
+    finally:
+        controller.stop()
+    assert logins == [(b"dunwise", b"s3cret")]
+    assert len(recorder.messages) == 1
+
+
+def test_smtp_server_down_is_retryable(settings: Settings) -> None:
+    channel = SmtpEmail(smtp_settings(settings, free_port()))
+    with pytest.raises(OSError):
+        channel.deliver(an_email())
+
+
+# --------------------------------------------------------------------------- SendGrid
+
+
+def sendgrid_settings(settings: Settings, url: str) -> Settings:
+    return settings.model_copy(
+        update={
+            "email_backend": "sendgrid",
+            "sendgrid_api_key": SecretStr("SG.test-key"),
+            "sendgrid_host": url,
+        }
+    )
+
+
+def test_sendgrid_sdk_posts_the_mail_to_the_configured_host(settings: Settings) -> None:
+    accepted = Reply(202, headers={"X-Message-Id": "sg-message-1"})
+    with RecordingHttpServer(accepted) as server:
+        channel = email_channel(sendgrid_settings(settings, server.url))
+        assert isinstance(channel, SendGridEmail)
+        delivered = channel.deliver(an_email())
+
+    assert delivered.provider_id == "sg-message-1"
+    [request] = server.requests
+    assert (request.method, request.path) == ("POST", "/v3/mail/send")
+    assert request.headers["authorization"] == "Bearer SG.test-key"
+    assert request.headers["content-type"] == "application/json"
+    body = request.json()
+    assert body["from"] == {"email": "billing@northwind.example", "name": "Northwind Traders"}
+    assert body["subject"] == "Invoice INV-1 is due today"
+    [personalization] = body["personalizations"]
+    assert personalization["to"] == [{"email": "ap@acme.example"}]
+    assert body["headers"][IDEMPOTENCY_HEADER] == "INV-1:step:0:email"
+    assert body["headers"]["List-Unsubscribe"] == "<https://pay.example/unsubscribe/abc>"
+    assert body["custom_args"] == {"dunwise_idempotency_key": "INV-1:step:0:email"}
+    contents = {part["type"]: part["value"] for part in body["content"]}
+    assert contents["text/plain"] == "Hello,\nplease pay.\n"
+    assert "<strong>please pay</strong>" in contents["text/html"]
+
+
+def test_sendgrid_bad_request_is_permanent(settings: Settings) -> None:
+    refused = Reply(400, b'{"errors":[{"message":"Does not contain a valid address."}]}')
+    with RecordingHttpServer(refused) as server:
+        channel = SendGridEmail(sendgrid_settings(settings, server.url))
+        with pytest.raises(PermanentDeliveryError, match="valid address"):
+            channel.deliver(an_email())
+
+
+@pytest.mark.parametrize("status", [401, 429, 500, 503])
+def test_sendgrid_other_errors_are_retryable(settings: Settings, status: int) -> None:
+    with RecordingHttpServer(Reply(status, b'{"errors":[]}')) as server:
+        channel = SendGridEmail(sendgrid_settings(settings, server.url))
+        with pytest.raises(RuntimeError, match=str(status)):
+            channel.deliver(an_email())
+
+
+def test_sendgrid_needs_an_api_key(settings: Settings) -> None:
+    with pytest.raises(ValueError, match="SENDGRID_API_KEY"):
+        email_channel(settings.model_copy(update={"email_backend": "sendgrid"}))
+
+
+# --------------------------------------------------------------------------- Twilio
+
+ACCOUNT_SID = "AC" + "0" * 32
+
+
+def twilio_settings(settings: Settings, url: str, sender: str = "+15005550006") -> Settings:
+    return settings.model_copy(
+        update={
+            "sms_backend": "twilio",
+            "twilio_account_sid": ACCOUNT_SID,
+            "twilio_auth_token": SecretStr("twilio-token"),
+            "twilio_from": sender,
+            "twilio_base_url": url,
+        }
+    )
+
+
+def twilio_created(to: str, body: str) -> Reply:
+    sid = "SM" + "1" * 32
+    payload = {
+        "sid": sid,
+        "account_sid": ACCOUNT_SID,
+        "to": to,
+        "from": "+15005550006",
+        "body": body,
+        "status": "queued",
+        "direction": "outbound-api",
+        "num_segments": "1",
+        "api_version": "2010-04-01",
+        "date_created": "Mon, 02 Mar 2026 08:00:00 +0000",
+        "uri": f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{sid}.json",
+    }
+    return Reply(201, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+
+
+def test_twilio_sdk_creates_the_message_at_the_configured_base_url(settings: Settings) -> None:
+    sms = an_sms()
+    with RecordingHttpServer(twilio_created(sms.to, sms.body)) as server:
+        channel = sms_channel(twilio_settings(settings, server.url))
+        assert isinstance(channel, TwilioSms)
+        delivered = channel.deliver(sms)
+
+    assert delivered.provider_id == "SM" + "1" * 32
+    [request] = server.requests
+    assert request.method == "POST"
+    assert request.path == f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
+    expected_auth = base64.b64encode(f"{ACCOUNT_SID}:twilio-token".encode()).decode()
+    assert request.headers["authorization"] == f"Basic {expected_auth}"
+    assert request.form() == {"To": sms.to, "From": "+15005550006", "Body": sms.body}
+
+
+def test_twilio_messaging_service_sender(settings: Settings) -> None:
+    sms = an_sms()
+    service = "MG" + "2" * 32
+    with RecordingHttpServer(twilio_created(sms.to, sms.body)) as server:
+        TwilioSms(twilio_settings(settings, server.url, sender=service)).deliver(sms)
+    assert server.requests[0].form()["MessagingServiceSid"] == service
+
+
+def test_twilio_invalid_number_is_permanent(settings: Settings) -> None:
+    invalid = Reply(
+        400,
+        json.dumps(
+            {
+                "code": 21211,
+                "message": "The 'To' number is not a valid phone number.",
+                "status": 400,
+            }
+        ).encode(),
+        {"Content-Type": "application/json"},
+    )
+    with RecordingHttpServer(invalid) as server:
+        channel = TwilioSms(twilio_settings(settings, server.url))
+        with pytest.raises(PermanentDeliveryError, match="21211"):
+            channel.deliver(an_sms())
+
+
+def test_twilio_server_error_is_retryable(settings: Settings) -> None:
+    failure = Reply(503, b'{"code": 20503, "message": "Service unavailable", "status": 503}')
+    with RecordingHttpServer(failure) as server:
+        channel = TwilioSms(twilio_settings(settings, server.url))
+        with pytest.raises(RuntimeError, match="503"):
+            channel.deliver(an_sms())
+
+
+def test_twilio_needs_credentials(settings: Settings) -> None:
+    with pytest.raises(ValueError, match="TWILIO_ACCOUNT_SID"):
+        sms_channel(settings.model_copy(update={"sms_backend": "twilio"}))

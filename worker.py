@@ -1,0 +1,67 @@
+"""The dunwise worker: every workflow and activity on one task queue.
+
+Workers are stateless; run as many as load needs against the same task queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import sqlalchemy as sa
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.erp import ErpActivities
+from activities.ledger import LedgerActivities
+from activities.messaging import MessagingActivities
+from settings import Settings
+from workflows.invoice import InvoiceWorkflow
+
+WORKFLOWS = [InvoiceWorkflow]
+# The holiday calendars are deterministic but import lazily and read the local clock at import;
+# loading them outside the sandbox keeps workflows replayable.
+WORKFLOW_RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("holidays", "dateutil", "six")
+)
+
+
+def activities_for(engine: sa.Engine, settings: Settings) -> list:
+    ledger = LedgerActivities(engine)
+    messaging = MessagingActivities(engine, settings)
+    erp = ErpActivities(engine, settings)
+    return [
+        ledger.apply_payment,
+        ledger.apply_adjustment,
+        ledger.set_status,
+        ledger.open_collector_task,
+        messaging.send_reminder,
+        messaging.send_receipt,
+        erp.clear_in_erp,
+    ]
+
+
+def build_worker(
+    client: Client, settings: Settings, engine: sa.Engine, *, max_concurrent_activities: int = 32
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=settings.temporal_task_queue,
+        workflows=WORKFLOWS,
+        workflow_runner=WORKFLOW_RUNNER,
+        activities=activities_for(engine, settings),
+        activity_executor=ThreadPoolExecutor(max_workers=max_concurrent_activities),
+        max_concurrent_activities=max_concurrent_activities,
+    )
+
+
+async def run_worker(client: Client, settings: Settings, engine: sa.Engine) -> None:
+    async with build_worker(client, settings, engine):
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    from starter import main
+
+    main(["run"])
