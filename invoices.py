@@ -7,7 +7,10 @@ from datetime import timedelta
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 
+from ledger.currencies import currency_exponent
+from ledger.imports import InvoiceRow
 from ledger.models import Invoice
+from policies.loader import select_policy
 from policies.schema import Policy
 from settings import Settings
 from workflows import search_attributes as sa
@@ -19,8 +22,28 @@ def workflow_id(invoice_number: str) -> str:
     return f"invoice-{invoice_number}"
 
 
+def choose_policy(policies: dict[str, Policy], row: InvoiceRow) -> Policy:
+    """The policy a row names, or the one whose applies_to fits its segment and amount."""
+    if row.policy:
+        if row.policy not in policies:
+            raise LookupError(
+                f"unknown policy {row.policy!r}; known: {', '.join(sorted(policies))}"
+            )
+        return policies[row.policy]
+    policy = select_policy(policies, row.segment, row.amount_minor, currency_exponent(row.currency))
+    if policy is None:
+        raise LookupError(
+            f"no policy applies to segment {row.segment or '(none)'} and amount {row.amount}"
+        )
+    return policy
+
+
 def invoice_input(
-    invoice: Invoice, customer_timezone: str, policy: Policy, *, clock_offset: timedelta = timedelta(0)
+    invoice: Invoice,
+    customer_timezone: str,
+    policy: Policy,
+    *,
+    clock_offset: timedelta = timedelta(0),
 ) -> InvoiceInput:
     return InvoiceInput(
         number=invoice.number,

@@ -18,12 +18,13 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ValidationError
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
-from ledger.db import make_engine, session_scope
+from activities.currency import format_money
 from invoices import invoice_input, start_invoice_workflow
+from ledger.currencies import currency_exponent
+from ledger.db import make_engine, session_scope
 from ledger.imports import ImportRejected, InvoiceRow, RowError, import_invoices, read_invoice_rows
 from ledger.migrate import upgrade
-from activities.currency import format_money
-from ledger.currencies import currency_exponent
+from ledger.models import Invoice
 from policies.money import to_minor
 from policies.schema import Policy
 from settings import Settings
@@ -32,9 +33,6 @@ from worker import build_worker
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import InvoiceState, PaymentReceived
 
-# Every invoice zone's midnight falls after this much before UTC midnight (UTC-14 is the
-# westernmost offset in use), so the simulation starts before any invoice's first day.
-EARLIEST_OFFSET = timedelta(hours=14)
 PAYMENT_LOCAL_TIME = time(12, 0)
 
 
@@ -86,7 +84,9 @@ def read_payment_rows(path: Path, invoices: dict[str, InvoiceRow]) -> list[Payme
             continue
         invoice = invoices.get(payment.invoice_number)
         if invoice is None:
-            errors.append(RowError(line, "invoice_number", f"unknown invoice {payment.invoice_number}"))
+            errors.append(
+                RowError(line, "invoice_number", f"unknown invoice {payment.invoice_number}")
+            )
             continue
         try:
             to_minor(payment.amount, currency_exponent(invoice.currency))
@@ -130,22 +130,30 @@ async def simulate(
     with session_scope(engine) as session:
         invoices = import_invoices(session, rows, lambda _row: (policy.name, policy.version))
 
-    start = datetime.combine(min(row.issued_on for row in rows), time(0), UTC) - EARLIEST_OFFSET
+    issue_times = {row.invoice_number: _local(row.issued_on, time(0), row) for row in rows}
+    start = min(issue_times.values())
     end = start + timedelta(days=days)
     env = await time_skipping_environment()
     async with env, build_worker(env.client, settings, engine):
         offset = await env.get_current_time() - start
-        handles: dict[str, WorkflowHandle] = {}
-        for invoice in invoices:
-            row = by_number[invoice.number]
-            handles[invoice.number] = await start_invoice_workflow(
-                env.client,
-                settings,
-                invoice_input(invoice, row.timezone, policy, clock_offset=offset),
-            )
-        refused = await _land_payments(env, handles, by_number, payments, offset, end)
-        await _sleep_until(env, end + offset)
-        states = [await handle.query(InvoiceWorkflow.state) for handle in handles.values()]
+        run = _Run(env, settings, policy, by_number, offset)
+        # Each invoice starts on its issue date and each payment lands at noon on its date,
+        # both in the customer's timezone; at the same moment, the start comes first.
+        actions = [(issue_times[invoice.number], 0, invoice) for invoice in invoices]
+        actions += [
+            (_local(p.paid_on, PAYMENT_LOCAL_TIME, by_number[p.invoice_number]), 1, p)
+            for p in payments
+        ]
+        for moment, _, subject in sorted(actions, key=lambda action: action[:2]):
+            if moment > end:
+                break
+            await run.sleep_until(moment)
+            if isinstance(subject, Invoice):
+                await run.start(subject)
+            else:
+                await run.pay(subject, moment)
+        await run.sleep_until(end)
+        states = [await handle.query(InvoiceWorkflow.state) for handle in run.handles.values()]
     engine.dispose()
 
     events = [
@@ -154,62 +162,70 @@ async def simulate(
         for entry in state.timeline
         if entry.at <= end
     ]
-    events.extend(refused)
+    events.extend(run.refused)
     events.sort(key=lambda e: (e.at.astimezone(UTC), e.invoice))
-    return SimulationResult(events=events, final_states=states, outbox=settings.effective_outbox_dir)
-
-
-async def _land_payments(
-    env,
-    handles: dict[str, WorkflowHandle],
-    invoices: dict[str, InvoiceRow],
-    payments: list[PaymentRow],
-    offset: timedelta,
-    end: datetime,
-) -> list[SimulationEvent]:
-    """Each payment lands at noon on its date in the customer's timezone."""
-    refused: list[SimulationEvent] = []
-    timed = sorted(
-        (
-            datetime.combine(p.paid_on, PAYMENT_LOCAL_TIME, ZoneInfo(invoices[p.invoice_number].timezone)),
-            p,
-        )
-        for p in payments
+    return SimulationResult(
+        events=events, final_states=states, outbox=settings.effective_outbox_dir
     )
-    for landed_at, payment in timed:
-        if landed_at > end:
-            break
-        await _sleep_until(env, landed_at + offset)
-        invoice = invoices[payment.invoice_number]
+
+
+def _local(day: date, at: time, row: InvoiceRow) -> datetime:
+    return datetime.combine(day, at, ZoneInfo(row.timezone))
+
+
+class _Run:
+    """The workflows of one simulation, on a server whose clock runs `offset` ahead."""
+
+    def __init__(self, env, settings: Settings, policy: Policy, rows, offset: timedelta) -> None:
+        self.env = env
+        self.settings = settings
+        self.policy = policy
+        self.rows: dict[str, InvoiceRow] = rows
+        self.offset = offset
+        self.handles: dict[str, WorkflowHandle] = {}
+        self.refused: list[SimulationEvent] = []
+
+    async def sleep_until(self, moment: datetime) -> None:
+        remaining = moment + self.offset - await self.env.get_current_time()
+        if remaining > timedelta(0):
+            await self.env.sleep(remaining)
+
+    async def start(self, invoice: Invoice) -> None:
+        timezone = self.rows[invoice.number].timezone
+        self.handles[invoice.number] = await start_invoice_workflow(
+            self.env.client,
+            self.settings,
+            invoice_input(invoice, timezone, self.policy, clock_offset=self.offset),
+        )
+
+    async def pay(self, payment: PaymentRow, moment: datetime) -> None:
+        currency = self.rows[payment.invoice_number].currency
+        handle = self.handles.get(payment.invoice_number)
         try:
-            await handles[payment.invoice_number].execute_update(
+            if handle is None:
+                raise ValueError("paid before the invoice was issued")
+            await handle.execute_update(
                 InvoiceWorkflow.record_payment,
                 PaymentReceived(
-                    amount_minor=to_minor(payment.amount, currency_exponent(invoice.currency)),
-                    currency=invoice.currency,
+                    amount_minor=to_minor(payment.amount, currency_exponent(currency)),
+                    currency=currency,
                     method="simulated",
-                    received_at=landed_at,
+                    received_at=moment,
                 ),
             )
-        except WorkflowUpdateFailedError as err:
-            refused.append(
+        except (WorkflowUpdateFailedError, ValueError) as err:
+            reason = err.cause if isinstance(err, WorkflowUpdateFailedError) else err
+            self.refused.append(
                 SimulationEvent(
                     invoice=payment.invoice_number,
-                    at=landed_at,
+                    at=moment,
                     event="payment_refused",
                     channel=None,
                     template=None,
-                    detail=str(err.cause),
-                    amount=f"{invoice.currency} {payment.amount}",
+                    detail=str(reason),
+                    amount=f"{currency} {payment.amount}",
                 )
             )
-    return refused
-
-
-async def _sleep_until(env, moment: datetime) -> None:
-    remaining = moment - await env.get_current_time()
-    if remaining > timedelta(0):
-        await env.sleep(remaining)
 
 
 def _event(number: str, entry, row: InvoiceRow, currency: str) -> SimulationEvent:
@@ -220,7 +236,9 @@ def _event(number: str, entry, row: InvoiceRow, currency: str) -> SimulationEven
         channel=entry.channel,
         template=entry.template,
         detail=entry.detail,
-        amount=format_money(entry.amount_minor, currency) if entry.amount_minor is not None else None,
+        amount=format_money(entry.amount_minor, currency)
+        if entry.amount_minor is not None
+        else None,
     )
 
 

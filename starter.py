@@ -13,25 +13,39 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from sqlmodel import Session, select
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 import demo_data
-from invoices import invoice_input, start_invoice_workflow, workflow_id
+from invoices import choose_policy, invoice_input, start_invoice_workflow, workflow_id
 from ledger.currencies import currency_exponent
 from ledger.db import make_engine, session_scope
-from ledger.imports import ImportRejected, import_file
+from ledger.imports import ImportRejected, InvoiceRow, import_file
 from ledger.migrate import upgrade
-from ledger.models import Customer
-from policies.loader import PolicyFileError, check_policy_files, load_policies, load_policy
-from policies.loader import policy_json_schema
+from ledger.models import Customer, Invoice
+from policies.loader import (
+    PolicyFileError,
+    check_policy_files,
+    load_policies,
+    load_policy,
+    policy_json_schema,
+)
 from policies.money import to_minor
+from policies.schema import Policy
 from settings import Settings, get_settings
 from simulation import format_timeline, simulate
 from temporal_client import connect, temporal
 from worker import run_worker
 from workflows.invoice import InvoiceWorkflow
-from workflows.models import Closure, Dispute, PaymentReceived, PromiseToPay, Resolution
+from workflows.models import (
+    Closure,
+    Dispute,
+    InvoiceInput,
+    PaymentReceived,
+    PromiseToPay,
+    Resolution,
+)
 
 SHIPPED_POLICIES = Path(__file__).parent / "policies"
 
@@ -47,7 +61,10 @@ async def run(settings: Settings) -> None:
     upgrade(settings.effective_database_url)
     engine = make_engine(settings.effective_database_url)
     async with temporal(settings) as client:
-        where = settings.temporal_address or f"embedded dev server 127.0.0.1:{settings.temporal_dev_port}"
+        where = (
+            settings.temporal_address
+            or f"embedded dev server 127.0.0.1:{settings.temporal_dev_port}"
+        )
         print(f"dunwise worker on task queue {settings.temporal_task_queue!r} ({where})")
         if settings.embedded_temporal:
             print(f"Temporal UI: http://127.0.0.1:{settings.temporal_ui_port}")
@@ -68,17 +85,29 @@ async def import_invoices_file(settings: Settings, path: Path, *, partial: bool)
     policies = load_policies(policy_folder(settings))
     upgrade(settings.effective_database_url)
     engine = make_engine(settings.effective_database_url)
+
+    def policy_for(row: InvoiceRow) -> tuple[str, int]:
+        policy = choose_policy(policies, row)
+        return policy.name, policy.version
+
     with session_scope(engine) as session:
-        report = import_file(session, path, policies, partial=partial)
-        imported = [(invoice, session.get(Customer, invoice.customer_id)) for invoice in report.imported]
+        report = import_file(session, path, policy_for, partial=partial)
+        inputs = [_workflow_input(session, number, policies) for number in report.imported]
     for error in report.refused:
         print(f"{path}: {error}", file=sys.stderr)
-    async with temporal(settings) as client:
-        for invoice, customer in imported:
-            policy = policies[invoice.policy_name]
-            await start_invoice_workflow(client, settings, invoice_input(invoice, customer.timezone, policy))
-    print(f"imported {len(imported)} invoices from {path}, refused {len(report.refused)} rows")
+    if inputs:
+        async with temporal(settings) as client:
+            for invoice in inputs:
+                await start_invoice_workflow(client, settings, invoice)
+    print(f"imported {len(inputs)} invoices from {path}, refused {len(report.refused_rows)} rows")
     return 1 if report.refused else 0
+
+
+def _workflow_input(session: Session, number: str, policies: dict[str, Policy]) -> InvoiceInput:
+    invoice = session.exec(select(Invoice).where(Invoice.number == number)).one()
+    customer = session.get(Customer, invoice.customer_id)
+    assert customer is not None
+    return invoice_input(invoice, customer.timezone, policies[invoice.policy_name])
 
 
 # ----------------------------------------------------------------------------- invoice
@@ -134,7 +163,9 @@ async def _invoice_action(client: Client, handle, args: argparse.Namespace):
             resolution = Resolution(action=args.action, note=args.note, actor=actor)
             await handle.signal(InvoiceWorkflow.resolve, resolution)
         case "void":
-            return await handle.execute_update(InvoiceWorkflow.void, Closure(reason=args.reason, actor=actor))
+            return await handle.execute_update(
+                InvoiceWorkflow.void, Closure(reason=args.reason, actor=actor)
+            )
         case "write-off":
             closure = Closure(reason=args.reason, actor=actor)
             return await handle.execute_update(InvoiceWorkflow.write_off, closure)
@@ -182,7 +213,9 @@ async def simulate_command(args: argparse.Namespace) -> None:
             for event in result.events:
                 print(event.as_json())
         else:
-            print(format_timeline(result).replace(str(result.outbox), "(discarded: scratch folder)"))
+            print(
+                format_timeline(result).replace(str(result.outbox), "(discarded: scratch folder)")
+            )
 
 
 async def demo_command(settings: Settings) -> None:

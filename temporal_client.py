@@ -108,7 +108,9 @@ async def register_search_attributes(client: Client, namespace: str) -> None:
     }
     request = AddSearchAttributesRequest(
         namespace=namespace,
-        search_attributes={key.name: kinds[key.indexed_value_type] for key in search_attributes.ALL},
+        search_attributes={
+            key.name: kinds[key.indexed_value_type] for key in search_attributes.ALL
+        },
     )
     try:
         await client.operator_service.add_search_attributes(request)

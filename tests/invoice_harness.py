@@ -148,7 +148,9 @@ def local(day: date, hour: int = 9, zone: str = "America/New_York") -> datetime:
 
 
 @asynccontextmanager
-async def invoice_harness(tmp_path: Path, database_url: str | None = None) -> AsyncIterator[InvoiceHarness]:
+async def invoice_harness(
+    tmp_path: Path, database_url: str | None = None
+) -> AsyncIterator[InvoiceHarness]:
     settings = Settings(
         data_dir=tmp_path,
         database_url=database_url,

@@ -139,7 +139,9 @@ async def test_dispute_pauses_and_resume_sends_only_the_latest_step(tmp_path):
         assert sent(state) == [("courtesy", "email")]
         assert h.invoice("INV-5").status == "disputed"
 
-        await handle.signal(InvoiceWorkflow.resolve, Resolution(action="resume", note="credit agreed"))
+        await handle.signal(
+            InvoiceWorkflow.resolve, Resolution(action="resume", note="credit agreed")
+        )
         await h.advance(timedelta(hours=1))
         state = await h.state(handle)
         assert state.stage == Stage.SCHEDULED

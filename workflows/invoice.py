@@ -86,7 +86,7 @@ class InvoiceWorkflow:
 
     @workflow.run
     async def run(self, invoice: InvoiceInput) -> InvoiceState:
-        self._record("issued", f"{invoice.currency} {invoice.balance_minor} due {invoice.due_on}")
+        self._record("issued", f"due {invoice.due_on}", amount_minor=invoice.balance_minor)
         self._publish()
         with workflow.unsafe.sandbox_unrestricted():
             # Holiday calendars load their translations from disk on first use: deterministic
@@ -112,7 +112,9 @@ class InvoiceWorkflow:
             later = schedule[position + 1 :]
             if scheduled.step.sends and later and later[0].send_at <= self._now():
                 # After a pause, send only the latest step that fell due, not a burst.
-                self._record("skipped", "superseded by a later step", template=scheduled.step.template)
+                self._record(
+                    "skipped", "superseded by a later step", template=scheduled.step.template
+                )
                 continue
             await self._run_step(scheduled)
         self.next_step_at = None
@@ -173,7 +175,7 @@ class InvoiceWorkflow:
                         invoice_number=self.invoice.number,
                         kind="late_fee",
                         amount_minor=fee,
-                        reason=f"late fee, policy {self.invoice.policy.name} step {scheduled.index}",
+                        reason=f"late fee of policy step {scheduled.index}",
                         idempotency_key=f"{self.invoice.number}:late-fee:{scheduled.index}",
                     ),
                 )
@@ -232,7 +234,7 @@ class InvoiceWorkflow:
                 lambda: self.stage != Stage.ESCALATED or self._settled(), timeout=escalation.sla
             )
         except TimeoutError:
-            self._record("escalation_sla_breached", f"no outcome within {escalation.sla}")
+            self._record("escalation_sla_breached", "no collector outcome within the SLA")
 
     async def _close(self) -> None:
         self._set_stage(Stage.CLEARING)
@@ -337,7 +339,9 @@ class InvoiceWorkflow:
     def _validate_adjustment(self, adjustment: Adjustment) -> None:
         self._require_open("adjust")
         if adjustment.kind not in ("credit", "adjustment"):
-            raise ValueError(f"adjustment kind must be credit or adjustment, got {adjustment.kind!r}")
+            raise ValueError(
+                f"adjustment kind must be credit or adjustment, got {adjustment.kind!r}"
+            )
         if adjustment.kind == "credit" and adjustment.amount_minor >= 0:
             raise ValueError("a credit lowers the balance: its amount must be negative")
         if adjustment.amount_minor == 0:
