@@ -260,24 +260,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     inv = commands.add_parser("invoice", help="look at or act on one invoice")
     actions = inv.add_subparsers(dest="action", required=True)
-    show = actions.add_parser("show", help="state and timeline")
-    show.add_argument("--json", action="store_true")
-    pay = actions.add_parser("pay", help="record a payment")
+
+    def invoice_action(name: str, help: str) -> argparse.ArgumentParser:
+        action = actions.add_parser(name, help=help)
+        action.add_argument("number", help="invoice number")
+        action.add_argument("--actor", default="operator", help="who acts, for the audit trail")
+        return action
+
+    invoice_action("show", "state and timeline").add_argument("--json", action="store_true")
+    pay = invoice_action("pay", "record a payment")
     pay.add_argument("amount", help="decimal amount in the invoice currency, e.g. 120.50")
     pay.add_argument("--method", default="manual")
     pay.add_argument("--reference")
     pay.add_argument("--reason", help="why a partial payment is partial")
-    promise = actions.add_parser("promise", help="record a promise to pay")
+    promise = invoice_action("promise", "record a promise to pay")
     promise.add_argument("pay_by", type=date.fromisoformat, help="YYYY-MM-DD")
     promise.add_argument("--amount")
     promise.add_argument("--note")
-    for name in ("dispute", "void", "write-off"):
-        actions.add_parser(name).add_argument("reason")
-    for name in ("resume", "stop"):
-        actions.add_parser(name).add_argument("--note")
-    for sub in actions.choices.values():
-        sub.add_argument("number", help="invoice number")
-        sub.add_argument("--actor", default="operator", help="who acts, for the audit trail")
+    invoice_action("dispute", "pause dunning for a dispute").add_argument("reason")
+    invoice_action("void", "void an invoice issued in error").add_argument("reason")
+    invoice_action("write-off", "write off the balance").add_argument("reason")
+    invoice_action("resume", "resume dunning").add_argument("--note")
+    invoice_action("stop", "stop reminders; wait for payment").add_argument("--note")
 
     sim = commands.add_parser("simulate", help="what-if: run a policy over invoices")
     sim.add_argument("--policy", type=Path, required=True)

@@ -365,7 +365,8 @@ def apply_adjustment(session: Session, req: AdjustmentApplication) -> LedgerBala
         if adjustment.invoice_id != invoice.id or adjustment.kind != req.kind:
             raise IdempotencyConflict(
                 f"adjustment key {req.idempotency_key!r} was already used for a "
-                f"{adjustment.kind} on another request; invoice {number} asks for a {req.kind}"
+                f"{adjustment.kind} on invoice id {adjustment.invoice_id}; this request is a "
+                f"{req.kind} on invoice {number}"
             )
         return _balance(session, invoice)
 
