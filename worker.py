@@ -6,6 +6,7 @@ Workers are stateless; run as many as load needs against the same task queue.
 from __future__ import annotations
 
 import asyncio
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
@@ -22,6 +23,11 @@ from workflows.invoice import InvoiceWorkflow
 WORKFLOWS = [InvoiceWorkflow]
 # The holiday calendars are deterministic but import lazily and read the local clock at import;
 # loading them outside the sandbox keeps workflows replayable.
+# They also import parts of themselves lazily, which the sandbox would warn about on each
+# first use of a country's calendar.
+warnings.filterwarnings(
+    "ignore", message=r"Module (holidays|dateutil|six)\b.* was imported after initial workflow load"
+)
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules("holidays", "dateutil", "six")
 )

@@ -110,7 +110,8 @@ class OutboxEmail:
     def deliver(self, message: OutgoingEmail) -> Delivered:
         path = self.path_for(message.idempotency_key)
         if not path.exists():  # a retry finds the file and sends nothing more
-            write_atomically(path, build_email_message(self._settings, message).as_bytes())
+            email = build_email_message(self._settings, message).as_bytes()
+            write_atomically(path, email, durable=self._settings.durable_writes)
         return Delivered(provider_id=path.name)
 
 
@@ -119,6 +120,7 @@ class OutboxSms:
 
     def __init__(self, settings: Settings) -> None:
         self.path = settings.effective_outbox_dir / "sms.jsonl"
+        self.durable = settings.durable_writes
 
     def deliver(self, message: OutgoingSms) -> Delivered:
         record = {
@@ -127,7 +129,7 @@ class OutboxSms:
             "idempotency_key": message.idempotency_key,
             "at": datetime.now(UTC).isoformat(),
         }
-        append_json_line_once(self.path, record, key_field="idempotency_key")
+        append_json_line_once(self.path, record, key_field="idempotency_key", durable=self.durable)
         return Delivered(provider_id=None)
 
 

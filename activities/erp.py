@@ -184,7 +184,10 @@ class ErpActivities:
             # The journal is idempotent by key itself, so a crash before the ErpPosting row
             # below is recorded never leaves the invoice unposted or posted twice.
             written_now = append_json_line_once(
-                self._settings.effective_erp_journal, document, key_field="idempotency_key"
+                self._settings.effective_erp_journal,
+                document,
+                key_field="idempotency_key",
+                durable=self._settings.durable_writes,
             )
 
         try:

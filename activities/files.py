@@ -12,20 +12,25 @@ from pathlib import Path
 from typing import Any
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Readers see the old file or the new one, never half of it, even after a crash."""
+def write_atomically(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Readers see the old file or the new one, never half of it, even after a crash.
+
+    `durable=False` skips the fsyncs: for scratch folders such as a simulation's outbox.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as temp:
             temp.write(data)
             temp.flush()
-            os.fsync(temp.fileno())
+            if durable:
+                os.fsync(temp.fileno())
         os.replace(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
-    _fsync_directory(path.parent)
+    if durable:
+        _fsync_directory(path.parent)
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -55,20 +60,27 @@ def read_json_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
 
 
-def append_json_line_once(path: Path, record: dict[str, Any], key_field: str) -> bool:
+def append_json_line_once(
+    path: Path, record: dict[str, Any], key_field: str, *, durable: bool = True
+) -> bool:
     """Append ``record`` unless a line with the same ``record[key_field]`` is already there.
 
-    Returns True when the line was written. The whole file is rewritten atomically, so a
-    crash never leaves a partial line behind; fine for the embedded outbox and journal.
+    Returns True when the line was written. A line cut short by a crash is dropped before
+    appending, so the file only ever holds whole lines.
     """
     key = record[key_field]
-    line = json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
+    line = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
     with locked(path):
         existing = path.read_bytes() if path.exists() else b""
-        for old_line in existing.decode("utf-8").splitlines():
+        whole = existing[: existing.rfind(b"\n") + 1]
+        for old_line in whole.decode("utf-8").splitlines():
             if old_line.strip() and json.loads(old_line).get(key_field) == key:
                 return False
-        if existing and not existing.endswith(b"\n"):
-            existing += b"\n"
-        write_atomically(path, existing + line.encode("utf-8"))
+        with path.open("r+b" if existing else "wb") as journal:
+            journal.truncate(len(whole))
+            journal.seek(len(whole))
+            journal.write(line)
+            journal.flush()
+            if durable:
+                os.fsync(journal.fileno())
         return True

@@ -9,9 +9,19 @@ import sqlalchemy as sa
 from sqlmodel import Session, create_engine
 
 
-def make_engine(url: str) -> sa.Engine:
+def make_engine(url: str, *, durable: bool = True) -> sa.Engine:
+    """An engine for `url`; `durable=False` lets a scratch SQLite file skip fsyncs."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # SQLite has one writer at a time. One pooled connection makes threads queue for it
+        # in-process, instead of polling the file lock with sleeps under busy_timeout.
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            poolclass=sa.pool.QueuePool,
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=120,
+        )
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -22,6 +32,7 @@ def make_engine(url: str) -> sa.Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
             cursor.close()
 
         @sa.event.listens_for(engine, "begin")

@@ -12,6 +12,7 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from temporalio import workflow
+from temporalio.worker.workflow_sandbox._restrictions import RestrictionContext
 
 # Temporal's workflow sandbox would re-import `holidays` for every workflow run; its tables
 # depend only on (country, year), so the one real module is shared.
@@ -26,12 +27,15 @@ def load_zone(key: str) -> ZoneInfo:
     if not isinstance(key, str) or not key.strip():
         raise ValueError("time zone must be an IANA name like America/New_York")
     try:
-        return ZoneInfo(key)
+        zone = ZoneInfo(key)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         # OSError: a key naming a folder of the zone database, like "America".
         raise ValueError(
             f"unknown time zone {key!r}: use an IANA name like America/New_York"
         ) from None
+    # Temporal's workflow sandbox hands out ZoneInfo objects wrapped in a proxy that datetime
+    # refuses as a tzinfo; the zone itself is immutable, so the real object is safe to use.
+    return RestrictionContext.unwrap_if_proxied(zone)
 
 
 def canonical_holiday_code(code: str) -> str:

@@ -121,7 +121,7 @@ def _check_file(path: StrPath) -> _Checked:
     finally:
         loader.dispose()
 
-    if root is None:
+    if root is None or data is None:
         return failed("file is empty")
     if not isinstance(root, yaml.MappingNode):
         return failed("a policy must be a mapping with keys like name, version and steps", 1)

@@ -7,6 +7,7 @@ schedules these tests see do not depend on the day they run.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,6 +36,7 @@ from workflows.invoice import InvoiceWorkflow
 from workflows.models import InvoiceInput, InvoiceState
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
+HISTORIES = Path(__file__).resolve().parent / "histories"
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # Monday 2026-03-02, 03:00 in New York
 
 
@@ -134,8 +136,16 @@ class InvoiceHarness:
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
     async def assert_replays(self, handle: WorkflowHandle) -> None:
-        """The recorded history replays on today's workflow code without nondeterminism."""
+        """The recorded history replays on today's workflow code without nondeterminism.
+
+        With DUNWISE_RECORD_HISTORIES=1 the history is also saved under tests/histories/,
+        where test_replay_histories keeps replaying it against every later change.
+        """
         history = await handle.fetch_history()
+        if os.environ.get("DUNWISE_RECORD_HISTORIES") == "1":
+            test_name = os.environ["PYTEST_CURRENT_TEST"].split("::")[-1].split(" ")[0]
+            HISTORIES.mkdir(exist_ok=True)
+            (HISTORIES / f"{test_name.removeprefix('test_')}.json").write_text(history.to_json())
         await Replayer(
             workflows=WORKFLOWS,
             workflow_runner=WORKFLOW_RUNNER,

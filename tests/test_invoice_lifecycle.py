@@ -189,6 +189,7 @@ async def test_promise_broken_resumes_dunning(tmp_path):
         assert h.invoice("INV-7").status == "open"
         friendly = [e for e in state.timeline if e.template == "overdue_friendly"]
         assert friendly[0].at.timestamp() == around(local(date(2026, 3, 23)))
+        await h.assert_replays(handle)
 
 
 async def test_late_fee_and_escalation_to_a_collector(tmp_path):
@@ -232,6 +233,7 @@ async def test_void_closes_without_receipt(tmp_path):
         assert final.stage == Stage.CLOSED
         assert h.invoice("INV-9").status == "void"
         assert h.messages("INV-9") == []
+        await h.assert_replays(handle)
 
 
 async def test_sms_opt_out_is_respected(tmp_path):
@@ -242,6 +244,7 @@ async def test_sms_opt_out_is_respected(tmp_path):
         assert sent(state) == [("courtesy", "email"), ("due_today", "email")]
         assert "reminder_suppressed" in events(state)
         assert not (h.settings.effective_outbox_dir / "sms.jsonl").exists()
+        await h.assert_replays(handle)
 
 
 async def test_bad_requests_are_refused_with_a_reason(tmp_path):
@@ -273,3 +276,4 @@ async def test_bad_requests_are_refused_with_a_reason(tmp_path):
         assert state.balance_minor == 90_000  # nothing refused touched the money
         with session_scope(h.engine) as session:
             assert len(session.exec(select(Payment)).all()) == 1
+        await h.assert_replays(handle)

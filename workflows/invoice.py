@@ -11,7 +11,7 @@ this workflow is the truth for what happens next.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -86,7 +86,12 @@ class InvoiceWorkflow:
 
     @workflow.run
     async def run(self, invoice: InvoiceInput) -> InvoiceState:
-        self._record("issued", f"due {invoice.due_on}", amount_minor=invoice.balance_minor)
+        self._record(
+            "issued",
+            f"due {invoice.due_on}",
+            amount_minor=invoice.balance_minor,
+            at=datetime.combine(invoice.issued_on, time(0), self.zone),
+        )
         self._publish()
         with workflow.unsafe.sandbox_unrestricted():
             # Holiday calendars load their translations from disk on first use: deterministic
@@ -166,6 +171,10 @@ class InvoiceWorkflow:
 
     async def _run_step(self, scheduled: ScheduledStep) -> None:
         step = scheduled.step
+        # The timeline shows the planned moment of a step that ran on time, not the
+        # milliseconds a busy worker took to get to it.
+        late = self._now() - scheduled.send_at > LATE_STEP_TOLERANCE
+        at = self._now() if late else scheduled.send_at
         if step.late_fee is not None and self.balance_minor > 0:
             fee = late_fee_minor(step.late_fee, self.balance_minor)
             async with self.money_lock:
@@ -180,16 +189,15 @@ class InvoiceWorkflow:
                     ),
                 )
             self._apply_balance(balance)
-            self._record("late_fee", amount_minor=fee)
+            self._record("late_fee", amount_minor=fee, at=at)
         if step.sends:
-            await self._send_reminder(scheduled)
+            await self._send_reminder(scheduled, at)
         if step.escalate is not None:
-            await self._escalate(scheduled)
+            await self._escalate(scheduled, at)
         self._publish()
 
-    async def _send_reminder(self, scheduled: ScheduledStep) -> None:
+    async def _send_reminder(self, scheduled: ScheduledStep, at: datetime) -> None:
         assert scheduled.step.template is not None
-        started = self._now()
         outcome: ReminderOutcome = await workflow.execute_activity(
             "send_reminder",
             ReminderRequest(
@@ -210,10 +218,10 @@ class InvoiceWorkflow:
                 result.reason or "",
                 channel=result.channel,
                 template=scheduled.step.template,
-                at=started,
+                at=at,
             )
 
-    async def _escalate(self, scheduled: ScheduledStep) -> None:
+    async def _escalate(self, scheduled: ScheduledStep, at: datetime) -> None:
         escalation = scheduled.step.escalate
         assert escalation is not None
         await self._ledger(
@@ -222,19 +230,25 @@ class InvoiceWorkflow:
                 invoice_number=self.invoice.number,
                 queue=escalation.queue,
                 priority=escalation.priority,
-                due_at=self._now() + escalation.sla,
+                due_at=at + escalation.sla,
                 idempotency_key=f"{self.invoice.number}:escalation:{scheduled.index}",
             ),
             result_type=int,
         )
         self._set_stage(Stage.ESCALATED)
-        self._record("escalation", f"queue {escalation.queue}, priority {escalation.priority}")
+        self._record(
+            "escalation", f"queue {escalation.queue}, priority {escalation.priority}", at=at
+        )
         try:
             await workflow.wait_condition(
                 lambda: self.stage != Stage.ESCALATED or self._settled(), timeout=escalation.sla
             )
         except TimeoutError:
-            self._record("escalation_sla_breached", "no collector outcome within the SLA")
+            self._record(
+                "escalation_sla_breached",
+                "no collector outcome within the SLA",
+                at=at + escalation.sla,
+            )
 
     async def _close(self) -> None:
         self._set_stage(Stage.CLEARING)
@@ -302,7 +316,7 @@ class InvoiceWorkflow:
         detail = f"{kind} via {payment.method}" + (f", {credit} to credit" if credit else "")
         if payment.reason:
             detail += f": {payment.reason}"
-        self._record("payment", detail, amount_minor=payment.amount_minor)
+        self._record("payment", detail, amount_minor=payment.amount_minor, at=payment.received_at)
         return self.state()
 
     @record_payment.validator

@@ -1,0 +1,57 @@
+"""The benchmark's baseline: a workflow shaped like one invoice's lifecycle that does nothing.
+
+It has the timers and activities one real invoice used and takes its payment as an update,
+so driving it costs what Temporal itself costs; the gap to a real invoice is dunwise's own
+work (ledger, rendering, ERP journal, search attributes, pydantic payloads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from datetime import timedelta
+
+from temporalio import activity, workflow
+
+ACTIVITY_TIMEOUT = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What one real invoice's history held."""
+
+    timers_fired: int
+    timers_canceled: int  # waits that the payment cut short, like the wait for the next step
+    activities: int  # the first runs inside the payment update, like apply_payment
+
+
+@activity.defn
+def noop(step: int) -> int:
+    return step
+
+
+@workflow.defn
+class BaselineWorkflow:
+    @workflow.init
+    def __init__(self, shape: Shape) -> None:
+        self.shape = shape
+        self.paid = False
+
+    @workflow.run
+    async def run(self, shape: Shape) -> int:
+        for _ in range(shape.timers_fired):
+            await workflow.sleep(timedelta(milliseconds=1))
+        for _ in range(shape.timers_canceled):
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(lambda: self.paid, timeout=timedelta(days=1))
+        await workflow.wait_condition(lambda: self.paid)
+        for step in range(1, shape.activities):
+            await workflow.execute_activity(noop, step, start_to_close_timeout=ACTIVITY_TIMEOUT)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return shape.activities
+
+    @workflow.update
+    async def pay(self) -> None:
+        if self.shape.activities:
+            await workflow.execute_activity(noop, 0, start_to_close_timeout=ACTIVITY_TIMEOUT)
+        self.paid = True

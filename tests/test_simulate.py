@@ -1,0 +1,147 @@
+"""`dunwise simulate`: the real workflows over many invoices on a time-skipping server."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import time
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from ledger.imports import ImportRejected
+from policies.loader import load_policy
+from simulation import format_timeline, simulate
+
+POLICY = Path(__file__).resolve().parent.parent / "policies" / "standard.yaml"
+ZONES = [
+    ("America/New_York", "USD", "+12125550100"),
+    ("Europe/Berlin", "EUR", "+4930901820"),
+    ("Asia/Tokyo", "JPY", "+81312345678"),
+    ("America/Los_Angeles", "USD", "+14155550101"),
+]
+COLUMNS = "invoice_number,customer_id,customer_name,email,phone,timezone,currency,amount,issued_on,due_on"
+
+
+def write_invoices(path: Path, count: int, first_due: date = date(2026, 3, 16)) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(COLUMNS.split(","))
+        for n in range(count):
+            zone, currency, phone = ZONES[n % len(ZONES)]
+            due_on = first_due + timedelta(days=n % 20)
+            amount = f"{1000 + n}" if currency == "JPY" else f"{100 + n}.50"
+            writer.writerow(
+                [f"SIM-{n:04d}", f"cust-{n % 48}", f"Customer {n % 48}", f"c{n % 48}@example.com",
+                 phone, zone, currency, amount, (due_on - timedelta(days=30)).isoformat(),
+                 due_on.isoformat()]
+            )  # fmt: skip
+
+
+def write_payments(path: Path, rows: list[tuple[str, date, str]]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["invoice_number", "paid_on", "amount"])
+        writer.writerows((number, day.isoformat(), amount) for number, day, amount in rows)
+
+
+async def test_two_hundred_invoices_over_120_days(tmp_path):
+    invoices = tmp_path / "invoices.csv"
+    write_invoices(invoices, 200)
+    payments = tmp_path / "payments.csv"
+    # SIM-0001 (Berlin, due 03-17) pays in full on 03-20; SIM-0004 (New York) pays in part.
+    write_payments(
+        payments, [("SIM-0001", date(2026, 3, 20), "101.50"), ("SIM-0004", date(2026, 3, 25), "50")]
+    )
+
+    started = time.monotonic()
+    result = await simulate(
+        load_policy(POLICY), invoices, tmp_path / "run", payments_path=payments, days=120
+    )
+    print(f"simulated 200 invoices over 120 days in {time.monotonic() - started:.1f}s")
+
+    def of(number: str) -> list[tuple[str, str, str | None, str | None]]:
+        return [
+            (e.at.isoformat(), e.event, e.channel, e.template)
+            for e in result.events
+            if e.invoice == number
+        ]
+
+    # New York, due Monday 2026-03-16, never pays.
+    assert of("SIM-0000") == [
+        ("2026-02-14T00:00:00-05:00", "issued", None, None),
+        ("2026-03-13T09:00:00-04:00", "reminder", "email", "courtesy"),
+        ("2026-03-16T09:00:00-04:00", "reminder", "email", "due_today"),
+        ("2026-03-16T09:00:00-04:00", "reminder", "sms", "due_today"),
+        ("2026-03-23T09:00:00-04:00", "reminder", "email", "overdue_friendly"),
+        ("2026-03-30T09:00:00-04:00", "late_fee", None, None),
+        ("2026-03-30T09:00:00-04:00", "reminder", "email", "overdue_firm"),
+        ("2026-03-30T09:00:00-04:00", "reminder", "sms", "overdue_firm"),
+        ("2026-04-15T09:00:00-04:00", "escalation", None, None),
+        ("2026-04-17T09:00:00-04:00", "escalation_sla_breached", None, None),
+    ]
+    # Berlin, due Tuesday 2026-03-17, pays in full on Friday 03-20 at noon.
+    berlin = of("SIM-0001")
+    assert berlin[-4:] == [
+        ("2026-03-20T12:00:00+01:00", "payment", None, None),
+        ("2026-03-20T12:00:00+01:00", "cleared", None, None),
+        ("2026-03-20T12:00:00+01:00", "receipt", None, None),
+        ("2026-03-20T12:00:00+01:00", "closed", None, None),
+    ]
+    assert [t for _, e, _, t in berlin if e == "reminder"] == ["courtesy", "due_today", "due_today"]
+    partial = [e for e in result.events if e.invoice == "SIM-0004" and e.event == "payment"]
+    assert partial[0].detail.startswith("partial") and partial[0].amount == "$50.00"
+
+    # Every event is timed in its customer's zone, inside the send window for messages.
+    for event in result.events:
+        if event.event == "reminder":
+            assert (event.at.hour, event.at.minute) == (9, 0), event
+            assert event.at.weekday() < 5, event
+    assert sum(1 for e in result.events if e.event == "issued") == 200
+    assert sum(1 for e in result.events if e.event == "escalation") == 199
+    emails = list((result.outbox / "email").glob("*.eml"))
+    assert len(emails) == sum(1 for e in result.events if e.channel == "email") + 1  # + receipt
+
+    text = format_timeline(result)
+    assert "Fri 2026-03-13" in text
+    assert "Summary: 200 invoices" in text
+
+
+def test_cli_json_lines(tmp_path):
+    invoices = tmp_path / "invoices.csv"
+    write_invoices(invoices, 3)
+    result = subprocess.run(
+        [sys.executable, "-c", "import starter; starter.main()", "simulate",
+         "--policy", str(POLICY), "--invoices", str(invoices), "--days", "40", "--json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {"invoice", "at", "event", "channel", "template"} <= set(events[0])
+    reminders = [e for e in events if e["event"] == "reminder"]
+    assert {e["channel"] for e in reminders} == {"email", "sms"}
+    for event in events:
+        assert datetime.fromisoformat(event["at"]).utcoffset() is not None
+
+
+async def test_bad_payments_are_reported_by_row(tmp_path):
+    invoices = tmp_path / "invoices.csv"
+    write_invoices(invoices, 2)
+    payments = tmp_path / "payments.csv"
+    write_payments(
+        payments,
+        [
+            ("SIM-0000", date(2026, 3, 20), "10.001"),
+            ("NOPE-1", date(2026, 3, 20), "10"),
+            ("SIM-0001", date(2026, 3, 20), "-5"),
+        ],
+    )
+    with pytest.raises(ImportRejected) as rejected:
+        await simulate(load_policy(POLICY), invoices, tmp_path / "run", payments_path=payments)
+    messages = [str(error) for error in rejected.value.errors]
+    assert messages[0].startswith("row 2, amount")
+    assert messages[1] == "row 3, invoice_number: unknown invoice NOPE-1"
+    assert messages[2].startswith("row 4, amount")
