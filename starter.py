@@ -33,9 +33,9 @@ from policies.loader import (
 )
 from policies.money import to_minor
 from policies.schema import Policy
-from settings import Settings, get_settings
+from settings import DEV_SECRET_KEY, Settings, get_settings
 from simulation import format_timeline, simulate
-from temporal_client import connect, route_core_logs_to_python, temporal
+from temporal_client import connect, quiet_core_logs, temporal
 from worker import run_worker
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import (
@@ -58,6 +58,11 @@ class CommandError(Exception):
 
 
 async def run(settings: Settings) -> None:
+    if not settings.embedded_temporal and settings.secret_key.get_secret_value() == DEV_SECRET_KEY:
+        raise CommandError(
+            "DUNWISE_SECRET_KEY is the development key; set a secret of your own before "
+            "running against a Temporal cluster"
+        )
     upgrade(settings.effective_database_url)
     engine = make_engine(settings.effective_database_url)
     async with temporal(settings) as client:
@@ -303,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    route_core_logs_to_python()
+    quiet_core_logs()
     settings = get_settings()
     try:
         sys.exit(_dispatch(args, settings) or 0)

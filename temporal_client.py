@@ -7,7 +7,6 @@ Both are installed beside the Python interpreter, so nothing is downloaded at ru
 
 from __future__ import annotations
 
-import logging
 import shutil
 import sys
 from collections.abc import AsyncIterator
@@ -19,7 +18,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig
+from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 from temporalio.testing import WorkflowEnvironment
 
@@ -41,16 +40,15 @@ def installed_binary(name: str) -> str:
     return found
 
 
-def route_core_logs_to_python() -> None:
-    """Send the Temporal core's own log lines through Python logging (stderr).
+def quiet_core_logs() -> None:
+    """Let the Temporal core print only errors.
 
-    By default the core prints to stdout, which would mix its warnings into
-    machine-readable output such as `dunwise simulate --json`.
+    The core writes its log lines to stdout; its warnings (for example about the test
+    server's version) would otherwise mix into machine-readable output such as
+    `dunwise simulate --json`.
     """
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    forwarding = LogForwardingConfig(logger=logging.getLogger("temporalio.core"))
     Runtime.set_default(
-        Runtime(telemetry=TelemetryConfig(logging=LoggingConfig("ERROR", forwarding=forwarding)))
+        Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(TelemetryFilter("ERROR", "ERROR"))))
     )
 
 

@@ -150,3 +150,10 @@ def test_policy_check_reports_file_line_and_field(dunwise_env, tmp_path):
     assert result.returncode == 1
     assert f"{bad}:4: steps[0].at" in result.stderr
     assert f"{bad}:5: steps[1].channels[0]" in result.stderr
+
+
+def test_run_refuses_the_development_secret_against_a_cluster(dunwise_env, tmp_path):
+    dunwise_env["DUNWISE_TEMPORAL_ADDRESS"] = f"127.0.0.1:{free_port()}"
+    result = dunwise(dunwise_env, "run", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "DUNWISE_SECRET_KEY is the development key" in result.stderr
