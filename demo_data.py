@@ -5,96 +5,36 @@ from __future__ import annotations
 import csv
 from datetime import date, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
-INVOICE_COLUMNS = [
-    "invoice_number",
-    "customer_id",
-    "customer_name",
-    "email",
-    "phone",
-    "timezone",
-    "currency",
-    "amount",
-    "issued_on",
-    "due_on",
-    "segment",
-]
 
-# (number, customer, name, email, phone, zone, currency, amount, days from today to due, segment)
+class Sample(NamedTuple):
+    invoice_number: str
+    customer_id: str
+    customer_name: str
+    email: str
+    phone: str
+    timezone: str
+    currency: str
+    amount: str
+    due_in_days: int
+    segment: str
+
+
 SAMPLES = [
-    (
-        "INV-1001",
-        "acme",
-        "Acme Corp",
-        "ap@acme.example",
-        "+14155550101",
-        "America/Los_Angeles",
-        "USD",
-        "1250.00",
-        -2,
-        "smb",
-    ),
-    (
-        "INV-1002",
-        "acme",
-        "Acme Corp",
-        "ap@acme.example",
-        "+14155550101",
-        "America/Los_Angeles",
-        "USD",
-        "310.40",
-        5,
-        "smb",
-    ),
-    (
-        "INV-1003",
-        "globex",
-        "Globex GmbH",
-        "billing@globex.example",
-        "+4930901820",
-        "Europe/Berlin",
-        "EUR",
-        "4800.00",
-        3,
-        "mid-market",
-    ),
-    (
-        "INV-1004",
-        "initech",
-        "Initech LLC",
-        "finance@initech.example",
-        "+12125550199",
-        "America/New_York",
-        "USD",
-        "999.99",
-        0,
-        "smb",
-    ),
-    (
-        "INV-1005",
-        "umbrella",
-        "Umbrella Ltd",
-        "accounts@umbrella.example",
-        "+442079460958",
-        "Europe/London",
-        "GBP",
-        "15000.00",
-        8,
-        "mid-market",
-    ),
-    (
-        "INV-1006",
-        "hooli",
-        "Hooli Inc",
-        "ar@hooli.example",
-        "+16505550142",
-        "America/Los_Angeles",
-        "USD",
-        "72.00",
-        10,
-        "smb",
-    ),
-]
+    Sample("INV-1001", "acme", "Acme Corp", "ap@acme.example", "+14155550101",
+           "America/Los_Angeles", "USD", "1250.00", -2, "smb"),
+    Sample("INV-1002", "acme", "Acme Corp", "ap@acme.example", "+14155550101",
+           "America/Los_Angeles", "USD", "310.40", 5, "smb"),
+    Sample("INV-1003", "globex", "Globex GmbH", "billing@globex.example", "+4930901820",
+           "Europe/Berlin", "EUR", "4800.00", 3, "mid-market"),
+    Sample("INV-1004", "initech", "Initech LLC", "finance@initech.example", "+12125550199",
+           "America/New_York", "USD", "999.99", 0, "smb"),
+    Sample("INV-1005", "umbrella", "Umbrella Ltd", "accounts@umbrella.example", "+442079460958",
+           "Europe/London", "GBP", "15000.00", 8, "mid-market"),
+    Sample("INV-1006", "hooli", "Hooli Inc", "ar@hooli.example", "+16505550142",
+           "America/Los_Angeles", "USD", "72.00", 10, "smb"),
+]  # fmt: skip
 
 # (number, days from today, amount): one early payment, one partial then the rest, one on time.
 PAYMENTS = [
@@ -111,35 +51,12 @@ def write(folder: Path, *, today: date) -> tuple[Path, Path]:
     invoices = folder / "invoices.csv"
     with invoices.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(INVOICE_COLUMNS)
-        for (
-            number,
-            customer,
-            name,
-            email,
-            phone,
-            zone,
-            currency,
-            amount,
-            due_in,
-            segment,
-        ) in SAMPLES:
-            due_on = today + timedelta(days=due_in)
+        writer.writerow([*Sample._fields[:-2], "issued_on", "due_on", "segment"])
+        for sample in SAMPLES:
+            due_on = today + timedelta(days=sample.due_in_days)
             issued_on = due_on - timedelta(days=30)
             writer.writerow(
-                [
-                    number,
-                    customer,
-                    name,
-                    email,
-                    phone,
-                    zone,
-                    currency,
-                    amount,
-                    issued_on.isoformat(),
-                    due_on.isoformat(),
-                    segment,
-                ]
+                [*sample[:-2], issued_on.isoformat(), due_on.isoformat(), sample.segment]
             )
     payments = folder / "payments.csv"
     with payments.open("w", newline="") as handle:

@@ -72,6 +72,23 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     erp_timeout_seconds: float = 30.0
 
+    @classmethod
+    def scratch(cls, folder: Path, task_queue: str) -> Settings:
+        """Settings for a throw-away run (simulation, test, benchmark) kept inside `folder`:
+        SQLite ledger, outbox delivery, journal ERP, no fsyncs, its own task queue."""
+        return cls(
+            _env_file=None,
+            data_dir=folder,
+            database_url=None,
+            outbox_dir=folder / "outbox",
+            erp_url=None,
+            erp_journal=folder / "erp-journal.jsonl",
+            temporal_task_queue=task_queue,
+            email_backend="outbox",
+            sms_backend="outbox",
+            durable_writes=False,
+        )
+
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'dunwise.db').resolve()}"

@@ -116,17 +116,7 @@ async def simulate(
     by_number = {row.invoice_number: row for row in rows}
     payments = read_payment_rows(payments_path, by_number) if payments_path else []
 
-    settings = Settings(
-        data_dir=workdir,
-        database_url=None,
-        outbox_dir=workdir / "outbox",
-        erp_url=None,
-        erp_journal=workdir / "erp-journal.jsonl",
-        temporal_task_queue="dunwise-simulation",
-        email_backend="outbox",
-        sms_backend="outbox",
-        durable_writes=False,
-    )
+    settings = Settings.scratch(workdir, task_queue="dunwise-simulation")
     workdir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.effective_database_url)
     engine = make_engine(settings.effective_database_url, durable=False)

@@ -228,16 +228,9 @@ def baseline_worker(client: Client, task_queue: str) -> Worker:
 async def bench(invoices: int, concurrency: int, warmup: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="dunwise-bench-") as scratch:
         folder = Path(scratch)
-        settings = Settings(
-            _env_file=None,
-            data_dir=folder,
-            database_url=None,
-            outbox_dir=folder / "outbox",
-            erp_url=None,
-            erp_journal=folder / "erp-journal.jsonl",
-            temporal_task_queue="bench-dunwise",
-            email_backend="outbox",
-            sms_backend="outbox",
+        # Measured as production runs: durable ledger and outbox writes.
+        settings = Settings.scratch(folder, task_queue="bench-dunwise").model_copy(
+            update={"durable_writes": True}
         )
         upgrade(settings.effective_database_url)
         engine = make_engine(settings.effective_database_url)

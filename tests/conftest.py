@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -76,3 +77,17 @@ def engine(
         _empty_all_tables(ledger_engine)
     yield ledger_engine
     ledger_engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL of an empty, migrated ledger on SQLite (a fresh file) or PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+        upgrade(url)
+        return url
+    url = request.getfixturevalue("postgres_database_url")
+    engine = make_engine(url)
+    _empty_all_tables(engine)
+    engine.dispose()
+    return url

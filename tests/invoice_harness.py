@@ -143,7 +143,9 @@ class InvoiceHarness:
         """
         history = await handle.fetch_history()
         if os.environ.get("DUNWISE_RECORD_HISTORIES") == "1":
-            test_name = os.environ["PYTEST_CURRENT_TEST"].split("::")[-1].split(" ")[0]
+            test_name = (
+                os.environ["PYTEST_CURRENT_TEST"].split("::")[-1].split(" ")[0].split("[")[0]
+            )
             HISTORIES.mkdir(exist_ok=True)
             (HISTORIES / f"{test_name.removeprefix('test_')}.json").write_text(history.to_json())
         await Replayer(
@@ -161,16 +163,9 @@ def local(day: date, hour: int = 9, zone: str = "America/New_York") -> datetime:
 async def invoice_harness(
     tmp_path: Path, database_url: str | None = None
 ) -> AsyncIterator[InvoiceHarness]:
-    settings = Settings(
-        data_dir=tmp_path,
-        database_url=database_url,
-        outbox_dir=tmp_path / "outbox",
-        erp_url=None,
-        erp_journal=tmp_path / "erp-journal.jsonl",
-        temporal_task_queue=f"test-{uuid.uuid4()}",
-        email_backend="outbox",
-        sms_backend="outbox",
-    )
+    settings = Settings.scratch(tmp_path, task_queue=f"test-{uuid.uuid4()}")
+    if database_url:
+        settings = settings.model_copy(update={"database_url": database_url})
     upgrade(settings.effective_database_url)
     engine = make_engine(settings.effective_database_url)
     env = await time_skipping_environment()

@@ -46,8 +46,8 @@ def events(state) -> list[str]:
     return [e.event for e in state.timeline]
 
 
-async def test_paid_early_closes_with_receipt_and_erp_posting(tmp_path):
-    async with invoice_harness(tmp_path) as h:
+async def test_paid_early_closes_with_receipt_and_erp_posting(tmp_path, ledger_url):
+    async with invoice_harness(tmp_path, ledger_url) as h:
         handle = await h.start("INV-1", due_on=DUE)
         await h.advance_to(local(date(2026, 3, 10), 12))
         await handle.execute_update(InvoiceWorkflow.record_payment, pay(100_000, method="card"))
@@ -66,8 +66,8 @@ async def test_paid_early_closes_with_receipt_and_erp_posting(tmp_path):
         await h.assert_replays(handle)
 
 
-async def test_paid_after_reminders(tmp_path):
-    async with invoice_harness(tmp_path) as h:
+async def test_paid_after_reminders(tmp_path, ledger_url):
+    async with invoice_harness(tmp_path, ledger_url) as h:
         handle = await h.start("INV-2", due_on=DUE)
         await h.advance_to(local(date(2026, 3, 24)))
         state = await h.state(handle)
@@ -93,8 +93,8 @@ async def test_paid_after_reminders(tmp_path):
         await h.assert_replays(handle)
 
 
-async def test_partial_then_full_payment_adds_up(tmp_path):
-    async with invoice_harness(tmp_path) as h:
+async def test_partial_then_full_payment_adds_up(tmp_path, ledger_url):
+    async with invoice_harness(tmp_path, ledger_url) as h:
         handle = await h.start("INV-3", due_on=DUE)
         await h.advance_to(local(date(2026, 3, 17)))
         state = await handle.execute_update(
@@ -116,8 +116,8 @@ async def test_partial_then_full_payment_adds_up(tmp_path):
         await h.assert_replays(handle)
 
 
-async def test_overpayment_becomes_customer_credit(tmp_path):
-    async with invoice_harness(tmp_path) as h:
+async def test_overpayment_becomes_customer_credit(tmp_path, ledger_url):
+    async with invoice_harness(tmp_path, ledger_url) as h:
         handle = await h.start("INV-4", due_on=DUE)
         await handle.execute_update(InvoiceWorkflow.record_payment, pay(120_000))
         final = await handle.result()
@@ -127,8 +127,8 @@ async def test_overpayment_becomes_customer_credit(tmp_path):
             assert (credit.amount_minor, credit.source) == (20_000, "overpayment")
 
 
-async def test_dispute_pauses_and_resume_sends_only_the_latest_step(tmp_path):
-    async with invoice_harness(tmp_path) as h:
+async def test_dispute_pauses_and_resume_sends_only_the_latest_step(tmp_path, ledger_url):
+    async with invoice_harness(tmp_path, ledger_url) as h:
         handle = await h.start("INV-5", due_on=DUE)
         await h.advance_to(local(date(2026, 3, 14)))
         await handle.signal(InvoiceWorkflow.dispute, Dispute(reason="goods arrived damaged"))
@@ -151,8 +151,8 @@ async def test_dispute_pauses_and_resume_sends_only_the_latest_step(tmp_path):
         await h.assert_replays(handle)
 
 
-async def test_promise_kept_pauses_reminders(tmp_path):
-    async with invoice_harness(tmp_path) as h:
+async def test_promise_kept_pauses_reminders(tmp_path, ledger_url):
+    async with invoice_harness(tmp_path, ledger_url) as h:
         handle = await h.start("INV-6", due_on=DUE)
         await h.advance_to(local(date(2026, 3, 17)))
         await handle.execute_update(
@@ -174,8 +174,8 @@ async def test_promise_kept_pauses_reminders(tmp_path):
         await h.assert_replays(handle)
 
 
-async def test_promise_broken_resumes_dunning(tmp_path):
-    async with invoice_harness(tmp_path) as h:
+async def test_promise_broken_resumes_dunning(tmp_path, ledger_url):
+    async with invoice_harness(tmp_path, ledger_url) as h:
         handle = await h.start("INV-7", due_on=DUE)
         await h.advance_to(local(date(2026, 3, 17)))
         await handle.execute_update(
@@ -192,8 +192,8 @@ async def test_promise_broken_resumes_dunning(tmp_path):
         await h.assert_replays(handle)
 
 
-async def test_late_fee_and_escalation_to_a_collector(tmp_path):
-    async with invoice_harness(tmp_path) as h:
+async def test_late_fee_and_escalation_to_a_collector(tmp_path, ledger_url):
+    async with invoice_harness(tmp_path, ledger_url) as h:
         handle = await h.start("INV-8", due_on=DUE)
         await h.advance_to(local(date(2026, 3, 31)))
         state = await h.state(handle)
@@ -225,8 +225,8 @@ async def test_late_fee_and_escalation_to_a_collector(tmp_path):
         await h.assert_replays(handle)
 
 
-async def test_void_closes_without_receipt(tmp_path):
-    async with invoice_harness(tmp_path) as h:
+async def test_void_closes_without_receipt(tmp_path, ledger_url):
+    async with invoice_harness(tmp_path, ledger_url) as h:
         handle = await h.start("INV-9", due_on=DUE)
         await handle.execute_update(InvoiceWorkflow.void, Closure(reason="issued in error"))
         final = await handle.result()
@@ -236,8 +236,8 @@ async def test_void_closes_without_receipt(tmp_path):
         await h.assert_replays(handle)
 
 
-async def test_sms_opt_out_is_respected(tmp_path):
-    async with invoice_harness(tmp_path) as h:
+async def test_sms_opt_out_is_respected(tmp_path, ledger_url):
+    async with invoice_harness(tmp_path, ledger_url) as h:
         handle = await h.start("INV-10", due_on=DUE, sms_opt_out=True)
         await h.advance_to(local(date(2026, 3, 16), 12))
         state = await h.state(handle)
@@ -247,8 +247,8 @@ async def test_sms_opt_out_is_respected(tmp_path):
         await h.assert_replays(handle)
 
 
-async def test_bad_requests_are_refused_with_a_reason(tmp_path):
-    async with invoice_harness(tmp_path) as h:
+async def test_bad_requests_are_refused_with_a_reason(tmp_path, ledger_url):
+    async with invoice_harness(tmp_path, ledger_url) as h:
         handle = await h.start("INV-11", due_on=DUE)
         await h.advance_to(local(date(2026, 3, 17)))
         cases = [
