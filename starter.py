@@ -18,6 +18,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 import demo_data
+from activities.rendering import available_templates
 from invoices import choose_policy, invoice_input, start_invoice_workflow, workflow_id
 from ledger.currencies import currency_exponent
 from ledger.db import make_engine, session_scope
@@ -239,7 +240,7 @@ async def demo_command(settings: Settings) -> None:
 
 
 def policy_check(paths: Sequence[Path]) -> int:
-    errors = check_policy_files(paths)
+    errors = check_policy_files(paths, templates=available_templates())
     for error in errors:
         print(error, file=sys.stderr)
     if errors:

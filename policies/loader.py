@@ -11,7 +11,7 @@ import json
 import os
 import re
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -278,8 +278,11 @@ def load_policy(path: StrPath) -> Policy:
     return checked.policy
 
 
-def check_policy_files(paths: Iterable[StrPath]) -> list[PolicyError]:
-    """Every problem in the given files, including two files that use one policy name."""
+def check_policy_files(
+    paths: Iterable[StrPath], templates: Collection[str] | None = None
+) -> list[PolicyError]:
+    """Every problem in the given files, including two files that use one policy name and,
+    when `templates` is given, steps that name a message template not among them."""
     errors: list[PolicyError] = []
     first_file_of: dict[str, str] = {}
     for path in paths:
@@ -287,6 +290,8 @@ def check_policy_files(paths: Iterable[StrPath]) -> list[PolicyError]:
         errors.extend(checked.errors)
         if checked.policy is None or checked.root is None:
             continue
+        if templates is not None:
+            errors.extend(_unknown_templates(os.fspath(path), checked, templates))
         name = checked.policy.name
         if name in first_file_of:
             errors.append(
@@ -300,6 +305,21 @@ def check_policy_files(paths: Iterable[StrPath]) -> list[PolicyError]:
         else:
             first_file_of[name] = os.fspath(path)
     return errors
+
+
+def _unknown_templates(
+    file: str, checked: _Checked, templates: Collection[str]
+) -> Iterator[PolicyError]:
+    assert checked.policy is not None and checked.root is not None
+    for index, step in enumerate(checked.policy.steps):
+        if step.template is not None and step.template not in templates:
+            loc = ("steps", index, "template")
+            yield PolicyError(
+                file,
+                _line_of(checked.root, loc),
+                _field_path(loc),
+                f"no message template {step.template!r}; known: {', '.join(sorted(templates))}",
+            )
 
 
 def load_policies(folder: StrPath) -> dict[str, Policy]:

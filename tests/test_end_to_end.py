@@ -151,6 +151,15 @@ def test_policy_check_reports_file_line_and_field(dunwise_env, tmp_path):
     assert f"{bad}:4: steps[0].at" in result.stderr
     assert f"{bad}:5: steps[1].channels[0]" in result.stderr
 
+    unknown = tmp_path / "unknown-template.yaml"
+    unknown.write_text(
+        "name: polite\nversion: 1\nsteps:\n  - {at: 0d, channels: [email], template: due_today}\n"
+        "  - {at: 5d, channels: [email], template: overdue_polite}\n"
+    )
+    result = dunwise(dunwise_env, "policy", "check", str(unknown), cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"{unknown}:5: steps[1].template: no message template 'overdue_polite'" in result.stderr
+
 
 def test_run_refuses_the_development_secret_against_a_cluster(dunwise_env, tmp_path):
     dunwise_env["DUNWISE_TEMPORAL_ADDRESS"] = f"127.0.0.1:{free_port()}"
