@@ -121,7 +121,7 @@ class MessagingActivities:
             template=RECEIPT_TEMPLATE,
             channel="email",
             key=f"{req.idempotency_key}:email",
-            as_of=datetime.now(UTC),
+            as_of=req.paid_at,
             is_receipt=True,
         )
         return ReminderOutcome(results=[self._send_once(job)])

@@ -78,6 +78,7 @@ class ReminderOutcome(BaseModel):
 
 class ReceiptRequest(BaseModel):
     invoice_number: str
+    paid_at: datetime  # the workflow's clock, so simulated receipts carry simulated dates
     idempotency_key: str
 
 

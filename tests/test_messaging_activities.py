@@ -41,6 +41,8 @@ from settings import Settings
 
 DUE = date(2026, 3, 13)
 
+NOW = datetime(2026, 3, 20, 15, 0, tzinfo=UTC)
+
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
@@ -466,7 +468,7 @@ def test_receipt_is_sent_for_a_paid_invoice_once(engine: sa.Engine, settings: Se
     pay(engine, 100000, "pay-2")
     activities = MessagingActivities(engine, settings)
 
-    receipt = ReceiptRequest(invoice_number="INV-1", idempotency_key="INV-1:receipt")
+    receipt = ReceiptRequest(invoice_number="INV-1", paid_at=NOW, idempotency_key="INV-1:receipt")
     first = activities.send_receipt(receipt)
     second = activities.send_receipt(receipt)
 
@@ -485,7 +487,7 @@ def test_receipt_respects_email_opt_out(engine: sa.Engine, settings: Settings) -
     add_invoice(engine, email_opt_out=True)
     pay(engine, 123450, "pay-1")
     outcome = MessagingActivities(engine, settings).send_receipt(
-        ReceiptRequest(invoice_number="INV-1", idempotency_key="INV-1:receipt")
+        ReceiptRequest(invoice_number="INV-1", paid_at=NOW, idempotency_key="INV-1:receipt")
     )
     assert statuses(outcome) == [("email", "suppressed", "customer opted out of email")]
 
@@ -493,6 +495,6 @@ def test_receipt_respects_email_opt_out(engine: sa.Engine, settings: Settings) -
 def test_receipt_without_payments_is_suppressed(engine: sa.Engine, settings: Settings) -> None:
     add_invoice(engine)
     outcome = MessagingActivities(engine, settings).send_receipt(
-        ReceiptRequest(invoice_number="INV-1", idempotency_key="INV-1:receipt")
+        ReceiptRequest(invoice_number="INV-1", paid_at=NOW, idempotency_key="INV-1:receipt")
     )
     assert statuses(outcome) == [("email", "suppressed", "no payments recorded for this invoice")]

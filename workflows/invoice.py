@@ -275,6 +275,7 @@ class InvoiceWorkflow:
                 "send_receipt",
                 ReceiptRequest(
                     invoice_number=self.invoice.number,
+                    paid_at=self._now(),
                     idempotency_key=f"{self.invoice.number}:receipt",
                 ),
                 result_type=ReminderOutcome,
