@@ -40,6 +40,7 @@ from temporal_client import connect, quiet_core_logs, temporal
 from worker import run_worker
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import (
+    Adjustment,
     Closure,
     Dispute,
     InvoiceInput,
@@ -163,6 +164,11 @@ async def _invoice_action(client: Client, handle, args: argparse.Namespace):
                 actor=actor,
             )
             return await handle.execute_update(InvoiceWorkflow.promise_to_pay, promise)
+        case "credit":
+            credit = Adjustment(
+                amount_minor=-_minor(args.amount, state.currency), reason=args.reason, actor=actor
+            )
+            return await handle.execute_update(InvoiceWorkflow.adjust, credit)
         case "dispute":
             await handle.signal(InvoiceWorkflow.dispute, Dispute(reason=args.reason, actor=actor))
         case "resume" | "stop":
@@ -283,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     promise.add_argument("pay_by", type=date.fromisoformat, help="YYYY-MM-DD")
     promise.add_argument("--amount")
     promise.add_argument("--note")
+    credit = invoice_action("credit", "issue a credit note that lowers the balance")
+    credit.add_argument("amount", help="decimal amount of the credit, e.g. 25.00")
+    credit.add_argument("reason")
     invoice_action("dispute", "pause dunning for a dispute").add_argument("reason")
     invoice_action("void", "void an invoice issued in error").add_argument("reason")
     invoice_action("write-off", "write off the balance").add_argument("reason")

@@ -18,6 +18,7 @@ from ledger.models import CollectorTask, CustomerCredit, Payment
 from tests.invoice_harness import invoice_harness, local
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import (
+    Adjustment,
     Closure,
     Dispute,
     PaymentReceived,
@@ -125,6 +126,30 @@ async def test_overpayment_becomes_customer_credit(tmp_path, ledger_url):
         with session_scope(h.engine) as session:
             [credit] = session.exec(select(CustomerCredit)).all()
             assert (credit.amount_minor, credit.source) == (20_000, "overpayment")
+
+
+async def test_credit_note_lowers_the_balance_and_can_settle_it(tmp_path, ledger_url):
+    async with invoice_harness(tmp_path, ledger_url) as h:
+        handle = await h.start("INV-12", due_on=DUE)
+        state = await handle.execute_update(
+            InvoiceWorkflow.adjust, Adjustment(amount_minor=-30_000, reason="damaged goods")
+        )
+        assert (state.balance_minor, state.status) == (70_000, "open")
+        with pytest.raises(WorkflowUpdateFailedError) as failure:
+            await handle.execute_update(
+                InvoiceWorkflow.adjust, Adjustment(amount_minor=5_000, reason="wrong sign")
+            )
+        assert "must be negative" in str(failure.value.cause)
+
+        await handle.execute_update(
+            InvoiceWorkflow.adjust, Adjustment(amount_minor=-80_000, reason="whole order returned")
+        )
+        final = await handle.result()
+        assert final.stage == Stage.CLOSED
+        with session_scope(h.engine) as session:
+            [credit] = session.exec(select(CustomerCredit)).all()
+            assert credit.amount_minor == 10_000  # the part of the credit above the balance
+        await h.assert_replays(handle)
 
 
 async def test_dispute_pauses_and_resume_sends_only_the_latest_step(tmp_path, ledger_url):
