@@ -4,9 +4,10 @@
 
 Starts the embedded Temporal dev server (in memory) and a scratch SQLite ledger, then runs
 each invoice the way production does: rows into the ledger, workflow started with the
-shipped standard policy (due in 30 days, so its first reminder timer is pending), a full
-payment through the record_payment update, then ERP clearing, the receipt email and close.
-The dev server runs on the wall clock, so reminder steps (days apart) do not fire here.
+shipped standard policy, its first reminder (the courtesy email) sent, a full payment
+through the record_payment update, then ERP clearing, the receipt email and close.
+The dev server runs on the wall clock and reminder steps are days apart, so each invoice's
+clock is set (through the input's clock offset) to just before its first reminder.
 
 The baseline runs as many workflows with the same number of timers and activities as one
 real invoice's history shows, no-ops all, driven the same way (start, update, result) with
@@ -29,11 +30,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
-from baseline_workflow import BaselineWorkflow, Shape, noop
+from baseline_workflow import TIMER, BaselineWorkflow, Shape, noop
 from sqlmodel import func, select
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
@@ -46,6 +47,7 @@ from ledger.db import make_engine, session_scope
 from ledger.migrate import upgrade
 from ledger.models import Customer, Invoice, InvoiceStatus
 from policies.loader import load_policy
+from policies.schedule import build_schedule
 from policies.schema import Policy
 from settings import Settings
 from temporal_client import installed_binary
@@ -56,6 +58,8 @@ from workflows.models import PaymentReceived
 
 STANDARD_POLICY = Path(__file__).resolve().parent.parent / "policies" / "standard.yaml"
 AMOUNT_MINOR = 125_000
+# Both drivers pay this long after the start: after the first reminder went out.
+PAY_AFTER = TIMER + timedelta(milliseconds=500)
 MAX_CONCURRENT_ACTIVITIES = 32  # build_worker's default, given to the baseline worker too
 
 
@@ -126,9 +130,19 @@ class Dunwise:
     async def invoice(self, number: str) -> WorkflowHandle:
         """Import, start, pay in full, and wait until the invoice is closed."""
         invoice, timezone = await asyncio.to_thread(self._import, number)
+        first = build_schedule(
+            self.policy,
+            issued_on=invoice.issued_on,
+            due_on=invoice.due_on,
+            customer_timezone=timezone,
+        )[0]
+        offset = datetime.now(UTC) - (first.send_at - TIMER)
         handle = await start_invoice_workflow(
-            self.client, self.settings, invoice_input(invoice, timezone, self.policy)
+            self.client,
+            self.settings,
+            invoice_input(invoice, timezone, self.policy, clock_offset=offset),
         )
+        await asyncio.sleep(PAY_AFTER.total_seconds())
         payment = PaymentReceived(
             amount_minor=AMOUNT_MINOR, currency="USD", method="card", reference=f"ch_{number}"
         )
@@ -195,7 +209,8 @@ def ledger_check(engine: sa.Engine, settings: Settings) -> dict[str, int]:
         "invoices": total,
         "closed": closed,
         "erp_journal_lines": len(journal.read_text().splitlines()) if journal.exists() else 0,
-        "receipt_emails": len(list(emails.iterdir())) if emails.exists() else 0,
+        "receipt_emails": len(list(emails.glob("*receipt*"))) if emails.exists() else 0,
+        "reminder_emails": len(list(emails.glob("*step*"))) if emails.exists() else 0,
     }
 
 
@@ -206,6 +221,7 @@ async def baseline_workflow(client: Client, task_queue: str, shape: Shape, name:
     handle = await client.start_workflow(
         BaselineWorkflow.run, shape, id=f"baseline-{name}", task_queue=task_queue
     )
+    await asyncio.sleep(PAY_AFTER.total_seconds())
     await handle.execute_update(BaselineWorkflow.pay)
     await handle.result()
 
@@ -319,7 +335,8 @@ def report(result: dict) -> str:
     ledger = result["ledger"]
     lines.append(
         f"ledger: {ledger['closed']} of {ledger['invoices']} invoices closed, "
-        f"{ledger['erp_journal_lines']} ERP journal lines, {ledger['receipt_emails']} receipts"
+        f"{ledger['erp_journal_lines']} ERP journal lines, {ledger['receipt_emails']} receipts, "
+        f"{ledger['reminder_emails']} reminders"
     )
     return "\n".join(lines)
 
