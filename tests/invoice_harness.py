@@ -23,7 +23,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from invoices import start_invoice_workflow
+from invoices import invoice_input, start_invoice_workflow
 from ledger.db import make_engine, session_scope
 from ledger.migrate import upgrade
 from ledger.models import Customer, Invoice, Message
@@ -33,7 +33,7 @@ from settings import Settings
 from temporal_client import time_skipping_environment
 from worker import WORKFLOW_RUNNER, WORKFLOWS, build_worker
 from workflows.invoice import InvoiceWorkflow
-from workflows.models import InvoiceInput, InvoiceState
+from workflows.models import InvoiceState
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 HISTORIES = Path(__file__).resolve().parent / "histories"
@@ -75,33 +75,22 @@ class InvoiceHarness:
                     sms_opt_out=sms_opt_out,
                 )
             )
-            session.add(
-                Invoice(
-                    number=number,
-                    customer_id=customer_id,
-                    currency=currency,
-                    total_minor=amount_minor,
-                    balance_minor=amount_minor,
-                    issued_on=issued_on,
-                    due_on=due_on,
-                    policy_name=policy.name,
-                    policy_version=policy.version,
-                )
-            )
-        return await start_invoice_workflow(
-            self.env.client,
-            self.settings,
-            InvoiceInput(
+            invoice = Invoice(
                 number=number,
                 customer_id=customer_id,
-                customer_timezone=timezone,
                 currency=currency,
+                total_minor=amount_minor,
                 balance_minor=amount_minor,
                 issued_on=issued_on,
                 due_on=due_on,
-                policy=policy,
-                clock_offset=self.offset,
-            ),
+                policy_name=policy.name,
+                policy_version=policy.version,
+            )
+            session.add(invoice)
+        return await start_invoice_workflow(
+            self.env.client,
+            self.settings,
+            invoice_input(invoice, timezone, policy, clock_offset=self.offset),
         )
 
     async def now(self) -> datetime:
