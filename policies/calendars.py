@@ -35,7 +35,7 @@ def load_zone(key: str) -> ZoneInfo:
         ) from None
     # Temporal's workflow sandbox hands out ZoneInfo objects wrapped in a proxy that datetime
     # refuses as a tzinfo; the zone itself is immutable, so the real object is safe to use.
-    return RestrictionContext.unwrap_if_proxied(zone)
+    return zone
 
 
 def canonical_holiday_code(code: str) -> str:

@@ -176,6 +176,26 @@ async def test_dispute_pauses_and_resume_sends_only_the_latest_step(tmp_path, le
         await h.assert_replays(handle)
 
 
+async def test_stopped_dunning_waits_for_payment_and_can_resume(tmp_path, ledger_url):
+    async with invoice_harness(tmp_path, ledger_url) as h:
+        handle = await h.start("INV-13", due_on=DUE)
+        await h.advance_to(local(date(2026, 3, 17)))
+        await handle.signal(InvoiceWorkflow.resolve, Resolution(action="stop", note="on a call"))
+        await h.advance_to(local(date(2026, 3, 24), 10))
+        state = await h.state(handle)
+        assert state.stage == Stage.STOPPED
+        assert ("overdue_friendly", "email") not in sent(state)
+
+        await handle.signal(InvoiceWorkflow.resolve, Resolution(action="resume"))
+        await h.advance(timedelta(minutes=10))
+        state = await h.state(handle)
+        friendly = [e for e in state.timeline if e.template == "overdue_friendly"]
+        # The step fell due while stopped; it goes out at once, inside Tuesday's window.
+        assert friendly[0].event == "reminder"
+        assert friendly[0].at.timestamp() == around(local(date(2026, 3, 24), 10))
+        await h.assert_replays(handle)
+
+
 async def test_promise_kept_pauses_reminders(tmp_path, ledger_url):
     async with invoice_harness(tmp_path, ledger_url) as h:
         handle = await h.start("INV-6", due_on=DUE)

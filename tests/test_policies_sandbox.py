@@ -106,7 +106,12 @@ async def test_schedule_inside_a_workflow(
     )
     queue = f"policies-{uuid.uuid4()}"
     async with Worker(
-        env.client, task_queue=queue, workflows=[PolicyScheduleWorkflow], workflow_runner=runner
+        env.client,
+        task_queue=queue,
+        workflows=[PolicyScheduleWorkflow],
+        workflow_runner=runner,
+        # Fail the workflow instead of retrying its task forever, so a regression fails fast.
+        workflow_failure_exception_types=[Exception],
     ):
         reply = await env.client.execute_workflow(
             PolicyScheduleWorkflow.run, request, id=f"policy-{uuid.uuid4()}", task_queue=queue

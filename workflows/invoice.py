@@ -61,7 +61,8 @@ ERP_RETRY = RetryPolicy(maximum_interval=timedelta(hours=1))
 LATE_STEP_TOLERANCE = timedelta(minutes=5)
 ERP_REJECTED_RETRY_AFTER = timedelta(hours=6)
 TERMINAL_STATUSES = frozenset({"paid", "void", "written_off", "closed"})
-PAUSING_STAGES = frozenset({Stage.PAUSED, Stage.DISPUTED, Stage.ESCALATED})
+# Stages in which no reminder goes out until a message moves the invoice on.
+PAUSING_STAGES = frozenset({Stage.PAUSED, Stage.DISPUTED, Stage.ESCALATED, Stage.STOPPED})
 
 
 @workflow.defn
@@ -112,7 +113,7 @@ class InvoiceWorkflow:
                 with workflow.unsafe.sandbox_unrestricted():
                     self.next_step_at = next_send_time(calendar, self.zone, self._now())
                 await self._wait_for_step(self.next_step_at)
-            if self._settled() or self.stage == Stage.STOPPED:
+            if self._settled():
                 break
             later = schedule[position + 1 :]
             if scheduled.step.sends and later and later[0].send_at <= self._now():
@@ -130,8 +131,8 @@ class InvoiceWorkflow:
         return self.state()
 
     async def _wait_for_step(self, send_at: datetime) -> None:
-        """Wait until send_at while honouring pauses; return early once settled or stopped."""
-        while not self._settled() and self.stage != Stage.STOPPED:
+        """Wait until send_at while honouring pauses; return early once settled."""
+        while not self._settled():
             if self.stage == Stage.PAUSED:
                 await self._wait_out_promise()
             elif self.stage in PAUSING_STAGES:
