@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -317,16 +318,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    status = run_command(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Leave without interpreter finalization: the Temporal client's native threads may still
+    # call back into Python while it tears down, which can abort an otherwise finished run.
+    os._exit(status)
+
+
+def run_command(argv: Sequence[str] | None = None) -> int:
+    """Run one command line; the exit status."""
     args = build_parser().parse_args(argv)
     quiet_core_logs()
     settings = get_settings()
     try:
-        sys.exit(_dispatch(args, settings) or 0)
+        return _dispatch(args, settings) or 0
     except (CommandError, PolicyFileError, ImportRejected) as err:
         print(f"dunwise {args.command}: {err}", file=sys.stderr)
-        sys.exit(1)
+        return 1
     except KeyboardInterrupt:
         print("stopped")
+        return 0
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:

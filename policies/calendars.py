@@ -12,7 +12,16 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from temporalio import workflow
-from temporalio.worker.workflow_sandbox._restrictions import RestrictionContext
+
+try:
+    from temporalio.worker.workflow_sandbox._restrictions import RestrictionContext
+
+    _unproxied = RestrictionContext.unwrap_if_proxied
+except ImportError:  # a temporalio without it; tests/test_policies_sandbox.py would tell
+
+    def _unproxied(value: ZoneInfo) -> ZoneInfo:
+        return value
+
 
 # Temporal's workflow sandbox would re-import `holidays` for every workflow run; its tables
 # depend only on (country, year), so the one real module is shared.
@@ -35,7 +44,7 @@ def load_zone(key: str) -> ZoneInfo:
         ) from None
     # Temporal's workflow sandbox hands out ZoneInfo objects wrapped in a proxy that datetime
     # refuses as a tzinfo; the zone itself is immutable, so the real object is safe to use.
-    return zone
+    return _unproxied(zone)
 
 
 def canonical_holiday_code(code: str) -> str:

@@ -2,7 +2,7 @@
 
 Every model forbids unknown keys, so a typo is an error rather than a silently ignored
 setting. Policies travel inside Temporal workflow inputs, so each field's JSON form
-validates back to an equal value, and nothing here touches the clock or does I/O.
+validates back to an equal value; nothing here reads the clock or does I/O on import.
 
 Money and percentages are Decimal, never float: write them as quoted strings ("10.00")
 or integers. The YAML loader reads an unquoted 10.50 from its exact text, but a Python

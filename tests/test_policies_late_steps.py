@@ -13,7 +13,9 @@ from policies.schedule import next_send_time
 from policies.schema import Calendar
 
 NEW_YORK = ZoneInfo("America/New_York")
-US_BUSINESS = Calendar(timezone="customer", business_days=True, holidays="US", send_window="09:00-17:00")
+US_BUSINESS = Calendar(
+    timezone="customer", business_days=True, holidays="US", send_window="09:00-17:00"
+)
 
 
 def at(*args: int) -> datetime:

@@ -422,3 +422,20 @@ def test_json_schema_rejects_what_editors_can_catch(old: str, new: str) -> None:
     document = yaml.safe_load(GOOD.replace(old, new))
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(document, policy_json_schema())
+
+
+# --- message templates -----------------------------------------------------------------------------------
+
+
+def test_unknown_templates_are_reported_when_templates_are_given(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace("template: due_today", "template: due_tomorrow"))
+    assert check_policy_files([path]) == []
+    [error] = check_policy_files([path], templates={"courtesy", "due_today"})
+    assert (error.line, error.field) == (6, "steps[1].template")
+    assert "due_tomorrow" in error.message and "courtesy, due_today" in error.message
+
+
+def test_shipped_policies_use_existing_templates() -> None:
+    from activities.rendering import available_templates
+
+    assert check_policy_files(SHIPPED, templates=available_templates()) == []
