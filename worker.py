@@ -6,7 +6,6 @@ Workers are stateless; run as many as load needs against the same task queue.
 from __future__ import annotations
 
 import asyncio
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
@@ -21,15 +20,9 @@ from settings import Settings
 from workflows.invoice import InvoiceWorkflow
 
 WORKFLOWS = [InvoiceWorkflow]
-# The holiday calendars are deterministic but import lazily and read the local clock at import;
-# loading them outside the sandbox keeps workflows replayable.
-# They also import parts of themselves lazily, which the sandbox would warn about on each
-# first use of a country's calendar.
-warnings.filterwarnings(
-    "ignore", message=r"Module (holidays|dateutil|six)\b.* was imported after initial workflow load"
-)
+# The policy language is pure and deterministic; one shared copy instead of a re-import per run.
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules("holidays", "dateutil", "six")
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("policies")
 )
 
 

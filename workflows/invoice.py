@@ -94,24 +94,20 @@ class InvoiceWorkflow:
             at=datetime.combine(invoice.issued_on, time(0), self.zone),
         )
         self._publish()
-        with workflow.unsafe.sandbox_unrestricted():
-            # Holiday calendars load their translations from disk on first use: deterministic
-            # for a given `holidays` release, but not allowed under the sandbox's rules.
-            schedule = build_schedule(
-                invoice.policy,
-                issued_on=invoice.issued_on,
-                due_on=invoice.due_on,
-                customer_timezone=invoice.customer_timezone,
-                not_before=self._now(),
-            )
+        schedule = build_schedule(
+            invoice.policy,
+            issued_on=invoice.issued_on,
+            due_on=invoice.due_on,
+            customer_timezone=invoice.customer_timezone,
+            not_before=self._now(),
+        )
         for position, scheduled in enumerate(schedule):
             self.next_step_at = scheduled.send_at
             await self._wait_for_step(scheduled.send_at)
             if scheduled.step.sends and self._now() - scheduled.send_at > LATE_STEP_TOLERANCE:
                 # Late after a pause: wait for the send window (and business day) again.
                 calendar = self.invoice.policy.calendar
-                with workflow.unsafe.sandbox_unrestricted():
-                    self.next_step_at = next_send_time(calendar, self.zone, self._now())
+                self.next_step_at = next_send_time(calendar, self.zone, self._now())
                 await self._wait_for_step(self.next_step_at)
             if self._settled():
                 break
