@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ from ledger.currencies import currency_exponent
 from ledger.db import make_engine, session_scope
 from ledger.imports import ImportRejected, InvoiceRow, import_file
 from ledger.migrate import upgrade
-from ledger.models import Customer, Invoice
+from ledger.models import Customer, Invoice, InvoiceStatus
 from policies.loader import (
     PolicyFileError,
     check_policy_files,
@@ -51,6 +52,7 @@ from workflows.models import (
 )
 
 SHIPPED_POLICIES = Path(__file__).parent / "policies"
+OPEN_STATUSES = (InvoiceStatus.OPEN, InvoiceStatus.DISPUTED, InvoiceStatus.PAUSED)
 
 
 class CommandError(Exception):
@@ -66,6 +68,10 @@ async def run(settings: Settings) -> None:
             "DUNWISE_SECRET_KEY is the development key; set a secret of your own before "
             "running against a Temporal cluster"
         )
+    # SIGTERM (docker stop, systemd) unwinds like Ctrl-C, so the embedded server stops too.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     upgrade(settings.effective_database_url)
     engine = make_engine(settings.effective_database_url)
     async with temporal(settings) as client:
@@ -103,12 +109,37 @@ async def import_invoices_file(settings: Settings, path: Path, *, partial: bool)
         inputs = [_workflow_input(session, number, policies) for number in report.imported]
     for error in report.refused:
         print(f"{path}: {error}", file=sys.stderr)
-    if inputs:
+    await _start_workflows(settings, inputs)
+    print(f"imported {len(inputs)} invoices from {path}, refused {len(report.refused_rows)} rows")
+    return 1 if report.refused else 0
+
+
+async def start_open_invoices(settings: Settings) -> None:
+    """Make sure every open invoice in the ledger has its workflow (safe to repeat)."""
+    policies = load_policies(policy_folder(settings))
+    upgrade(settings.effective_database_url)
+    engine = make_engine(settings.effective_database_url)
+    with session_scope(engine) as session:
+        numbers = session.exec(
+            select(Invoice.number).where(Invoice.status.in_(OPEN_STATUSES))  # type: ignore[attr-defined]
+        ).all()
+        inputs = [_workflow_input(session, number, policies) for number in numbers]
+    await _start_workflows(settings, inputs)
+    print(f"{len(inputs)} open invoices, each with its workflow")
+
+
+async def _start_workflows(settings: Settings, inputs: list[InvoiceInput]) -> None:
+    if not inputs:
+        return
+    try:
         async with temporal(settings) as client:
             for invoice in inputs:
                 await start_invoice_workflow(client, settings, invoice)
-    print(f"imported {len(inputs)} invoices from {path}, refused {len(report.refused_rows)} rows")
-    return 1 if report.refused else 0
+    except (RuntimeError, RPCError) as err:
+        raise CommandError(
+            f"the ledger has the invoices but their workflows could not all start ({err}); "
+            "run `dunwise sync` once Temporal is reachable"
+        ) from err
 
 
 def _workflow_input(session: Session, number: str, policies: dict[str, Policy]) -> InvoiceInput:
@@ -266,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("run", help="run the worker (and the embedded Temporal dev server)")
     commands.add_parser("migrate", help="create or upgrade the ledger database")
+    commands.add_parser("sync", help="start the workflow of every open invoice that has none")
 
     imp = commands.add_parser("import", help="import invoices from CSV or JSON and start them")
     imp.add_argument("file", type=Path)
@@ -336,7 +368,7 @@ def run_command(argv: Sequence[str] | None = None) -> int:
     except (CommandError, PolicyFileError, ImportRejected) as err:
         print(f"dunwise {args.command}: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         print("stopped")
         return 0
 
@@ -348,6 +380,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
         case "migrate":
             upgrade(settings.effective_database_url)
             print(f"ledger at {settings.effective_database_url} is up to date")
+        case "sync":
+            asyncio.run(start_open_invoices(settings))
         case "import":
             return asyncio.run(import_invoices_file(settings, args.file, partial=args.partial))
         case "invoice":

@@ -6,6 +6,7 @@ Workers are stateless; run as many as load needs against the same task queue.
 from __future__ import annotations
 
 import asyncio
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
@@ -20,9 +21,17 @@ from settings import Settings
 from workflows.invoice import InvoiceWorkflow
 
 WORKFLOWS = [InvoiceWorkflow]
-# The policy language is pure and deterministic; one shared copy instead of a re-import per run.
+# The policy language and the holiday calendars behind it are deterministic; they load
+# outside the sandbox, once, because `holidays` imports parts of itself lazily and reads the
+# local clock and gettext catalogs while doing so.
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules("policies")
+    restrictions=SandboxRestrictions.default.with_passthrough_modules(
+        "policies", "holidays", "dateutil", "six"
+    )
+)
+# Those lazy imports are harmless but the sandbox warns about each on first use.
+warnings.filterwarnings(
+    "ignore", message=r"Module (holidays|dateutil|six)\b.* was imported after initial workflow load"
 )
 
 

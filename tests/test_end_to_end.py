@@ -67,13 +67,15 @@ def running(dunwise_env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.
             assert process.poll() is None, (tmp_path / "run.log").read_text()
             time.sleep(0.3)
     yield process
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGTERM)
     try:
-        process.wait(timeout=30)
+        assert process.wait(timeout=30) == 0
     finally:
         if process.poll() is None:
             process.kill()
         log.close()
+    with pytest.raises(OSError):  # the embedded server stopped with it
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
 def show(env: dict[str, str], number: str, cwd: Path) -> dict:
@@ -89,8 +91,13 @@ async def test_run_import_show_pay_and_list(running, dunwise_env, tmp_path):
     assert imported.returncode == 0, imported.stderr
     assert "imported 2 invoices" in imported.stdout
 
+    synced = dunwise(dunwise_env, "sync", cwd=tmp_path)
+    assert synced.returncode == 0, synced.stderr
+    assert "2 open invoices, each with its workflow" in synced.stdout
+
     state = show(dunwise_env, "E2E-2", tmp_path)
     assert (state["status"], state["stage"], state["balance_minor"]) == ("open", "scheduled", 8000)
+    assert [e["event"] for e in state["timeline"]] == ["issued"]  # started once, not twice
     assert state["policy_name"] == "standard"
 
     paid = dunwise(dunwise_env, "invoice", "pay", "E2E-2", "80.00", "--method", "card", cwd=tmp_path)
@@ -166,3 +173,14 @@ def test_run_refuses_the_development_secret_against_a_cluster(dunwise_env, tmp_p
     result = dunwise(dunwise_env, "run", cwd=tmp_path)
     assert result.returncode == 1
     assert "DUNWISE_SECRET_KEY is the development key" in result.stderr
+
+
+def test_import_with_temporal_down_keeps_the_ledger_and_says_how_to_recover(dunwise_env, tmp_path):
+    dunwise_env["DUNWISE_TEMPORAL_ADDRESS"] = f"127.0.0.1:{free_port()}"
+    invoices = tmp_path / "invoices.csv"
+    invoices.write_text(INVOICES)
+    result = dunwise(dunwise_env, "import", str(invoices), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "run `dunwise sync` once Temporal is reachable" in result.stderr
+    again = dunwise(dunwise_env, "import", str(invoices), cwd=tmp_path)
+    assert "already" in again.stderr  # the ledger kept the first import whole

@@ -499,7 +499,7 @@ class InvoiceWorkflow:
             raise ValueError("a reason is required")
 
     def _pause_for(self, stage: Stage) -> None:
-        if self.stage in (Stage.SCHEDULED, Stage.ESCALATED):
+        if self.stage in (Stage.SCHEDULED, Stage.ESCALATED, Stage.STOPPED):
             self.stage_after_pause = self.stage
         self._set_stage(stage)
 
