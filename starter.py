@@ -350,8 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    status = run_command(argv)
-    sys.stdout.flush()
+    try:
+        status = run_command(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader left early (`dunwise simulate --json | head`): not an error of ours.
+        status = 0
     sys.stderr.flush()
     # Leave without interpreter finalization: the Temporal client's native threads may still
     # call back into Python while it tears down, which can abort an otherwise finished run.
