@@ -16,10 +16,11 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from sqlmodel import Session, select
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 import demo_data
+from activities.currency import format_money
 from activities.rendering import available_templates
 from invoices import choose_policy, invoice_input, start_invoice_workflow, workflow_id
 from ledger.currencies import currency_exponent
@@ -46,6 +47,7 @@ from workflows.models import (
     Closure,
     Dispute,
     InvoiceInput,
+    InvoiceState,
     PaymentReceived,
     PromiseToPay,
     Resolution,
@@ -162,7 +164,7 @@ async def invoice_command(settings: Settings, args: argparse.Namespace) -> None:
         if args.action == "show":
             state = await handle.query(InvoiceWorkflow.state)
         else:
-            state = await _invoice_action(client, handle, args)
+            state = await _invoice_action(handle, args)
     except WorkflowUpdateFailedError as err:
         raise CommandError(f"invoice {args.number}: {err.cause}") from err
     except RPCError as err:
@@ -174,7 +176,7 @@ async def invoice_command(settings: Settings, args: argparse.Namespace) -> None:
     print(json.dumps(state.model_dump(mode="json"), indent=2) if as_json else _describe(state))
 
 
-async def _invoice_action(client: Client, handle, args: argparse.Namespace):
+async def _invoice_action(handle: WorkflowHandle, args: argparse.Namespace) -> InvoiceState | None:
     state = await handle.query(InvoiceWorkflow.state)
     actor = f"cli:{args.actor}"
     match args.action:
@@ -223,12 +225,13 @@ def _minor(amount: str, currency: str) -> int:
         raise CommandError(f"amount {amount!r}: {err}") from err
 
 
-def _describe(state) -> str:
+def _describe(state: InvoiceState) -> str:
     lines = [
         f"invoice {state.number}  customer {state.customer_id}  policy {state.policy_name} "
         f"v{state.policy_version}",
-        f"status {state.status}  stage {state.stage}  balance {state.currency} "
-        f"{state.balance_minor} (minor units)  days past due {state.days_past_due}",
+        f"status {state.status}  stage {state.stage}  "
+        f"balance {format_money(state.balance_minor, state.currency)}  "
+        f"days past due {state.days_past_due}",
     ]
     if state.next_step_at:
         lines.append(f"next step at {state.next_step_at.isoformat()}")
@@ -239,7 +242,7 @@ def _describe(state) -> str:
         parts = [entry.at.isoformat(timespec="minutes"), entry.event]
         parts += [p for p in (entry.channel, entry.template, entry.detail) if p]
         if entry.amount_minor is not None:
-            parts.append(f"{entry.amount_minor}")
+            parts.append(format_money(entry.amount_minor, state.currency))
         lines.append("  " + "  ".join(parts))
     return "\n".join(lines)
 
