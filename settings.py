@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     outbox_dir: Path | None = None
     email_from: str = "billing@example.com"
     company_name: str = "Example Co"
+    # Reminders of one customer's invoices due the same day go out as one message; each
+    # waits up to this long for the others to join. 0 sends every invoice on its own.
+    message_group_window_seconds: float = Field(5.0, ge=0, le=60)
 
     # Pay links
     public_base_url: str = "http://127.0.0.1:8000"

@@ -5,10 +5,18 @@ key is final, (2) re-reads the invoice and customer and records a suppression if
 message must not go out, (3) renders, records the row as "sending" and commits, then
 (4) delivers and marks the row "sent". A retry after a crash in (4) finds "sending" and
 delivers again through a channel that is itself idempotent by key where it can be.
+
+Reminders for several open invoices of one customer, due the same day under the same policy,
+go out as one message: each invoice's activity queues its row under a shared group key and
+waits briefly for the others; the first to find the group complete (or its wait over) claims
+every queued row, renders one message listing those invoices and delivers it under its own
+key. The others find their row claimed and report the message that covered them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -29,6 +37,7 @@ from activities.delivery import (
 )
 from activities.models import ChannelResult, ReceiptRequest, ReminderOutcome, ReminderRequest
 from activities.rendering import (
+    InvoiceLine,
     MessageContext,
     PaymentLine,
     RenderedMessage,
@@ -52,10 +61,14 @@ from settings import Settings
 CHANNELS = ("email", "sms")
 RECEIPT_TEMPLATE = "receipt"
 
+QUEUED = "queued"
 SENDING = "sending"
 SENT = "sent"
 SUPPRESSED = "suppressed"
 FAILED = "failed"
+FINAL = frozenset({SENT, SUPPRESSED, FAILED})
+# How often a queued reminder looks at its group.
+GROUP_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,15 @@ class _Job:
     key: str
     as_of: datetime
     is_receipt: bool
+    step_index: int | None = None
+
+
+@dataclass(frozen=True)
+class _Queued:
+    """The row waits in a group; `expected` are the invoice numbers the group may still get."""
+
+    group_key: str
+    expected: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -108,6 +130,7 @@ class MessagingActivities:
                     key=f"{req.idempotency_key}:{channel}",
                     as_of=req.scheduled_for,
                     is_receipt=False,
+                    step_index=req.step_index,
                 )
             )
             for channel in dict.fromkeys(req.channels)
@@ -132,25 +155,27 @@ class MessagingActivities:
         except IntegrityError:
             # A concurrent attempt recorded the same key first; read what it recorded.
             prepared = self._prepare(job)
+        if isinstance(prepared, _Queued):
+            prepared = self._wait_in_group(job, prepared)
         if isinstance(prepared, ChannelResult):
             return prepared
         try:
             delivered = self._deliver(job, prepared)
         except PermanentDeliveryError as refused:
-            reason = str(refused)[:200]
-            self._finish(job.key, FAILED, reason=reason)
-            return ChannelResult(
-                channel=job.channel, status=FAILED, reason=reason, recipient=prepared.recipient
-            )
-        self._finish(job.key, SENT, provider_id=delivered)
-        return ChannelResult(channel=job.channel, status=SENT, recipient=prepared.recipient)
+            return self._finish(job.key, FAILED, reason=str(refused)[:200])
+        return self._finish(job.key, SENT, provider_id=delivered)
 
-    def _prepare(self, job: _Job) -> ChannelResult | _ReadyToSend:
+    def _prepare(self, job: _Job) -> ChannelResult | _ReadyToSend | _Queued:
         """Decide, render and record; the commit happens before anything is delivered."""
         with session_scope(self._engine) as session:
             row = session.exec(select(Message).where(Message.idempotency_key == job.key)).first()
-            if row is not None and row.status != SENDING:
+            if row is not None and row.status in FINAL:
                 return _result_of(row)
+            if row is not None and row.group_key is not None:
+                if row.sent_with_id == row.id:
+                    # This key claimed the group and stopped before marking it sent.
+                    return self._render_group(session, row, job)
+                return _Queued(row.group_key, frozenset())
             invoice = session.exec(
                 select(Invoice).where(Invoice.number == job.invoice_number)
             ).first()
@@ -177,6 +202,15 @@ class MessagingActivities:
                 session.add(row)
                 return _result_of(row)
             assert recipient is not None  # no address is a suppression reason
+            # A row already "sending" on its own may have gone out: never regroup it.
+            grouping = row is None and not job.is_receipt
+            siblings = self._siblings(session, invoice) if grouping else []
+            if siblings:
+                row = row or _new_row(job, invoice, recipient)
+                row.status, row.recipient = QUEUED, recipient
+                row.group_key = _group_key(invoice, job)
+                session.add(row)
+                return _Queued(row.group_key, frozenset(siblings))
             context = self._context(session, invoice, customer, job, payments)
             try:
                 rendered = render_message(job.template, job.channel, context)
@@ -247,12 +281,131 @@ class MessagingActivities:
 
     def _finish(
         self, key: str, status: str, reason: str | None = None, provider_id: str | None = None
-    ) -> None:
+    ) -> ChannelResult:
+        """Mark the delivering row, and every row its message covered, with the outcome."""
         with session_scope(self._engine) as session:
             row = session.exec(select(Message).where(Message.idempotency_key == key)).one()
-            row.status, row.reason = status, reason
+            covered = [row]
+            if row.sent_with_id is not None:
+                covered = list(
+                    session.exec(select(Message).where(Message.sent_with_id == row.id)).all()
+                )
+            for covered_row in covered:
+                covered_row.status = status
+                if reason is not None or row.sent_with_id is None:
+                    covered_row.reason = reason
+                session.add(covered_row)
             row.provider_id = provider_id[:200] if provider_id else None
             session.add(row)
+            return _result_of(row)
+
+    # ------------------------------------------------------- several invoices, one message
+
+    def _siblings(self, session: Session, invoice: Invoice) -> list[str]:
+        """Other open invoices of the customer that follow the same schedule as this one."""
+        if self._settings.message_group_window_seconds <= 0:
+            return []
+        return list(
+            session.exec(
+                select(Invoice.number).where(
+                    Invoice.customer_id == invoice.customer_id,
+                    Invoice.due_on == invoice.due_on,
+                    Invoice.currency == invoice.currency,
+                    Invoice.policy_name == invoice.policy_name,
+                    Invoice.policy_version == invoice.policy_version,
+                    Invoice.status == InvoiceStatus.OPEN,
+                    Invoice.balance_minor > 0,
+                    Invoice.number != invoice.number,
+                )
+            ).all()
+        )
+
+    def _wait_in_group(self, job: _Job, queued: _Queued) -> ChannelResult | _ReadyToSend:
+        """Wait for the group to gather, claim it if nobody has, or report whoever did."""
+        started = time.monotonic()
+        window = self._settings.message_group_window_seconds
+        while True:
+            waited = time.monotonic() - started
+            with session_scope(self._engine) as session:
+                row = session.exec(select(Message).where(Message.idempotency_key == job.key)).one()
+                if row.status in FINAL:
+                    return _result_of(row)
+                if row.status == QUEUED:
+                    queued_numbers = set(
+                        session.exec(
+                            select(Invoice.number)
+                            .join(Message, Message.invoice_id == Invoice.id)
+                            .where(Message.group_key == queued.group_key)
+                        ).all()
+                    )
+                    if queued.expected <= queued_numbers or waited >= window:
+                        claimed = self._claim_group(session, row, job)
+                        if claimed is not None:
+                            return claimed
+                elif waited >= window + self._settings.delivery_timeout_seconds:
+                    # The claiming attempt is slow or died; Temporal retries this one later,
+                    # by when the claimer's own retry has delivered.
+                    raise ApplicationError(
+                        f"reminder {job.key} waits for message {row.sent_with_id}, "
+                        "which covers it and is not delivered yet"
+                    )
+            time.sleep(GROUP_POLL_SECONDS)
+
+    def _claim_group(self, session: Session, row: Message, job: _Job) -> _ReadyToSend | None:
+        """Claim every queued row of the group for `row`'s key; None if another got it first."""
+        # One statement, so that of two activities claiming at once each row goes to one:
+        # the second finds the rows no longer queued (PostgreSQL re-checks after the lock,
+        # SQLite runs one writer at a time).
+        session.exec(  # type: ignore[call-overload]
+            sa.update(Message)
+            .where(Message.group_key == row.group_key, Message.status == QUEUED)  # type: ignore[arg-type]
+            .values(status=SENDING, sent_with_id=row.id)
+        )
+        session.refresh(row)
+        return self._render_group(session, row, job) if row.sent_with_id == row.id else None
+
+    def _render_group(self, session: Session, row: Message, job: _Job) -> _ReadyToSend:
+        """Render the one message for every row that `row` claimed, and note who it covers."""
+        covered = list(
+            session.exec(
+                select(Message, Invoice)
+                .join(Invoice, Message.invoice_id == Invoice.id)
+                .where(Message.sent_with_id == row.id)
+                .order_by(Invoice.number)
+            ).all()
+        )
+        invoices = [invoice for _, invoice in covered]
+        numbers = [invoice.number for invoice in invoices]
+        for message, invoice in covered:
+            others = [number for number in numbers if number != invoice.number]
+            message.reason = f"in one message with {', '.join(others)}"[:200] if others else None
+            session.add(message)
+        own = next(invoice for message, invoice in covered if message.id == row.id)
+        customer = session.get(Customer, own.customer_id)
+        assert customer is not None and row.recipient is not None
+        context = self._context(session, own, customer, job, []).model_copy(
+            update={
+                "amount_due_minor": sum(invoice.balance_minor for invoice in invoices),
+                "total_minor": sum(invoice.total_minor for invoice in invoices),
+                "pay_link": make_pay_link(self._settings, customer.id, numbers),
+                "invoices": [
+                    InvoiceLine(
+                        number=invoice.number,
+                        amount_due_minor=invoice.balance_minor,
+                        total_minor=invoice.total_minor,
+                    )
+                    for invoice in invoices
+                ]
+                if len(invoices) > 1
+                else [],
+            }
+        )
+        rendered = render_message(job.template, job.channel, context)
+        row.subject = rendered.subject[:300] if rendered.subject else None
+        session.add(row)
+        return _ReadyToSend(
+            recipient=row.recipient, rendered=rendered, unsubscribe_link=context.unsubscribe_link
+        )
 
 
 def _require_template(template: str) -> None:
@@ -317,6 +470,21 @@ def _new_row(job: _Job, invoice: Invoice, recipient: str | None) -> Message:
         recipient=recipient,
         status=SENDING,
     )
+
+
+def _group_key(invoice: Invoice, job: _Job) -> str:
+    """Same customer, due date, policy, step, channel and day: the same message."""
+    parts = (
+        invoice.customer_id,
+        invoice.currency,
+        str(invoice.due_on),
+        f"{invoice.policy_name}@{invoice.policy_version}",
+        str(job.step_index),
+        job.template,
+        job.channel,
+        job.as_of.astimezone(UTC).date().isoformat(),
+    )
+    return "group:" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:64]
 
 
 def _result_of(row: Message) -> ChannelResult:

@@ -39,12 +39,20 @@ class PaymentLine(BaseModel):
     amount_minor: int = Field(description="the part of the payment applied to this invoice")
 
 
+class InvoiceLine(BaseModel):
+    """One invoice of a reminder that covers several invoices due the same day."""
+
+    number: str
+    amount_due_minor: int
+    total_minor: int
+
+
 class MessageContext(BaseModel):
     customer_name: str
     company_name: str
-    invoice_number: str
+    invoice_number: str = Field(description="the invoice of a single-invoice message")
     currency: str = Field(min_length=3, max_length=3)
-    amount_due_minor: int
+    amount_due_minor: int = Field(description="due on all the invoices of the message")
     total_minor: int
     due_on: date
     days_past_due: int = Field(description="negative before the due date")
@@ -53,6 +61,9 @@ class MessageContext(BaseModel):
     unsubscribe_link: str | None = None
     payments: list[PaymentLine] = Field(default_factory=list)
     adjustments_minor: int = Field(0, description="credits (negative) and fees, for receipts")
+    invoices: list[InvoiceLine] = Field(
+        default_factory=list, description="every invoice of a grouped reminder; empty for one"
+    )
 
 
 class RenderedMessage(BaseModel):
@@ -67,6 +78,21 @@ def _count(number: int, word: str) -> str:
     return f"{number} {word}" if number == 1 else f"{number} {word}s"
 
 
+def _upper_first(text: str) -> str:
+    """Start a sentence without lowering the rest, as `capitalize` would ("INV-7")."""
+    return text[:1].upper() + text[1:]
+
+
+def invoices_phrase(numbers: list[str]) -> str:
+    """ "invoice A", "invoices A and B", "invoices A, B and C"; beyond that "4 invoices",
+    since the message lists them all and an SMS must stay short."""
+    if len(numbers) == 1:
+        return f"invoice {numbers[0]}"
+    if len(numbers) > 3:
+        return f"{len(numbers)} invoices"
+    return f"invoices {', '.join(numbers[:-1])} and {numbers[-1]}"
+
+
 def _environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(TEMPLATE_DIR),
@@ -78,6 +104,7 @@ def _environment() -> Environment:
         keep_trailing_newline=False,
     )
     env.globals["count"] = _count
+    env.filters["upper_first"] = _upper_first
     return env
 
 
@@ -101,8 +128,27 @@ def template_variables(context: MessageContext) -> dict[str, Any]:
     currency = context.currency.upper()
     currency_exponent(currency)  # refuse an unknown currency before anything is shown
     paid_minor = sum(line.amount_minor for line in context.payments)
+    invoices = context.invoices or [
+        InvoiceLine(
+            number=context.invoice_number,
+            amount_due_minor=context.amount_due_minor,
+            total_minor=context.total_minor,
+        )
+    ]
     return {
         **context.model_dump(),
+        "invoices": [
+            {
+                "number": line.number,
+                "amount_due": format_money(line.amount_due_minor, currency, locale),
+                "total": format_money(line.total_minor, currency, locale),
+            }
+            for line in invoices
+        ],
+        "grouped": len(invoices) > 1,
+        "invoices_text": invoices_phrase([line.number for line in invoices]),
+        "is_are": "are" if len(invoices) > 1 else "is",
+        "was_were": "were" if len(invoices) > 1 else "was",
         "currency": currency,
         "lang": parse_locale(locale).language,
         "amount_due": format_money(context.amount_due_minor, currency, locale),

@@ -163,7 +163,12 @@ class CollectorTask(SQLModel, table=True):
 
 
 class Message(SQLModel, table=True):
-    """The outbox: one row per message sent or suppressed, never two for one key."""
+    """The outbox: one row per invoice and message key, never two for one key.
+
+    Reminders to one customer about several invoices due the same day go out as one message:
+    each invoice keeps its own row, all share a `group_key`, and `sent_with_id` points at the
+    row whose key delivered the message (that row points at itself).
+    """
 
     id: int | None = Field(default=None, primary_key=True)
     idempotency_key: str = Field(max_length=200, unique=True)
@@ -172,7 +177,9 @@ class Message(SQLModel, table=True):
     channel: str = Field(max_length=8, description="email or sms")
     template: str = Field(max_length=64)
     recipient: str | None = Field(default=None, max_length=320)
-    status: str = Field(max_length=16, description="sent, suppressed, failed")
+    status: str = Field(max_length=16, description="queued, sending, sent, suppressed, failed")
+    group_key: str | None = Field(default=None, max_length=80, index=True)
+    sent_with_id: int | None = Field(default=None, foreign_key="message.id", index=True)
     reason: str | None = Field(default=None, max_length=200)
     subject: str | None = Field(default=None, max_length=300)
     provider_id: str | None = Field(default=None, max_length=200)

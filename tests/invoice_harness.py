@@ -60,21 +60,24 @@ class InvoiceHarness:
         email: str | None = "ap@customer.example",
         phone: str | None = "+12125550100",
         sms_opt_out: bool = False,
+        customer_id: str | None = None,
     ) -> WorkflowHandle:
+        """Add the invoice (and its customer, unless `customer_id` names one already added)."""
         policy = policy or load_policy(POLICIES / "standard.yaml")
         issued_on = issued_on or due_on - timedelta(days=30)
-        customer_id = f"cust-{number}"
+        customer_id = customer_id or f"cust-{number}"
         with session_scope(self.engine) as session:
-            session.add(
-                Customer(
-                    id=customer_id,
-                    name=f"Customer of {number}",
-                    email=email,
-                    phone=phone,
-                    timezone=timezone,
-                    sms_opt_out=sms_opt_out,
+            if session.get(Customer, customer_id) is None:
+                session.add(
+                    Customer(
+                        id=customer_id,
+                        name=f"Customer of {number}",
+                        email=email,
+                        phone=phone,
+                        timezone=timezone,
+                        sms_opt_out=sms_opt_out,
+                    )
                 )
-            )
             invoice = Invoice(
                 number=number,
                 customer_id=customer_id,

@@ -322,3 +322,32 @@ async def test_bad_requests_are_refused_with_a_reason(tmp_path, ledger_url):
         with session_scope(h.engine) as session:
             assert len(session.exec(select(Payment)).all()) == 1
         await h.assert_replays(handle)
+
+
+async def test_invoices_due_the_same_day_share_each_reminder(tmp_path, ledger_url):
+    async with invoice_harness(tmp_path, ledger_url) as h:
+        first = await h.start("INV-40", due_on=DUE, customer_id="cust-shared")
+        second = await h.start("INV-41", due_on=DUE, amount_minor=50_000, customer_id="cust-shared")
+        await h.advance_to(local(date(2026, 3, 17)))
+        await second.execute_update(InvoiceWorkflow.record_payment, pay(50_000))
+        await h.advance_to(local(date(2026, 3, 24)))
+        state = await h.state(first)
+        emails = sorted((h.settings.effective_outbox_dir / "email").glob("*.eml"))
+        subjects = sorted(
+            line.removeprefix("Subject: ")
+            for path in emails
+            for line in path.read_text().splitlines()
+            if line.startswith("Subject: ")
+        )
+
+        # Courtesy and due-today went out once for both; after INV-41 was paid, INV-40 alone.
+        assert subjects == [
+            "Invoice INV-40 is 7 days overdue",
+            "Invoice INV-41 is paid in full, thank you",
+            "Invoices INV-40 and INV-41 from Example Co are due on March 16, 2026",
+            "Invoices INV-40 and INV-41 from Example Co are due today",
+        ]
+        together = [e.detail for e in state.timeline if e.event == "reminder"][:3]
+        assert together == ["in one message with INV-41"] * 3
+        sms_lines = (h.settings.effective_outbox_dir / "sms.jsonl").read_text().splitlines()
+        assert len(sms_lines) == 1

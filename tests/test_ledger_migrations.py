@@ -28,7 +28,7 @@ def test_upgrade_again_changes_nothing(engine: sa.Engine) -> None:
     assert _schema_differences(engine) == []
     with engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").all() == [
-            ("0001",)
+            ("0002",)
         ]
 
 

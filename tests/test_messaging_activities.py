@@ -69,6 +69,9 @@ def add_invoice(
     *,
     status: InvoiceStatus = InvoiceStatus.OPEN,
     balance_minor: int = 123450,
+    due_on: date = DUE,
+    currency: str = "USD",
+    policy_version: int = 1,
     **customer: Any,
 ) -> None:
     customer_values: dict[str, Any] = {
@@ -86,14 +89,14 @@ def add_invoice(
             Invoice(
                 number=number,
                 customer_id=customer_values["id"],
-                currency="USD",
+                currency=currency,
                 total_minor=123450,
                 balance_minor=balance_minor,
                 issued_on=date(2026, 2, 11),
-                due_on=DUE,
+                due_on=due_on,
                 status=status,
                 policy_name="standard",
-                policy_version=1,
+                policy_version=policy_version,
             )
         )
 
