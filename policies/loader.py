@@ -6,6 +6,7 @@ ops can fix a policy in one pass.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from policies.money import from_minor
-from policies.schema import Policy
+from policies.schema import Policy, Step
 
 StrPath = str | os.PathLike[str]
 SCHEMA_PATH = Path(__file__).with_name("policy.schema.json")
@@ -93,7 +94,9 @@ class _Checked:
     root: yaml.Node | None
 
 
-def _check_file(path: StrPath) -> _Checked:
+def _check_file(path: StrPath, templates: Collection[str] | None = None) -> _Checked:
+    """Every problem in one file, sorted by line; with `templates`, also steps naming a
+    message template not among them."""
     file = os.fspath(path)
 
     def failed(message: str, line: int | None = None) -> _Checked:
@@ -130,6 +133,7 @@ def _check_file(path: StrPath) -> _Checked:
         PolicyError(file, line, _field_path(loc), f"key {loc[-1]!r} appears twice")
         for loc, line in _duplicate_keys(root, ())
     ]
+    policy: Policy | None = None
     try:
         policy = Policy.model_validate(data)
     except ValidationError as error:
@@ -138,8 +142,68 @@ def _check_file(path: StrPath) -> _Checked:
             errors.append(
                 PolicyError(file, _line_of(root, loc), _field_path(loc), _message(detail))
             )
-        return _Checked(None, errors, root)
+
+    # The step order and template checks also run when other parts of the file are invalid,
+    # on every step that is valid on its own, so one pass shows every problem.
+    raw_steps = data.get("steps") if isinstance(data, dict) else None
+    raw_steps = raw_steps if isinstance(raw_steps, list) else []
+    steps = _valid_steps(raw_steps)
+    if len(steps) < len(raw_steps):
+        # With every step valid the schema has checked the order itself.
+        errors.extend(_steps_out_of_order(file, root, raw_steps, steps))
+    if templates is not None:
+        errors.extend(_unknown_templates(file, root, steps, templates))
+
+    errors = sorted(dict.fromkeys(errors), key=lambda error: error.line or 0)
     return _Checked(None if errors else policy, errors, root)
+
+
+def _valid_steps(raw_steps: list[Any]) -> dict[int, Step]:
+    """The steps that are valid on their own, by their index in the file."""
+    valid: dict[int, Step] = {}
+    for index, raw in enumerate(raw_steps):
+        with contextlib.suppress(ValidationError):
+            valid[index] = Step.model_validate(raw)
+    return valid
+
+
+def _steps_out_of_order(
+    file: str, root: yaml.Node, raw_steps: list[Any], steps: Mapping[int, Step]
+) -> Iterator[PolicyError]:
+    """The schema's order check on the valid steps alone, each error at its step's `at`."""
+    indexes = list(steps)
+    try:
+        Policy.model_validate({"steps": [raw_steps[index] for index in indexes]})
+    except ValidationError as error:
+        for detail in error.errors():
+            if detail["type"] != "steps_order":
+                continue  # name, version and the like: reported by the full check
+            _, position, *rest = detail["loc"]
+            assert isinstance(position, int)
+            loc = ("steps", indexes[position], *rest)
+            yield PolicyError(file, _line_of(root, loc), _field_path(loc), _message(detail))
+
+
+def _unknown_templates(
+    file: str, root: yaml.Node, steps: Mapping[int, Step], templates: Collection[str]
+) -> Iterator[PolicyError]:
+    for index, step in steps.items():
+        if step.template is not None and step.template not in templates:
+            loc = ("steps", index, "template")
+            yield PolicyError(
+                file,
+                _line_of(root, loc),
+                _field_path(loc),
+                f"no message template {step.template!r}; known: {', '.join(sorted(templates))}",
+            )
+
+
+def _existing_templates() -> set[str]:
+    # Imported here, not at the top: policies/ stays free of Jinja2 and of activities/ for
+    # everything else that imports this module.
+    from activities.rendering import available_templates
+
+    return available_templates()
 
 
 def _syntax_error(error: yaml.MarkedYAMLError) -> tuple[str, int | None]:
@@ -270,9 +334,15 @@ def _unwrap(annotation: Any) -> Any:
 # --- public API ------------------------------------------------------------------------------
 
 
-def load_policy(path: StrPath) -> Policy:
-    """Read one policy file; PolicyFileError lists every problem in it."""
-    checked = _check_file(path)
+def load_policy(path: StrPath, templates: Collection[str] | None = None) -> Policy:
+    """Read one policy file; PolicyFileError lists every problem in it.
+
+    Steps may only name message templates in `templates`, by default those that exist in
+    templates/messages/.
+    """
+    if templates is None:
+        templates = _existing_templates()
+    checked = _check_file(path, templates)
     if checked.policy is None:
         raise PolicyFileError(checked.errors)
     return checked.policy
@@ -281,17 +351,24 @@ def load_policy(path: StrPath) -> Policy:
 def check_policy_files(
     paths: Iterable[StrPath], templates: Collection[str] | None = None
 ) -> list[PolicyError]:
-    """Every problem in the given files, including two files that use one policy name and,
-    when `templates` is given, steps that name a message template not among them."""
+    """Every problem in the given files, sorted by file then line, including two files that
+    use one policy name and, when `templates` is given, steps that name a message template
+    not among them."""
+    return _check_files(paths, templates)[1]
+
+
+def _check_files(
+    paths: Iterable[StrPath], templates: Collection[str] | None
+) -> tuple[list[Policy], list[PolicyError]]:
+    policies: list[Policy] = []
     errors: list[PolicyError] = []
     first_file_of: dict[str, str] = {}
     for path in paths:
-        checked = _check_file(path)
+        checked = _check_file(path, templates)
         errors.extend(checked.errors)
         if checked.policy is None or checked.root is None:
             continue
-        if templates is not None:
-            errors.extend(_unknown_templates(os.fspath(path), checked, templates))
+        policies.append(checked.policy)
         name = checked.policy.name
         if name in first_file_of:
             errors.append(
@@ -304,33 +381,23 @@ def check_policy_files(
             )
         else:
             first_file_of[name] = os.fspath(path)
-    return errors
+    errors.sort(key=lambda error: (error.file, error.line or 0))
+    return policies, errors
 
 
-def _unknown_templates(
-    file: str, checked: _Checked, templates: Collection[str]
-) -> Iterator[PolicyError]:
-    assert checked.policy is not None and checked.root is not None
-    for index, step in enumerate(checked.policy.steps):
-        if step.template is not None and step.template not in templates:
-            loc = ("steps", index, "template")
-            yield PolicyError(
-                file,
-                _line_of(checked.root, loc),
-                _field_path(loc),
-                f"no message template {step.template!r}; known: {', '.join(sorted(templates))}",
-            )
+def load_policies(folder: StrPath, templates: Collection[str] | None = None) -> dict[str, Policy]:
+    """Every *.yaml policy in `folder` by name; PolicyFileError if any file is invalid.
 
-
-def load_policies(folder: StrPath) -> dict[str, Policy]:
-    """Every *.yaml policy in `folder` by name; PolicyFileError if any file is invalid."""
+    Steps may only name message templates in `templates`, by default those that exist in
+    templates/messages/.
+    """
     if not Path(folder).is_dir():
         raise PolicyFileError([PolicyError(os.fspath(folder), None, "", "folder not found")])
-    paths = sorted(Path(folder).glob("*.yaml"))
-    errors = check_policy_files(paths)
+    if templates is None:
+        templates = _existing_templates()
+    policies, errors = _check_files(sorted(Path(folder).glob("*.yaml")), templates)
     if errors:
         raise PolicyFileError(errors)
-    policies = [load_policy(path) for path in paths]
     return {policy.name: policy for policy in policies}
 
 

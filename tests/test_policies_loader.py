@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -439,3 +441,135 @@ def test_shipped_policies_use_existing_templates() -> None:
     from activities.rendering import available_templates
 
     assert check_policy_files(SHIPPED, templates=available_templates()) == []
+
+
+# --- every error at once: step order and templates despite other errors ------------------------------------
+
+KNOWN = {"courtesy", "due_today", "overdue_friendly", "overdue_firm"}
+
+
+def test_order_and_templates_are_checked_despite_other_errors(tmp_path: Path) -> None:
+    text = """\
+name: Bad Name
+version: 0
+applies_to: {segments: [smb, smb], min_balance: "-1"}
+calendar: {timezone: Mars/Olympus, business_days: true, holidays: XX, send_window: "17:00-09:00"}
+steps:
+  - {at: +3d, channels: [email], template: courtesy}
+  - {at: 0d, channels: [email, fax], template: due_today}
+  - at: +1d
+    channels: [email]
+    template: overdue_freindly
+    channels: [sms]
+  - {at: +7d, channels: [email]}
+  - {at: +30d, escalate: {queue: collections, sla: 2 days}, late_fee: {percent: "150"}}
+on_dispute: ignore
+"""
+    path = write(tmp_path, text)
+    found = [(e.line, e.field, e.message) for e in check_policy_files([path], templates=KNOWN)]
+    assert [(line, field) for line, field, _ in found] == [
+        (1, "name"),
+        (2, "version"),
+        (3, "applies_to.segments"),
+        (3, "applies_to.min_balance"),
+        (4, "calendar.timezone"),
+        (4, "calendar.holidays"),
+        (4, "calendar.send_window"),
+        (7, "steps[1].channels[1]"),
+        (8, "steps[2].at"),
+        (10, "steps[2].template"),
+        (11, "steps[2].channels"),
+        (12, "steps[3]"),
+        (13, "steps[4].late_fee.percent"),
+        (13, "steps[4].escalate.sla"),
+        (14, "on_dispute"),
+    ]
+    # steps[1] is invalid, so steps[2] is compared with the valid step before it.
+    assert found[8][2] == (
+        "steps must be in increasing order of `at`: +1d is not after the step before (+3d)"
+    )
+    assert found[9][2] == (
+        "no message template 'overdue_freindly'; "
+        "known: courtesy, due_today, overdue_firm, overdue_friendly"
+    )
+    assert found[10][2] == "key 'channels' appears twice"
+    # Without templates to check against, only the template error goes.
+    assert len(check_policy_files([path])) == len(found) - 1
+    with pytest.raises(PolicyFileError) as caught:
+        load_policy(path, templates=KNOWN)
+    assert [(e.line, e.field, e.message) for e in caught.value.errors] == found
+    assert str(caught.value).count("\n") == len(found) - 1
+
+
+def test_order_error_is_not_reported_twice(tmp_path: Path) -> None:
+    # Every step is valid, so the schema itself reports the order; the file has other errors.
+    text = GOOD.replace("name: good", "name: Good").replace("at: +30d", "at: -5d")
+    assert errors(write(tmp_path, text)) == [
+        (
+            1,
+            "name",
+            "'Good' is not a slug: use lowercase letters, digits, '-' or '_' "
+            "(like due_today or mid-market)",
+        ),
+        (
+            7,
+            "steps[2].at",
+            "steps must be in increasing order of `at`: -5d is not after the step before (0d)",
+        ),
+    ]
+
+
+def test_only_valid_steps_are_checked_for_order_and_templates(tmp_path: Path) -> None:
+    # A step with its own errors is left out: its `at` and template are not trusted.
+    text = GOOD.replace(
+        "{at: 0d, channels: [email, sms], template: due_today}",
+        "{at: -9d, channels: [email, fax], template: nowhere}",
+    )
+    assert errors(write(tmp_path, text)) == [
+        (6, "steps[1].channels[1]", "input should be 'email' or 'sms', not 'fax'"),
+    ]
+    assert [e.field for e in check_policy_files([tmp_path / "policy.yaml"], KNOWN)] == [
+        "steps[1].channels[1]"
+    ]
+
+
+def test_errors_are_sorted_by_file_then_line(tmp_path: Path) -> None:
+    first = write(tmp_path, GOOD.replace("version: 1", "version: 0"), "a.yaml")
+    second = write(tmp_path, GOOD.replace("name: good", "name: Good"), "b.yaml")
+    found = check_policy_files([second, first])
+    assert [(Path(e.file).name, e.line) for e in found] == [("a.yaml", 2), ("b.yaml", 1)]
+
+
+# --- loading checks message templates --------------------------------------------------------------
+
+
+def test_load_policies_refuses_an_unknown_template(tmp_path: Path) -> None:
+    write(tmp_path, GOOD, "good.yaml")
+    path = write(
+        tmp_path,
+        GOOD.replace("name: good", "name: other").replace("template: due_today", "template: nope"),
+        "other.yaml",
+    )
+    with pytest.raises(PolicyFileError) as caught:
+        load_policies(tmp_path)
+    [error] = caught.value.errors
+    assert (error.file, error.line, error.field) == (str(path), 6, "steps[1].template")
+    assert error.message.startswith("no message template 'nope'; known: ")
+    assert "due_today" in error.message
+    with pytest.raises(PolicyFileError, match=r"other\.yaml:6: steps\[1\]\.template: "):
+        load_policy(path)
+
+
+def test_load_checks_against_the_templates_given(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace("template: due_today", "template: due_tomorrow"))
+    assert load_policy(path, templates={"courtesy", "due_tomorrow"}).name == "good"
+    assert set(load_policies(tmp_path, templates={"courtesy", "due_tomorrow"})) == {"good"}
+    with pytest.raises(PolicyFileError, match=r"steps\[0\]\.template: no message template"):
+        load_policies(tmp_path, templates={"due_tomorrow"})
+
+
+def test_loader_import_leaves_out_jinja2() -> None:
+    # invoices.py imports the loader; templates are only looked up when a policy is loaded.
+    code = "import sys, policies.loader; assert 'jinja2' not in sys.modules, 'jinja2 imported'"
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
