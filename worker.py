@@ -44,6 +44,7 @@ def activities_for(engine: sa.Engine, settings: Settings) -> list:
         ledger.apply_adjustment,
         ledger.set_status,
         ledger.open_collector_task,
+        ledger.close_collector_tasks,
         messaging.send_reminder,
         messaging.send_receipt,
         erp.clear_in_erp,

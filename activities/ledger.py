@@ -12,6 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.models import (
     AdjustmentApplication,
+    CollectorOutcome,
     CollectorTaskRequest,
     LedgerBalance,
     PaymentApplication,
@@ -50,3 +51,7 @@ class LedgerActivities:
     @activity.defn
     def open_collector_task(self, request: CollectorTaskRequest) -> int:
         return self._run(lambda session: operations.open_collector_task(session, request))
+
+    @activity.defn
+    def close_collector_tasks(self, request: CollectorOutcome) -> int:
+        return self._run(lambda session: operations.close_collector_tasks(session, request))

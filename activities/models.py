@@ -56,6 +56,15 @@ class CollectorTaskRequest(BaseModel):
     idempotency_key: str
 
 
+class CollectorOutcome(BaseModel):
+    """Close the invoice's open collector tasks: resumed, stopped, paid, ..."""
+
+    invoice_number: str
+    outcome: str
+    note: str | None = None
+    actor: str = "system"
+
+
 class ReminderRequest(BaseModel):
     invoice_number: str
     template: str

@@ -20,6 +20,7 @@ from sqlmodel import Session, select
 
 from activities.models import (
     AdjustmentApplication,
+    CollectorOutcome,
     CollectorTaskRequest,
     LedgerBalance,
     PaymentApplication,
@@ -250,6 +251,7 @@ def apply_payment(session: Session, req: PaymentApplication) -> LedgerBalance:
             )
         invoice.balance_minor = balance_before - allocated
         _settle_status(invoice)
+        _close_tasks_if_settled(session, invoice, req.actor)
         invoice.updated_at = utcnow()
         record_audit(
             session,
@@ -338,6 +340,7 @@ def apply_adjustment(session: Session, req: AdjustmentApplication) -> LedgerBala
             invoice.status = InvoiceStatus.VOID
         else:
             _settle_status(invoice)
+        _close_tasks_if_settled(session, invoice, req.actor)
         invoice.updated_at = utcnow()
         record_audit(
             session,
@@ -505,3 +508,43 @@ def open_collector_task(session: Session, req: CollectorTaskRequest) -> int:
         return int(task.id)
 
     return _once(session, CollectorTask, req.idempotency_key, write, repeat)
+
+
+def close_collector_tasks(session: Session, req: CollectorOutcome) -> int:
+    """Close the invoice's open collector tasks with the collector's outcome; how many.
+
+    Closing tasks that are already closed changes nothing, so a retried request is harmless.
+    """
+    if not req.outcome.strip():
+        raise LedgerError(f"invoice {req.invoice_number}: a collector outcome must be named")
+    invoice = _load_invoice(session, req.invoice_number, for_update=True)
+    return _close_tasks(session, invoice, req.outcome, req.actor, req.note)
+
+
+def _close_tasks_if_settled(session: Session, invoice: Invoice, actor: str) -> None:
+    # Nothing is left to collect on a paid, void or written-off invoice.
+    if invoice.status in FINAL_STATUSES or invoice.status == InvoiceStatus.PAID:
+        _close_tasks(session, invoice, str(invoice.status), actor)
+
+
+def _close_tasks(
+    session: Session, invoice: Invoice, outcome: str, actor: str, note: str | None = None
+) -> int:
+    tasks = session.exec(
+        select(CollectorTask).where(
+            CollectorTask.invoice_id == invoice.id, CollectorTask.status == "open"
+        )
+    ).all()
+    for task in tasks:
+        task.status, task.outcome, task.closed_at = "closed", outcome[:32], utcnow()
+        if note:
+            task.note = note[:2000]
+        session.add(task)
+        record_audit(
+            session,
+            actor,
+            "collector_task_closed",
+            invoice.id,
+            {"task_id": task.id, "outcome": outcome, "note": note},
+        )
+    return len(tasks)

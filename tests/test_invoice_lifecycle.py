@@ -8,6 +8,7 @@ overdue_firm Mon 03-30 (+1.5% late fee), escalation Wed 04-15 (SLA 2 days).
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from sqlmodel import select
@@ -15,7 +16,9 @@ from temporalio.client import WorkflowUpdateFailedError
 
 from ledger.db import session_scope
 from ledger.models import CollectorTask, CustomerCredit, Payment
-from tests.invoice_harness import invoice_harness, local
+from policies.loader import load_policy
+from policies.schema import LateFee
+from tests.invoice_harness import POLICIES, invoice_harness, local
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import (
     Adjustment,
@@ -45,6 +48,11 @@ def around(moment: datetime) -> object:
 
 def events(state) -> list[str]:
     return [e.event for e in state.timeline]
+
+
+def collector_tasks(h) -> list[CollectorTask]:
+    with session_scope(h.engine) as session:
+        return list(session.exec(select(CollectorTask).order_by(CollectorTask.id)).all())
 
 
 async def test_paid_early_closes_with_receipt_and_erp_posting(tmp_path, ledger_url):
@@ -126,6 +134,8 @@ async def test_overpayment_becomes_customer_credit(tmp_path, ledger_url):
         with session_scope(h.engine) as session:
             [credit] = session.exec(select(CustomerCredit)).all()
             assert (credit.amount_minor, credit.source) == (20_000, "overpayment")
+        [payment] = [e for e in final.timeline if e.event == "payment"]
+        assert payment.detail == "full via manual, 200.00 USD to credit"
 
 
 async def test_credit_note_lowers_the_balance_and_can_settle_it(tmp_path, ledger_url):
@@ -259,6 +269,8 @@ async def test_late_fee_and_escalation_to_a_collector(tmp_path, ledger_url):
         await handle.signal(InvoiceWorkflow.resolve, Resolution(action="stop", note="legal"))
         await h.advance(timedelta(hours=1))
         assert (await h.state(handle)).stage == Stage.STOPPED
+        [task] = collector_tasks(h)
+        assert (task.status, task.outcome, task.note) == ("closed", "stopped", "legal")
         final = await handle.execute_update(
             InvoiceWorkflow.write_off, Closure(reason="customer insolvent")
         )
@@ -351,3 +363,101 @@ async def test_invoices_due_the_same_day_share_each_reminder(tmp_path, ledger_ur
         assert together == ["in one message with INV-41"] * 3
         sms_lines = (h.settings.effective_outbox_dir / "sms.jsonl").read_text().splitlines()
         assert len(sms_lines) == 1
+
+
+async def test_promise_after_escalation_is_checked_when_it_ends(tmp_path, ledger_url):
+    async with invoice_harness(tmp_path, ledger_url) as h:
+        handle = await h.start("INV-20", due_on=DUE)
+        await h.advance_to(local(date(2026, 4, 15), 10))
+        assert (await h.state(handle)).stage == Stage.ESCALATED
+        await handle.execute_update(
+            InvoiceWorkflow.promise_to_pay,
+            PromiseToPay(pay_by=date(2026, 4, 20), amount_minor=40_000),
+        )
+        await h.advance_to(local(date(2026, 4, 16)))
+        assert h.invoice("INV-20").status == "paused"
+        await handle.execute_update(InvoiceWorkflow.record_payment, pay(10_000))
+
+        # Due by the end of 04-20, plus two days of grace: checked at 04-23 00:00.
+        await h.advance_to(local(date(2026, 4, 24)))
+        state = await h.state(handle)
+        [broken] = [e for e in state.timeline if e.event == "promise_broken"]
+        assert broken.at.timestamp() == around(local(date(2026, 4, 23), 0))
+        assert broken.detail == "paid 100.00 USD of 400.00 USD promised by 2026-04-20"
+        assert (state.stage, state.status, state.paused_until) == (Stage.ESCALATED, "open", None)
+        assert h.invoice("INV-20").status == "open"
+        [task] = collector_tasks(h)
+        assert task.status == "open"  # back with the collector
+
+        await handle.execute_update(InvoiceWorkflow.record_payment, pay(91_500))  # with late fee
+        final = await handle.result()
+        assert final.stage == Stage.CLOSED
+        [task] = collector_tasks(h)
+        assert (task.status, task.outcome) == ("closed", "paid")
+        await h.assert_replays(handle)
+
+
+async def test_resuming_closes_the_collector_task(tmp_path, ledger_url):
+    async with invoice_harness(tmp_path, ledger_url) as h:
+        handle = await h.start("INV-21", due_on=DUE)
+        await h.advance_to(local(date(2026, 4, 15), 10))
+        await handle.signal(
+            InvoiceWorkflow.resolve, Resolution(action="resume", note="will pay", actor="ann")
+        )
+        await h.advance(timedelta(minutes=5))
+        assert (await h.state(handle)).stage == Stage.SCHEDULED
+        [task] = collector_tasks(h)
+        assert (task.status, task.outcome, task.note) == ("closed", "resumed", "will pay")
+        assert task.closed_at is not None
+        await h.assert_replays(handle)
+
+
+async def test_a_reminder_that_cannot_be_sent_leaves_the_invoice_collectable(tmp_path, ledger_url):
+    standard = load_policy(POLICIES / "standard.yaml")
+    courtesy, *later = standard.steps
+    policy = standard.model_copy(
+        update={"steps": [courtesy.model_copy(update={"template": "retired"}), *later]}
+    )
+    async with invoice_harness(tmp_path, ledger_url) as h:
+        handle = await h.start("INV-22", due_on=DUE, policy=policy)
+        await h.advance_to(local(date(2026, 3, 16), 12))
+        state = await h.state(handle)
+        [failed] = [e for e in state.timeline if e.event == "reminder_failed"]
+        assert failed.template == "retired"
+        assert "no message template named 'retired'" in failed.detail
+        assert sent(state) == [("due_today", "email"), ("due_today", "sms")]
+
+        await handle.execute_update(InvoiceWorkflow.record_payment, pay(100_000))
+        assert (await handle.result()).stage == Stage.CLOSED
+        await h.assert_replays(handle)
+
+
+async def test_a_fixed_late_fee_is_in_the_invoice_currency(tmp_path, ledger_url):
+    strict = load_policy(POLICIES / "strict.yaml")  # fixed fee "25.00" with overdue_firm
+    async with invoice_harness(tmp_path, ledger_url) as h:
+        handle = await h.start(
+            "INV-23", due_on=DUE, amount_minor=100_000, currency="JPY", policy=strict
+        )
+        await h.advance_to(local(date(2026, 3, 24)))
+        state = await h.state(handle)
+        assert state.balance_minor == 100_025  # 25 yen, not 2,500
+        assert h.invoice("INV-23").balance_minor == 100_025
+
+
+async def test_a_fixed_late_fee_finer_than_the_currency_is_skipped(tmp_path, ledger_url):
+    strict = load_policy(POLICIES / "strict.yaml")
+    steps = [
+        step.model_copy(update={"late_fee": LateFee(fixed=Decimal("2.50"))})
+        if step.late_fee
+        else step
+        for step in strict.steps
+    ]
+    policy = strict.model_copy(update={"steps": steps})
+    async with invoice_harness(tmp_path, ledger_url) as h:
+        handle = await h.start("INV-24", due_on=DUE, currency="JPY", policy=policy)
+        await h.advance_to(local(date(2026, 3, 24)))
+        state = await h.state(handle)
+        [skipped] = [e for e in state.timeline if e.event == "late_fee_skipped"]
+        assert "2.50 has more decimals than the currency allows" in skipped.detail
+        assert state.balance_minor == 100_000
+        assert ("overdue_firm", "email") in sent(state)

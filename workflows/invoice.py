@@ -21,6 +21,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.models import (
         AdjustmentApplication,
+        CollectorOutcome,
         CollectorTaskRequest,
         ErpClearingRequest,
         LedgerBalance,
@@ -30,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         ReminderRequest,
         StatusChange,
     )
+    from policies.money import from_minor
     from policies.schedule import (
         ScheduledStep,
         build_schedule,
@@ -63,6 +65,9 @@ ERP_REJECTED_RETRY_AFTER = timedelta(hours=6)
 TERMINAL_STATUSES = frozenset({"paid", "void", "written_off", "closed"})
 # Stages in which no reminder goes out until a message moves the invoice on.
 PAUSING_STAGES = frozenset({Stage.PAUSED, Stage.DISPUTED, Stage.ESCALATED, Stage.STOPPED})
+# Changes that add commands to histories recorded before them (workflow.patched ids).
+PROMISE_AFTER_LAST_STEP = "promise-after-last-step"
+COLLECTOR_OUTCOME_IN_LEDGER = "collector-outcome-in-ledger"
 
 
 @workflow.defn
@@ -121,7 +126,7 @@ class InvoiceWorkflow:
             await self._run_step(scheduled)
         self.next_step_at = None
         self._publish()
-        await workflow.wait_condition(self._settled)
+        await self._wait_until_settled()
         await self._close()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.state()
@@ -145,6 +150,17 @@ class InvoiceWorkflow:
                 except TimeoutError:
                     return
 
+    async def _wait_until_settled(self) -> None:
+        """After the last step only a promise to pay, which ends on a date, needs the clock."""
+        while not self._settled():
+            if self.stage == Stage.PAUSED and workflow.patched(PROMISE_AFTER_LAST_STEP):
+                await self._wait_out_promise()
+                continue
+            paused = self.stage == Stage.PAUSED
+            await workflow.wait_condition(
+                lambda paused=paused: self._settled() or (not paused and self.stage == Stage.PAUSED)
+            )
+
     async def _wait_out_promise(self) -> None:
         assert self.paused_until is not None and self.promise is not None
         try:
@@ -159,7 +175,8 @@ class InvoiceWorkflow:
         kept = self.paid_since_promise_minor >= promised
         self._record(
             "promise_kept" if kept else "promise_broken",
-            f"paid {self.paid_since_promise_minor} of {promised} promised by {self.promise.pay_by}",
+            f"paid {self._money(self.paid_since_promise_minor)} of {self._money(promised)} "
+            f"promised by {self.promise.pay_by}",
         )
         self.promise = None
         self.paused_until = None
@@ -173,42 +190,59 @@ class InvoiceWorkflow:
         late = self._now() - scheduled.send_at > LATE_STEP_TOLERANCE
         at = self._now() if late else scheduled.send_at
         if step.late_fee is not None and self.balance_minor > 0:
-            fee = late_fee_minor(step.late_fee, self.balance_minor)
-            async with self.money_lock:
-                balance = await self._ledger(
-                    "apply_adjustment",
-                    AdjustmentApplication(
-                        invoice_number=self.invoice.number,
-                        kind="late_fee",
-                        amount_minor=fee,
-                        reason=f"late fee of policy step {scheduled.index}",
-                        idempotency_key=f"{self.invoice.number}:late-fee:{scheduled.index}",
-                    ),
-                )
-            self._apply_balance(balance)
-            self._record("late_fee", amount_minor=fee, at=at)
+            await self._charge_late_fee(scheduled, at)
         if step.sends:
             await self._send_reminder(scheduled, at)
         if step.escalate is not None:
             await self._escalate(scheduled, at)
         self._publish()
 
+    async def _charge_late_fee(self, scheduled: ScheduledStep, at: datetime) -> None:
+        assert scheduled.step.late_fee is not None
+        try:
+            fee = late_fee_minor(
+                scheduled.step.late_fee, self.balance_minor, self.invoice.currency_exponent
+            )
+        except ValueError as err:
+            # A fixed fee finer than the currency allows ("2.50" on a yen invoice).
+            self._record("late_fee_skipped", str(err), at=at)
+            return
+        async with self.money_lock:
+            balance = await self._ledger(
+                "apply_adjustment",
+                AdjustmentApplication(
+                    invoice_number=self.invoice.number,
+                    kind="late_fee",
+                    amount_minor=fee,
+                    reason=f"late fee of policy step {scheduled.index}",
+                    idempotency_key=f"{self.invoice.number}:late-fee:{scheduled.index}",
+                ),
+            )
+        self._apply_balance(balance)
+        self._record("late_fee", amount_minor=fee, at=at)
+
     async def _send_reminder(self, scheduled: ScheduledStep, at: datetime) -> None:
         assert scheduled.step.template is not None
-        outcome: ReminderOutcome = await workflow.execute_activity(
-            "send_reminder",
-            ReminderRequest(
-                invoice_number=self.invoice.number,
-                template=scheduled.step.template,
-                channels=list(scheduled.step.channels),
-                step_index=scheduled.index,
-                scheduled_for=scheduled.send_at,
-                idempotency_key=f"{self.invoice.number}:step:{scheduled.index}",
-            ),
-            result_type=ReminderOutcome,
-            start_to_close_timeout=MESSAGE_TIMEOUT,
-            retry_policy=SERVICE_RETRY,
-        )
+        try:
+            outcome: ReminderOutcome = await workflow.execute_activity(
+                "send_reminder",
+                ReminderRequest(
+                    invoice_number=self.invoice.number,
+                    template=scheduled.step.template,
+                    channels=list(scheduled.step.channels),
+                    step_index=scheduled.index,
+                    scheduled_for=scheduled.send_at,
+                    idempotency_key=f"{self.invoice.number}:step:{scheduled.index}",
+                ),
+                result_type=ReminderOutcome,
+                start_to_close_timeout=MESSAGE_TIMEOUT,
+                retry_policy=SERVICE_RETRY,
+            )
+        except ActivityError as err:
+            # Refused for good (say a template removed after the policy was loaded): the
+            # invoice stays collectable, and the timeline says what went wrong.
+            self._record("reminder_failed", _reason(err), template=scheduled.step.template, at=at)
+            return
         for result in outcome.results:
             self._record(
                 "reminder" if result.status == "sent" else f"reminder_{result.status}",
@@ -264,7 +298,7 @@ class InvoiceWorkflow:
                 break
             except ActivityError as err:
                 # Rejected outright (for example a 4xx): keep the invoice open in clearing.
-                self._record("erp_rejected", str(err.cause or err))
+                self._record("erp_rejected", _reason(err))
                 await workflow.sleep(ERP_REJECTED_RETRY_AFTER)
         self._record("cleared", "posted to the ERP")
         if self.status == "paid":
@@ -311,7 +345,9 @@ class InvoiceWorkflow:
         self.received_minor += payment.amount_minor
         credit = max(payment.amount_minor - before, 0)
         kind = "full" if balance.balance_minor <= 0 else "partial"
-        detail = f"{kind} via {payment.method}" + (f", {credit} to credit" if credit else "")
+        detail = f"{kind} via {payment.method}"
+        if credit:
+            detail += f", {self._money(credit)} to credit"
         if payment.reason:
             detail += f": {payment.reason}"
         self._record("payment", detail, amount_minor=payment.amount_minor, at=payment.received_at)
@@ -449,13 +485,35 @@ class InvoiceWorkflow:
         """A collector's outcome: resume dunning, or stop it and wait for payment."""
         if self._settled():
             return
+        stopped = resolution.action == "stop"
+        if workflow.patched(COLLECTOR_OUTCOME_IN_LEDGER):
+            # The ledger first: the main loop wakes on the stage change and may send at once,
+            # and the sending activity must not find the invoice still disputed.
+            await self._reopen(resolution.note)
+            await self._ledger(
+                "close_collector_tasks",
+                CollectorOutcome(
+                    invoice_number=self.invoice.number,
+                    outcome="stopped" if stopped else "resumed",
+                    note=resolution.note,
+                    actor=resolution.actor,
+                ),
+                result_type=int,
+            )
+            self._end_pause(stopped, resolution)
+            return
+        self._end_pause(stopped, resolution)
+        await self._reopen(resolution.note)
+
+    def _end_pause(self, stopped: bool, resolution: Resolution) -> None:
         self.promise = None
         self.paused_until = None
-        stopped = resolution.action == "stop"
         self._set_stage(Stage.STOPPED if stopped else Stage.SCHEDULED)
         self._record("dunning_stopped" if stopped else "resumed", resolution.note or "")
+
+    async def _reopen(self, reason: str | None) -> None:
         if self.status in ("disputed", "paused"):
-            await self._set_status("open", resolution.note)
+            await self._set_status("open", reason)
 
     # ----------------------------------------------------------------- queries
 
@@ -485,6 +543,9 @@ class InvoiceWorkflow:
 
     def _now(self) -> datetime:
         return workflow.now() - self.invoice.clock_offset
+
+    def _money(self, amount_minor: int) -> str:
+        return f"{from_minor(amount_minor, self.invoice.currency_exponent)} {self.invoice.currency}"
 
     def _settled(self) -> bool:
         return self.status in TERMINAL_STATUSES
@@ -531,9 +592,7 @@ class InvoiceWorkflow:
             )
         except ActivityError as err:
             # Surface the ledger's own message (for example a currency mismatch) to the caller.
-            cause = err.cause
-            message = cause.message if isinstance(cause, ApplicationError) else str(err)
-            raise ApplicationError(message, type="LedgerRejected", non_retryable=True) from err
+            raise ApplicationError(_reason(err), type="LedgerRejected", non_retryable=True) from err
 
     def _record(
         self,
@@ -568,3 +627,9 @@ class InvoiceWorkflow:
                 sa.AMOUNT_DUE.value_set(self.balance_minor),
             ]
         )
+
+
+def _reason(err: ActivityError) -> str:
+    """The activity's own message, without Temporal's wrapping."""
+    cause = err.cause
+    return cause.message if isinstance(cause, ApplicationError) else str(err)

@@ -15,6 +15,7 @@ class InvoiceInput(BaseModel):
     customer_id: str
     customer_timezone: str
     currency: str
+    currency_exponent: int = Field(2, description="decimal places of the currency (JPY 0)")
     balance_minor: int
     issued_on: date
     due_on: date
