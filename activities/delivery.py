@@ -9,6 +9,7 @@ and our "sent" mark can deliver twice; the ledger's Message row keeps that windo
 
 from __future__ import annotations
 
+import email.policy
 import hashlib
 import re
 import smtplib
@@ -79,10 +80,15 @@ def message_id_for(idempotency_key: str, sender: str) -> str:
     return f"<{digest}@{domain}>"
 
 
+# Headers fold at RFC 5322's hard limit: folded at 78, a long List-Unsubscribe URL (which
+# has no spaces) would be RFC 2047-encoded, and mail clients could not read the link.
+HEADER_POLICY = email.policy.default.clone(max_line_length=998)
+
+
 def build_email_message(
     settings: Settings, email: OutgoingEmail, now: datetime | None = None
 ) -> EmailMessage:
-    message = EmailMessage()
+    message = EmailMessage(policy=HEADER_POLICY)
     message["From"] = formataddr((settings.company_name, settings.email_from))
     message["To"] = email.to
     message["Subject"] = email.subject

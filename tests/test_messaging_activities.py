@@ -213,6 +213,8 @@ def test_email_carries_a_working_unsubscribe_link(engine: sa.Engine, settings: S
     [path] = eml_files(settings)
     eml = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
     link = eml["List-Unsubscribe"].strip("<>")
+    # Raw, not RFC 2047-encoded: mail clients read the link from the header as written.
+    assert f"List-Unsubscribe: <{link}>".encode() in path.read_bytes()
     token = read_unsubscribe_token(settings, link.rsplit("/", 1)[1])
     assert (token.customer_id, token.channel) == ("cust-1", "email")
     assert link in eml.get_body(("plain",)).get_content()
