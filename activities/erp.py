@@ -43,17 +43,36 @@ TIMESTAMP_HEADER = "X-Dunwise-Timestamp"
 RETRYABLE_CLIENT_STATUSES = frozenset({408, 409, 429})
 
 
-def sign_erp_body(secret: str, body: bytes) -> str:
-    """The X-Dunwise-Signature value: "sha256=" and the hex HMAC-SHA256 of the raw body."""
-    digest = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+# How old a signed request may be when the ERP checks it: replays beyond this are refused.
+SIGNATURE_TOLERANCE_SECONDS = 300
+
+
+def sign_erp_body(secret: str, timestamp: str, body: bytes) -> str:
+    """The X-Dunwise-Signature value: "sha256=" and the hex HMAC-SHA256 of
+    "<X-Dunwise-Timestamp>.<raw body>", so the timestamp cannot be changed to replay it."""
+    signed = timestamp.encode("ascii") + b"." + body
+    digest = hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
     return f"sha256={digest}"
 
 
-def verify_erp_signature(secret: str, body: bytes, header: str | None) -> bool:
-    """For the receiving side: does ``header`` sign exactly these bytes with this secret?"""
-    if not header or not header.startswith("sha256="):
+def verify_erp_signature(
+    secret: str,
+    body: bytes,
+    header: str | None,
+    timestamp: str | None,
+    *,
+    now: float | None = None,
+    tolerance_seconds: int = SIGNATURE_TOLERANCE_SECONDS,
+) -> bool:
+    """For the receiving side: do ``header`` and ``timestamp`` sign exactly these bytes with
+    this secret, and is the timestamp (Unix seconds) recent?"""
+    if not header or not header.startswith("sha256=") or not timestamp:
         return False
-    return hmac.compare_digest(sign_erp_body(secret, body), header.strip())
+    if not timestamp.isdigit():
+        return False
+    if abs((time.time() if now is None else now) - int(timestamp)) > tolerance_seconds:
+        return False
+    return hmac.compare_digest(sign_erp_body(secret, timestamp, body), header.strip())
 
 
 def encode_document(document: dict[str, Any]) -> bytes:
@@ -214,11 +233,12 @@ class ErpActivities:
                 non_retryable=True,
             )
         body = encode_document(document)
+        timestamp = str(int(time.time()))
         headers = {
             "Content-Type": "application/json",
             IDEMPOTENCY_HEADER: req.idempotency_key,
-            SIGNATURE_HEADER: sign_erp_body(secret.get_secret_value(), body),
-            TIMESTAMP_HEADER: str(int(time.time())),
+            SIGNATURE_HEADER: sign_erp_body(secret.get_secret_value(), timestamp, body),
+            TIMESTAMP_HEADER: timestamp,
         }
         with httpx.Client(timeout=self._settings.erp_timeout_seconds) as client:
             response = client.post(url, content=body, headers=headers)

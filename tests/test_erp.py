@@ -222,7 +222,12 @@ def test_webhook_is_signed_and_carries_the_idempotency_key(
     assert (request.method, request.path) == ("POST", "/erp/clearings")
     assert request.headers["content-type"] == "application/json"
     assert request.headers["idempotency-key"] == "INV-7:erp-clearing"
-    assert verify_erp_signature(SECRET, request.body, request.headers["x-dunwise-signature"])
+    assert verify_erp_signature(
+        SECRET,
+        request.body,
+        request.headers["x-dunwise-signature"],
+        request.headers["x-dunwise-timestamp"],
+    )
     assert abs(int(request.headers["x-dunwise-timestamp"]) - time.time()) < 60
     assert request.json()["invoice_number"] == "INV-7"
     [posting] = postings(engine)
@@ -291,11 +296,22 @@ def test_webhook_without_a_secret_is_refused(engine: sa.Engine, tmp_path: Path) 
 
 def test_signature_verification() -> None:
     body = encode_document({"invoice_number": "INV-7", "total_minor": 100000})
-    header = sign_erp_body(SECRET, body)
+    sent_at = "1790000000"
+    header = sign_erp_body(SECRET, sent_at, body)
     assert header.startswith("sha256=") and len(header) == len("sha256=") + 64
-    assert verify_erp_signature(SECRET, body, header)
-    assert not verify_erp_signature("other-secret", body, header)
-    assert not verify_erp_signature(SECRET, body.replace(b"100000", b"900000"), header)
-    assert not verify_erp_signature(SECRET, body, header.removeprefix("sha256="))
-    assert not verify_erp_signature(SECRET, body, None)
-    assert not verify_erp_signature(SECRET, body, "")
+
+    def verify(secret=SECRET, body=body, header=header, timestamp=sent_at, now=1790000060):
+        return verify_erp_signature(secret, body, header, timestamp, now=now)
+
+    assert verify()
+    assert not verify(secret="other-secret")
+    assert not verify(body=body.replace(b"100000", b"900000"))
+    assert not verify(header=header.removeprefix("sha256="))
+    assert not verify(header=None)
+    assert not verify(header="")
+    # The timestamp is signed: a captured request cannot be replayed later as new.
+    assert not verify(timestamp="1790000050")
+    assert not verify(timestamp=None)
+    assert not verify(timestamp="soon")
+    assert not verify(now=1790000000 + 301)  # older than five minutes
+    assert verify(now=1790000000 + 300)
