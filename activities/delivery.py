@@ -59,6 +59,14 @@ class PermanentDeliveryError(Exception):
     """The provider refused this message for good (bad address, rejected content)."""
 
 
+class RecipientOptedOut(PermanentDeliveryError):
+    """The recipient unsubscribed at the provider (an SMS reply of STOP): never send again."""
+
+
+# Twilio's "Attempt to send to unsubscribed recipient": the number replied STOP.
+TWILIO_UNSUBSCRIBED = 21610
+
+
 MessageT = TypeVar("MessageT", contravariant=True)
 
 
@@ -237,6 +245,10 @@ class TwilioSms:
         try:
             created = self._client.messages.create(to=message.to, body=message.body, **sender)
         except TwilioRestException as error:
+            if error.code == TWILIO_UNSUBSCRIBED:
+                raise RecipientOptedOut(
+                    f"Twilio: {message.to} replied STOP (code {error.code}): {error.msg}"
+                ) from None
             if error.status in PERMANENT_HTTP_STATUSES:
                 raise PermanentDeliveryError(
                     f"Twilio refused the message: {error.status} code {error.code}: {error.msg}"

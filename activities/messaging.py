@@ -32,6 +32,7 @@ from activities.delivery import (
     OutgoingEmail,
     OutgoingSms,
     PermanentDeliveryError,
+    RecipientOptedOut,
     email_channel,
     sms_channel,
 )
@@ -55,6 +56,7 @@ from ledger.models import (
     Payment,
     PaymentAllocation,
 )
+from ledger.operations import record_audit
 from paylinks import make_pay_link, make_unsubscribe_link
 from settings import Settings
 
@@ -161,6 +163,9 @@ class MessagingActivities:
             return prepared
         try:
             delivered = self._deliver(job, prepared)
+        except RecipientOptedOut as left:
+            self._record_opt_out(job, str(left))
+            return self._finish(job.key, SUPPRESSED, reason=str(left)[:200])
         except PermanentDeliveryError as refused:
             return self._finish(job.key, FAILED, reason=str(refused)[:200])
         return self._finish(job.key, SENT, provider_id=delivered)
@@ -278,6 +283,23 @@ class MessagingActivities:
         return self._sms.deliver(
             OutgoingSms(to=ready.recipient, body=rendered.text, idempotency_key=job.key)
         ).provider_id
+
+    def _record_opt_out(self, job: _Job, reason: str) -> None:
+        """The provider says the customer left this channel: respect it from now on."""
+        with session_scope(self._engine) as session:
+            invoice = session.exec(
+                select(Invoice).where(Invoice.number == job.invoice_number)
+            ).one()
+            customer = session.get(Customer, invoice.customer_id)
+            assert customer is not None
+            if job.channel == "sms":
+                customer.sms_opt_out = True
+            else:
+                customer.email_opt_out = True
+            session.add(customer)
+            record_audit(
+                session, "provider", f"{job.channel}_opt_out", invoice.id, {"reason": reason}
+            )
 
     def _finish(
         self, key: str, status: str, reason: str | None = None, provider_id: str | None = None

@@ -24,11 +24,13 @@ from activities.delivery import (
     OutgoingEmail,
     OutgoingSms,
     PermanentDeliveryError,
+    TwilioSms,
 )
 from activities.messaging import MessagingActivities
 from activities.models import ReceiptRequest, ReminderOutcome, ReminderRequest
 from ledger.db import make_engine, session_scope
 from ledger.models import (
+    AuditEvent,
     Customer,
     Invoice,
     InvoiceStatus,
@@ -38,6 +40,7 @@ from ledger.models import (
 )
 from paylinks import read_pay_token, read_unsubscribe_token
 from settings import Settings
+from tests.test_messaging_delivery import RecordingHttpServer, Reply, twilio_settings
 
 DUE = date(2026, 3, 13)
 
@@ -503,3 +506,31 @@ def test_receipt_without_payments_is_suppressed(engine: sa.Engine, settings: Set
         ReceiptRequest(invoice_number="INV-1", paid_at=NOW, idempotency_key="INV-1:receipt")
     )
     assert statuses(outcome) == [("email", "suppressed", "no payments recorded for this invoice")]
+
+
+def test_a_stop_reply_at_twilio_opts_the_customer_out_of_sms(
+    engine: sa.Engine, settings: Settings
+) -> None:
+    unsubscribed = Reply(
+        400,
+        json.dumps(
+            {"code": 21610, "message": "Attempt to send to unsubscribed recipient", "status": 400}
+        ).encode(),
+        {"Content-Type": "application/json"},
+    )
+    add_invoice(engine)
+    with RecordingHttpServer(unsubscribed) as server:
+        twilio = TwilioSms(twilio_settings(settings, server.url))
+        activities = MessagingActivities(engine, settings, sms=twilio)
+        first = activities.send_reminder(reminder(channels=("sms",)))
+        later = activities.send_reminder(reminder(channels=("sms",), step=3))
+        assert len(server.requests) == 1  # the later reminder never reached Twilio
+
+    [(channel, status, reason)] = statuses(first)
+    assert (channel, status) == ("sms", "suppressed")
+    assert reason is not None and "replied STOP (code 21610)" in reason
+    assert statuses(later) == [("sms", "suppressed", "customer opted out of sms")]
+    with session_scope(engine) as session:
+        assert session.get(Customer, "cust-1").sms_opt_out  # type: ignore[union-attr]
+        [audit] = session.exec(select(AuditEvent).where(AuditEvent.action == "sms_opt_out")).all()
+        assert audit.actor == "provider"
