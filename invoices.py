@@ -22,18 +22,39 @@ def workflow_id(invoice_number: str) -> str:
     return f"invoice-{invoice_number}"
 
 
-def choose_policy(policies: dict[str, Policy], row: InvoiceRow) -> Policy:
-    """The policy a row names, or the one whose applies_to fits its segment and amount."""
+def choose_policy(policies: dict[str, Policy], row: InvoiceRow, default_policy: str) -> Policy:
+    """The policy for an imported row; LookupError, with the reason, if there is none.
+
+    The policy the row names; else, with a segment, the one whose applies_to fits its segment
+    and amount; else `default_policy` (the DUNWISE_DEFAULT_POLICY setting), if the amount
+    reaches that policy's min_balance.
+    """
     if row.policy:
         if row.policy not in policies:
             raise LookupError(
                 f"unknown policy {row.policy!r}; known: {', '.join(sorted(policies))}"
             )
         return policies[row.policy]
+    if not row.segment:
+        return _default_policy(policies, row, default_policy)
     policy = select_policy(policies, row.segment, row.amount_minor, currency_exponent(row.currency))
     if policy is None:
+        raise LookupError(f"no policy applies to segment {row.segment} and amount {row.amount}")
+    return policy
+
+
+def _default_policy(policies: dict[str, Policy], row: InvoiceRow, name: str) -> Policy:
+    policy = policies.get(name)
+    if policy is None:
         raise LookupError(
-            f"no policy applies to segment {row.segment or '(none)'} and amount {row.amount}"
+            f"no policy or segment given, and the default policy {name!r} "
+            f"(DUNWISE_DEFAULT_POLICY) is not among the policies: {', '.join(sorted(policies))}"
+        )
+    minimum = policy.applies_to.min_balance
+    if row.amount < minimum:
+        raise LookupError(
+            f"amount {row.amount} {row.currency} is below the minimum balance {minimum} of "
+            f"the default policy {name!r}; give the row a policy or a segment"
         )
     return policy
 
@@ -50,6 +71,7 @@ def invoice_input(
         customer_id=invoice.customer_id,
         customer_timezone=customer_timezone,
         currency=invoice.currency,
+        currency_exponent=currency_exponent(invoice.currency),
         balance_minor=invoice.balance_minor,
         issued_on=invoice.issued_on,
         due_on=invoice.due_on,

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
 
     # Policies: the folder of YAML policies that imports choose from (default: the shipped ones).
     policy_dir: Path | None = None
+    # The policy for imported rows that name neither a policy nor a segment.
+    default_policy: str = "standard"
 
     # Messaging
     outbox_dir: Path | None = None

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
 from activities.currency import format_money
@@ -23,6 +25,7 @@ from invoices import invoice_input, start_invoice_workflow
 from ledger.currencies import currency_exponent
 from ledger.db import make_engine, session_scope
 from ledger.imports import ImportRejected, InvoiceRow, RowError, import_invoices, read_invoice_rows
+from ledger.inputs import parse_amount, parse_date, positive_minor_units
 from ledger.migrate import upgrade
 from ledger.models import Invoice
 from policies.money import to_minor
@@ -36,12 +39,44 @@ from workflows.models import InvoiceState, PaymentReceived
 PAYMENT_LOCAL_TIME = time(12, 0)
 SKIP_STEP = timedelta(days=1)
 ZERO = timedelta(0)
+PAYMENT_COLUMNS = ("invoice_number", "paid_on", "amount")
+
+
+class InputFileRejected(ImportRejected):
+    """An input file of a simulation was refused: every problem, each named with the file.
+
+    `errors` are the RowErrors (row and field) as for any import; the text puts the path
+    before each, so the invoices file and the payments file cannot be told apart wrongly.
+    """
+
+    def __init__(self, path: Path, errors: Iterable[RowError]) -> None:
+        super().__init__(errors)
+        self.path = path
+        count = len(self.errors)
+        lines = "\n".join(f"{path}: {error}" for error in self.errors)
+        self.args = (f"{path} refused, {count} problem{'s' if count != 1 else ''}:\n{lines}",)
 
 
 class PaymentRow(BaseModel):
     invoice_number: str
     paid_on: date
     amount: Decimal
+
+    @field_validator("paid_on", mode="before")
+    @classmethod
+    def _iso_date(cls, value: object) -> date:
+        try:
+            return parse_date(value)
+        except ValueError as err:
+            raise PydanticCustomError("payment_row", str(err)) from None
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _plain_decimal(cls, value: object) -> Decimal:
+        try:
+            return parse_amount(value)
+        except ValueError as err:
+            raise PydanticCustomError("payment_row", str(err)) from None
 
 
 @dataclass(frozen=True)
@@ -68,21 +103,20 @@ class SimulationResult:
 
 
 def read_payment_rows(path: Path, invoices: dict[str, InvoiceRow]) -> list[PaymentRow]:
-    """Read `invoice_number,paid_on,amount`; every bad row is reported, none is dropped."""
+    """Read `invoice_number,paid_on,amount`; every bad row is reported, none is dropped.
+
+    InputFileRejected names the file, and each problem its row (the header is row 1) and field.
+    """
     errors: list[RowError] = []
     payments: list[PaymentRow] = []
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            records = list(csv.DictReader(handle))
-    except OSError as err:
-        raise ImportRejected([RowError(0, "file", f"{path}: {err.strerror}")]) from err
-    for line, record in enumerate(records, start=2):
+    for line, record in _payment_records(path):
         try:
             payment = PaymentRow.model_validate(record)
         except ValidationError as err:
             for problem in err.errors():
                 field = ".".join(str(part) for part in problem["loc"]) or "row"
-                errors.append(RowError(line, field, problem["msg"]))
+                message = "missing or empty" if problem["type"] == "missing" else problem["msg"]
+                errors.append(RowError(line, field, message))
             continue
         invoice = invoices.get(payment.invoice_number)
         if invoice is None:
@@ -91,17 +125,47 @@ def read_payment_rows(path: Path, invoices: dict[str, InvoiceRow]) -> list[Payme
             )
             continue
         try:
-            to_minor(payment.amount, currency_exponent(invoice.currency))
+            positive_minor_units(payment.amount, invoice.currency)
         except ValueError as err:
             errors.append(RowError(line, "amount", str(err)))
             continue
-        if payment.amount <= 0:
-            errors.append(RowError(line, "amount", "must be positive"))
-            continue
         payments.append(payment)
     if errors:
-        raise ImportRejected(errors)
+        raise InputFileRejected(path, errors)
     return payments
+
+
+def _payment_records(path: Path) -> list[tuple[int, dict[str, str]]]:
+    """(line of the file, record) of every non-blank row, or InputFileRejected."""
+
+    def refused(row: int, field: str, message: str) -> InputFileRejected:
+        return InputFileRejected(path, [RowError(row, field, message)])
+
+    records: list[tuple[int, dict[str, str]]] = []
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            header = [name.strip().lower() for name in next(reader, [])]
+            if not any(header):
+                raise refused(0, "file", "the file is empty: expected a header row")
+            missing = [c for c in PAYMENT_COLUMNS if c not in header]
+            if missing:
+                raise InputFileRejected(
+                    path, [RowError(1, c, "column missing from the header") for c in missing]
+                )
+            last_line = reader.line_num
+            for values in reader:
+                line, last_line = last_line + 1, reader.line_num
+                if any(value.strip() for value in values):
+                    record = dict(zip(header, values, strict=False))
+                    records.append((line, {k: v.strip() for k, v in record.items() if v.strip()}))
+    except OSError as err:
+        raise refused(0, "file", f"cannot read {path.name}: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise refused(0, "file", f"{path.name} is not UTF-8 text") from None
+    except csv.Error as err:
+        raise refused(0, "file", f"{path.name} line {reader.line_num}: {err}") from None
+    return records
 
 
 async def simulate(
@@ -112,7 +176,10 @@ async def simulate(
     payments_path: Path | None = None,
     days: int = 120,
 ) -> SimulationResult:
-    rows = read_invoice_rows(invoices_path)
+    try:
+        rows = read_invoice_rows(invoices_path)
+    except ImportRejected as rejected:
+        raise InputFileRejected(invoices_path, rejected.errors) from None
     by_number = {row.invoice_number: row for row in rows}
     payments = read_payment_rows(payments_path, by_number) if payments_path else []
 
@@ -180,7 +247,10 @@ class _Run:
 
     async def sleep_until(self, moment: datetime) -> None:
         # A day at a time: one long skip over many busy workflows can outlast the RPC deadline.
-        while (remaining := moment + self.offset - await self.env.get_current_time()) > ZERO:
+        # In UTC: adding the offset to a local time would add wall-clock time, an hour off
+        # when the server's date and the simulated one are on different sides of a DST change.
+        target = moment.astimezone(UTC) + self.offset
+        while (remaining := target - await self.env.get_current_time()) > ZERO:
             await self.env.sleep(min(remaining, SKIP_STEP))
 
     async def start(self, invoice: Invoice) -> None:

@@ -11,21 +11,28 @@ import signal
 import sys
 import tempfile
 from collections.abc import Sequence
-from datetime import date
-from decimal import Decimal, InvalidOperation
+from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, select
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.service import RPCError
+from temporalio.client import (
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.exceptions import FailureError
+from temporalio.service import RPCError, RPCStatusCode
 
 import demo_data
 from activities.currency import format_money
 from activities.rendering import available_templates
 from invoices import choose_policy, invoice_input, start_invoice_workflow, workflow_id
-from ledger.currencies import currency_exponent
 from ledger.db import make_engine, session_scope
 from ledger.imports import ImportRejected, InvoiceRow, import_file
+from ledger.inputs import parse_amount, parse_date, positive_minor_units
 from ledger.migrate import upgrade
 from ledger.models import Customer, Invoice, InvoiceStatus
 from policies.loader import (
@@ -35,13 +42,12 @@ from policies.loader import (
     load_policy,
     policy_json_schema,
 )
-from policies.money import to_minor
 from policies.schema import Policy
 from settings import DEV_SECRET_KEY, Settings, get_settings
 from simulation import format_timeline, simulate
 from temporal_client import connect, quiet_core_logs, temporal
 from worker import run_worker
-from workflows.invoice import InvoiceWorkflow
+from workflows.invoice import TERMINAL_STATUSES, InvoiceWorkflow
 from workflows.models import (
     Adjustment,
     Closure,
@@ -55,10 +61,33 @@ from workflows.models import (
 
 SHIPPED_POLICIES = Path(__file__).parent / "policies"
 OPEN_STATUSES = (InvoiceStatus.OPEN, InvoiceStatus.DISPUTED, InvoiceStatus.PAUSED)
+# Invoice actions whose REASON argument must say something.
+REASON_REQUIRED = frozenset({"credit", "dispute", "void", "write-off"})
 
 
 class CommandError(Exception):
     """A problem to report to the user in one line, with exit status 1."""
+
+
+def error_reason(err: BaseException) -> str:
+    """What went wrong, in the words of whoever refused, without exception class names.
+
+    A workflow's update validator raising ValueError("...") reaches the client as an
+    ApplicationError whose str() is "ValueError: ..."; the reason is only the "...".
+    """
+    if isinstance(err, WorkflowUpdateFailedError):
+        return error_reason(err.cause)
+    if isinstance(err, FailureError | RPCError):
+        return err.message
+    return str(err)
+
+
+def error_line(args: argparse.Namespace, err: BaseException) -> str:
+    """The text printed for a refused command: `dunwise: invoice A-2: <reason>` for an
+    invoice command, `dunwise <command>: <reason>` for the others."""
+    if args.command == "invoice":
+        return f"dunwise: invoice {args.number}: {error_reason(err)}"
+    return f"dunwise {args.command}: {error_reason(err)}"
 
 
 # ----------------------------------------------------------------------------- run
@@ -103,7 +132,7 @@ async def import_invoices_file(settings: Settings, path: Path, *, partial: bool)
     engine = make_engine(settings.effective_database_url)
 
     def policy_for(row: InvoiceRow) -> tuple[str, int]:
-        policy = choose_policy(policies, row)
+        policy = choose_policy(policies, row, settings.default_policy)
         return policy.name, policy.version
 
     with session_scope(engine) as session:
@@ -155,20 +184,37 @@ def _workflow_input(session: Session, number: str, policies: dict[str, Policy]) 
 
 
 async def invoice_command(settings: Settings, args: argparse.Namespace) -> None:
+    # Everything that can be checked without Temporal is checked before connecting.
+    amount = _amount(args.amount) if getattr(args, "amount", None) is not None else None
+    pay_by = _iso_date(args.pay_by, "promise date") if args.action == "promise" else None
+    if args.action in REASON_REQUIRED and not args.reason.strip():
+        raise CommandError("a reason is required")
     try:
         client = await connect(settings)
     except RuntimeError as err:
-        raise CommandError(f"cannot reach Temporal (is `dunwise run` running?): {err}") from err
+        # The client's own text is a transport debug dump; a refused connection says enough.
+        refused = "Connection refused" in str(err) or "ConnectionRefused" in str(err)
+        raise CommandError(
+            f"cannot reach Temporal at {_temporal_where(settings)} (is `dunwise run` running?)"
+            + ("" if refused else f": {err}")
+        ) from err
     handle = client.get_workflow_handle_for(InvoiceWorkflow.run, workflow_id(args.number))
     try:
         if args.action == "show":
             state = await handle.query(InvoiceWorkflow.state)
         else:
-            state = await _invoice_action(handle, args)
-    except WorkflowUpdateFailedError as err:
-        raise CommandError(f"invoice {args.number}: {err.cause}") from err
+            state = await _invoice_action(handle, args, amount, pay_by)
     except RPCError as err:
-        raise CommandError(f"invoice {args.number}: {err.message}") from err
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise CommandError(await _not_found(handle, args.number)) from err
+        raise CommandError(error_reason(err)) from err
+    except (WorkflowUpdateFailedError, WorkflowQueryFailedError) as err:
+        raise CommandError(error_reason(err)) from err
+    except WorkflowUpdateRPCTimeoutOrCancelledError as err:
+        raise CommandError(
+            f"no answer from workflow {workflow_id(args.number)} in time; is a worker "
+            "(`dunwise run`) running?"
+        ) from err
     if state is None:
         print(f"invoice {args.number}: {args.action} sent")
         return
@@ -176,13 +222,23 @@ async def invoice_command(settings: Settings, args: argparse.Namespace) -> None:
     print(json.dumps(state.model_dump(mode="json"), indent=2) if as_json else _describe(state))
 
 
-async def _invoice_action(handle: WorkflowHandle, args: argparse.Namespace) -> InvoiceState | None:
+async def _invoice_action(
+    handle: WorkflowHandle,
+    args: argparse.Namespace,
+    amount: Decimal | None,
+    pay_by: date | None,
+) -> InvoiceState | None:
     state = await handle.query(InvoiceWorkflow.state)
     actor = f"cli:{args.actor}"
+    if args.action in ("dispute", "resume", "stop") and state.status in TERMINAL_STATUSES:
+        # The workflow ignores these signals once the invoice is settled: say so.
+        status = state.status.replace("_", " ")
+        raise CommandError(f"the invoice is {status}: nothing to {args.action}")
     match args.action:
         case "pay":
+            assert amount is not None
             payment = PaymentReceived(
-                amount_minor=_minor(args.amount, state.currency),
+                amount_minor=_minor(amount, state.currency),
                 currency=state.currency,
                 method=args.method,
                 reference=args.reference,
@@ -191,16 +247,23 @@ async def _invoice_action(handle: WorkflowHandle, args: argparse.Namespace) -> I
             )
             return await handle.execute_update(InvoiceWorkflow.record_payment, payment)
         case "promise":
+            assert pay_by is not None
+            promised = _minor(amount, state.currency) if amount is not None else None
+            if promised is not None and promised > state.balance_minor:
+                raise CommandError(
+                    f"promised amount {args.amount} is more than the balance "
+                    f"{format_money(state.balance_minor, state.currency)}"
+                )
             promise = PromiseToPay(
-                pay_by=args.pay_by,
-                amount_minor=_minor(args.amount, state.currency) if args.amount else None,
-                note=args.note,
-                actor=actor,
+                pay_by=pay_by, amount_minor=promised, note=args.note, actor=actor
             )
             return await handle.execute_update(InvoiceWorkflow.promise_to_pay, promise)
         case "credit":
+            assert amount is not None
             credit = Adjustment(
-                amount_minor=-_minor(args.amount, state.currency), reason=args.reason, actor=actor
+                amount_minor=-_minor(amount, state.currency),
+                reason=args.reason,
+                actor=actor,
             )
             return await handle.execute_update(InvoiceWorkflow.adjust, credit)
         case "dispute":
@@ -218,14 +281,57 @@ async def _invoice_action(handle: WorkflowHandle, args: argparse.Namespace) -> I
     return None
 
 
-def _minor(amount: str, currency: str) -> int:
+def _amount(text: str) -> Decimal:
+    """A positive decimal amount in major units, as typed: 1234.50 (no NaN, 1e3 or 1,234)."""
     try:
-        return to_minor(Decimal(amount), currency_exponent(currency))
-    except (InvalidOperation, ValueError) as err:
-        raise CommandError(f"amount {amount!r}: {err}") from err
+        amount = parse_amount(text)
+    except ValueError as err:
+        raise CommandError(f"amount {err}") from None
+    if amount <= 0:
+        raise CommandError(f"amount {text!r} must be greater than 0")
+    return amount
+
+
+def _minor(amount: Decimal, currency: str) -> int:
+    """The amount in minor units of the invoice currency; refused if it has too many decimals."""
+    try:
+        return positive_minor_units(amount, currency)
+    except ValueError as err:
+        raise CommandError(f"amount {err}") from None
+
+
+def _iso_date(text: str, what: str) -> date:
+    try:
+        return parse_date(text)
+    except ValueError as err:
+        raise CommandError(f"{what} {err}") from None
+
+
+async def _not_found(handle: WorkflowHandle, number: str) -> str:
+    """Why Temporal found nothing to talk to: the workflow has ended, or never existed."""
+    try:
+        await handle.describe()
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        return (
+            f"no workflow {workflow_id(number)}: unknown invoice number, or its workflow was "
+            "never started (`dunwise sync` starts the workflows of open invoices)"
+        )
+    return "the invoice is closed (its workflow has completed)"
+
+
+def _temporal_where(settings: Settings) -> str:
+    return settings.temporal_address or f"127.0.0.1:{settings.temporal_dev_port}"
 
 
 def _describe(state: InvoiceState) -> str:
+    """The invoice for a person: every time on the wall clock of the invoice's calendar."""
+    zone = ZoneInfo(state.timezone)
+
+    def when(moment: datetime) -> str:
+        return moment.astimezone(zone).isoformat(timespec="minutes")
+
     lines = [
         f"invoice {state.number}  customer {state.customer_id}  policy {state.policy_name} "
         f"v{state.policy_version}",
@@ -234,12 +340,12 @@ def _describe(state: InvoiceState) -> str:
         f"days past due {state.days_past_due}",
     ]
     if state.next_step_at:
-        lines.append(f"next step at {state.next_step_at.isoformat()}")
+        lines.append(f"next step at {when(state.next_step_at)} ({state.timezone})")
     if state.paused_until:
-        lines.append(f"paused until {state.paused_until.isoformat()}")
+        lines.append(f"paused until {when(state.paused_until)}")
     lines.append("timeline:")
     for entry in state.timeline:
-        parts = [entry.at.isoformat(timespec="minutes"), entry.event]
+        parts = [when(entry.at), entry.event]
         parts += [p for p in (entry.channel, entry.template, entry.detail) if p]
         if entry.amount_minor is not None:
             parts.append(format_money(entry.amount_minor, state.currency))
@@ -322,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     pay.add_argument("--reference")
     pay.add_argument("--reason", help="why a partial payment is partial")
     promise = invoice_action("promise", "record a promise to pay")
-    promise.add_argument("pay_by", type=date.fromisoformat, help="YYYY-MM-DD")
+    promise.add_argument("pay_by", help="YYYY-MM-DD")
     promise.add_argument("--amount")
     promise.add_argument("--note")
     credit = invoice_action("credit", "issue a credit note that lowers the balance")
@@ -373,7 +479,7 @@ def run_command(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args, settings) or 0
     except (CommandError, PolicyFileError, ImportRejected) as err:
-        print(f"dunwise {args.command}: {err}", file=sys.stderr)
+        print(error_line(args, err), file=sys.stderr)
         return 1
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("stopped")

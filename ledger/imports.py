@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,6 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from ledger.currencies import CURRENCY_EXPONENTS, currency_exponent
+from ledger.inputs import parse_amount, parse_date, positive_minor_units
 from ledger.models import Customer, Invoice
 from ledger.operations import record_audit
 from policies.calendars import load_zone
@@ -55,8 +56,6 @@ OPTIONAL_COLUMNS = ("email", "phone", "segment", "locale", "policy")
 
 PolicyFor = Callable[["InvoiceRow"], tuple[str, int]]
 
-_AMOUNT = re.compile(r"[+-]?\d+(\.\d+)?")
-_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _LOCALE = re.compile(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*")
 _LOOKUP_BATCH = 500  # invoice numbers per IN (...) query, well under every driver's limit
 
@@ -133,41 +132,32 @@ class InvoiceRow(BaseModel):
     @field_validator("amount", mode="before")
     @classmethod
     def _plain_decimal(cls, value: Any) -> Decimal:
-        # Decimal or int only: a float has already lost the amount the user wrote.
-        if isinstance(value, Decimal | int) and not isinstance(value, bool):
-            return Decimal(value)
-        if isinstance(value, str) and _AMOUNT.fullmatch(value.strip()):
-            return Decimal(value.strip())
-        raise _problem(f"{value!r} is not an amount like 1234.50 (no thousands separators)")
+        try:
+            return parse_amount(value)
+        except ValueError as err:
+            raise _problem(str(err)) from None
 
     @field_validator("amount")
     @classmethod
     def _amount_fits_currency(cls, value: Decimal, info: ValidationInfo) -> Decimal:
-        if not value.is_finite() or value <= 0:
-            raise _problem(f"{value} must be greater than 0")
         currency = info.data.get("currency")
-        if currency is not None:
-            exponent = CURRENCY_EXPONENTS[currency]
-            try:
-                to_minor(value, exponent)
-            except (ValueError, InvalidOperation):
-                allowed = "no decimals" if exponent == 0 else f"at most {exponent} decimals"
-                raise _problem(
-                    f"{value} has too many decimals: {currency} allows {allowed}"
-                ) from None
+        try:
+            if currency is None:
+                if value <= 0:
+                    raise ValueError(f"{value} must be greater than 0")
+            else:
+                positive_minor_units(value, currency)
+        except ValueError as err:
+            raise _problem(str(err)) from None
         return value
 
     @field_validator("issued_on", "due_on", mode="before")
     @classmethod
     def _iso_date(cls, value: Any) -> date:
-        if isinstance(value, date):
-            return value
-        if isinstance(value, str) and _ISO_DATE.fullmatch(value.strip()):
-            try:
-                return date.fromisoformat(value.strip())
-            except ValueError:
-                pass
-        raise _problem(f"{value!r} is not a date like 2026-01-31 (YYYY-MM-DD)")
+        try:
+            return parse_date(value)
+        except ValueError as err:
+            raise _problem(str(err)) from None
 
     @field_validator("due_on")
     @classmethod

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -153,14 +153,17 @@ def local(day: date, hour: int = 9, zone: str = "America/New_York") -> datetime:
 
 @asynccontextmanager
 async def invoice_harness(
-    tmp_path: Path, database_url: str | None = None
+    tmp_path: Path,
+    database_url: str | None = None,
+    environment: Callable[[], Awaitable[WorkflowEnvironment]] = time_skipping_environment,
 ) -> AsyncIterator[InvoiceHarness]:
+    """A worker and a ledger on a fresh server: time-skipping unless `environment` says."""
     settings = Settings.scratch(tmp_path, task_queue=f"test-{uuid.uuid4()}")
     if database_url:
         settings = settings.model_copy(update={"database_url": database_url})
     upgrade(settings.effective_database_url)
     engine = make_engine(settings.effective_database_url)
-    env = await time_skipping_environment()
+    env = await environment()
     try:
         async with env, build_worker(env.client, settings, engine):
             offset = await env.get_current_time() - START

@@ -98,7 +98,12 @@ async def test_run_import_show_pay_and_list(running, dunwise_env, tmp_path):
     state = show(dunwise_env, "E2E-2", tmp_path)
     assert (state["status"], state["stage"], state["balance_minor"]) == ("open", "scheduled", 8000)
     assert [e["event"] for e in state["timeline"]] == ["issued"]  # started once, not twice
-    assert state["policy_name"] == "standard"
+    assert (state["policy_name"], state["timezone"]) == ("standard", "America/Los_Angeles")
+    plain = dunwise(dunwise_env, "invoice", "show", "E2E-2", cwd=tmp_path)
+    assert "balance $80.00" in plain.stdout
+    # Every time on the customer's wall clock: the courtesy reminder at 09:00 in Los Angeles.
+    assert "next step at 2099-02-02T09:00-08:00 (America/Los_Angeles)" in plain.stdout
+    assert "  2026-01-05T00:00-08:00  issued  due 2099-02-04" in plain.stdout
 
     paid = dunwise(dunwise_env, "invoice", "pay", "E2E-2", "80.00", "--method", "card", cwd=tmp_path)
     assert paid.returncode == 0, paid.stderr
@@ -109,7 +114,7 @@ async def test_run_import_show_pay_and_list(running, dunwise_env, tmp_path):
 
     refused = dunwise(dunwise_env, "invoice", "pay", "E2E-1", "1.001", cwd=tmp_path)
     assert refused.returncode == 1
-    assert "amount '1.001'" in refused.stderr
+    assert "amount 1.001 has too many decimals: USD allows at most 2 decimals" in refused.stderr
 
     client = await Client.connect(
         f"127.0.0.1:{dunwise_env['DUNWISE_TEMPORAL_DEV_PORT']}",

@@ -23,7 +23,9 @@ ZONES = [
     ("Asia/Tokyo", "JPY", "+81312345678"),
     ("America/Los_Angeles", "USD", "+14155550101"),
 ]
-COLUMNS = "invoice_number,customer_id,customer_name,email,phone,timezone,currency,amount,issued_on,due_on"
+COLUMNS = (
+    "invoice_number,customer_id,customer_name,email,phone,timezone,currency,amount,issued_on,due_on"
+)
 
 
 def write_invoices(path: Path, count: int, first_due: date = date(2026, 3, 16)) -> None:
@@ -145,3 +147,31 @@ async def test_bad_payments_are_reported_by_row(tmp_path):
     assert messages[0].startswith("row 2, amount")
     assert messages[1] == "row 3, invoice_number: unknown invoice NOPE-1"
     assert messages[2].startswith("row 4, amount")
+
+
+async def test_a_payment_lands_at_noon_across_daylight_saving_from_today(tmp_path):
+    # The server's clock runs at today's date; the simulated one is shifted back to the first
+    # issue date. Pick that date so the payment (New York summer time) maps onto a winter
+    # day on the server: local times must still land at noon, and clear at the same moment.
+    paid_on = date(2026, 7, 15)
+    today = date.today()
+    winter = date(today.year + 1, 1, 15)
+    issued_on = paid_on - (winter - today)
+    invoices = tmp_path / "invoices.csv"
+    invoices.write_text(
+        f"{COLUMNS}\n"
+        f"DST-1,c1,Summer Co,a@s.example,+12125550100,America/New_York,USD,100.00,"
+        f"{issued_on},2026-07-31\n"
+    )
+    payments = tmp_path / "payments.csv"
+    write_payments(payments, [("DST-1", paid_on, "100.00")])
+    result = await simulate(
+        load_policy(POLICY),
+        invoices,
+        tmp_path / "run",
+        payments_path=payments,
+        days=(paid_on - issued_on).days + 2,
+    )
+    noon = "2026-07-15T12:00:00-04:00"
+    settled = [(e.at.isoformat(), e.event) for e in result.events][-4:]
+    assert settled == [(noon, "payment"), (noon, "cleared"), (noon, "receipt"), (noon, "closed")]

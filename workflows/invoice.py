@@ -532,6 +532,7 @@ class InvoiceWorkflow:
             policy_name=self.invoice.policy.name,
             policy_version=self.invoice.policy.version,
             days_past_due=days_past_due(self.invoice.due_on, self._now(), self.zone),
+            timezone=self.zone.key,
             timeline=list(self.timeline),
         )
 

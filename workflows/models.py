@@ -103,4 +103,5 @@ class InvoiceState(BaseModel):
     policy_name: str
     policy_version: int
     days_past_due: int
+    timezone: str = Field("UTC", description="the zone of the invoice's calendar")
     timeline: list[TimelineEntry]
