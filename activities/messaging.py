@@ -314,6 +314,7 @@ class MessagingActivities:
                 )
             for covered_row in covered:
                 covered_row.status = status
+                # Sent as a group, each row keeps its "in one message with ..." reason.
                 if reason is not None or row.sent_with_id is None:
                     covered_row.reason = reason
                 session.add(covered_row)
