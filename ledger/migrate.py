@@ -8,7 +8,11 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
+from ledger.db import make_engine
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# PostgreSQL advisory lock held while migrating ("dunw" in ASCII).
+MIGRATION_LOCK_ID = 0x64756E77
 
 
 def alembic_config(url: str | None = None) -> Config:
@@ -23,8 +27,23 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Run every migration up to `revision` on the database at `url` (SQLite or PostgreSQL)."""
+    """Run every migration up to `revision` on the database at `url` (SQLite or PostgreSQL).
+
+    Safe to run from several processes at once (workers starting together on a new
+    database): the migrations run in one transaction that first takes a lock, so the others
+    wait and then find nothing left to do.
+    """
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    command.upgrade(alembic_config(url), revision)
+    config = alembic_config(url)
+    engine = make_engine(url)
+    try:
+        # On SQLite the transaction itself is the lock (ledger.db begins it IMMEDIATE).
+        with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    finally:
+        engine.dispose()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -34,9 +35,9 @@ def _libpq_url(url: sa.URL) -> str:
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-@pytest.fixture(scope="session")
-def postgres_database_url() -> Iterator[str]:
-    """A migrated PostgreSQL database of its own for this test session, dropped afterwards."""
+@contextmanager
+def new_postgres_database() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped afterwards."""
     server = sa.make_url(os.environ.get(POSTGRES_URL_VARIABLE, DEFAULT_POSTGRES_URL))
     try:
         admin = psycopg.connect(_libpq_url(server), autocommit=True, connect_timeout=5)
@@ -48,13 +49,29 @@ def postgres_database_url() -> Iterator[str]:
     name = f"dunwise_test_{secrets.token_hex(6)}"
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    url = _libpq_url(server.set(database=name))
     try:
-        upgrade(url)
-        yield url
+        yield _libpq_url(server.set(database=name))
     finally:
         with psycopg.connect(_libpq_url(server), autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_database_url() -> Iterator[str]:
+    """A migrated PostgreSQL database of its own for this test session, dropped afterwards."""
+    with new_postgres_database() as url:
+        upgrade(url)
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with no tables yet, on SQLite (a new file) or PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'new' / 'ledger.db'}"
+        return
+    with new_postgres_database() as url:
+        yield url
 
 
 def _empty_all_tables(engine: sa.Engine) -> None:

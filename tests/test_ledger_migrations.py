@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
 
 import ledger.models  # noqa: F401  (registers the tables)
+from ledger.db import make_engine
 from ledger.migrate import upgrade
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _schema_differences(engine: sa.Engine) -> list:
@@ -36,3 +43,25 @@ def test_upgrade_creates_the_folder_of_a_new_sqlite_file(tmp_path) -> None:
     path = tmp_path / "data" / "nested" / "dunwise.db"
     upgrade(f"sqlite:///{path}")
     assert path.exists()
+
+
+def test_workers_starting_together_on_a_new_database_migrate_it_once(
+    empty_database_url: str,
+) -> None:
+    # Separate processes, as workers on several machines would be.
+    migrate = [
+        sys.executable,
+        "-c",
+        f"from ledger.migrate import upgrade; upgrade({empty_database_url!r})",
+    ]
+    workers = [subprocess.Popen(migrate, cwd=ROOT, stderr=subprocess.PIPE) for _ in range(4)]
+    failures = [worker.stderr.read().decode() for worker in workers if worker.wait(timeout=120)]
+    assert failures == []
+    engine = make_engine(empty_database_url)
+    try:
+        assert _schema_differences(engine) == []
+        with engine.connect() as connection:
+            versions = connection.exec_driver_sql("SELECT version_num FROM alembic_version").all()
+        assert versions == [("0002",)]
+    finally:
+        engine.dispose()
