@@ -34,6 +34,9 @@ SAMPLES = [
            "Europe/London", "GBP", "15000.00", 8, "mid-market"),
     Sample("INV-1006", "hooli", "Hooli Inc", "ar@hooli.example", "+16505550142",
            "America/Los_Angeles", "USD", "72.00", 10, "smb"),
+    # Due the same day as INV-1004: Initech gets one reminder for both.
+    Sample("INV-1007", "initech", "Initech LLC", "finance@initech.example", "+12125550199",
+           "America/New_York", "USD", "450.00", 0, "smb"),
 ]  # fmt: skip
 
 # (number, days from today, amount): one early payment, one partial then the rest, one on time.
