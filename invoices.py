@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
@@ -11,6 +11,7 @@ from ledger.currencies import currency_exponent
 from ledger.imports import InvoiceRow
 from ledger.models import Invoice
 from policies.loader import select_policy
+from policies.schedule import calendar_zone
 from policies.schema import Policy
 from settings import Settings
 from workflows import search_attributes as sa
@@ -80,6 +81,12 @@ def invoice_input(
     )
 
 
+def due_at(invoice: InvoiceInput) -> datetime:
+    """The start of the due day where the invoice's calendar is."""
+    zone = calendar_zone(invoice.policy.calendar, invoice.customer_timezone)
+    return datetime.combine(invoice.due_on, time(0), zone)
+
+
 async def start_invoice_workflow(
     client: Client, settings: Settings, invoice: InvoiceInput
 ) -> WorkflowHandle:
@@ -97,6 +104,7 @@ async def start_invoice_workflow(
                 SearchAttributePair(sa.CUSTOMER, invoice.customer_id),
                 SearchAttributePair(sa.AMOUNT_DUE, invoice.balance_minor),
                 SearchAttributePair(sa.DAYS_PAST_DUE, 0),
+                SearchAttributePair(sa.DUE_ON, due_at(invoice)),
             ]
         ),
     )

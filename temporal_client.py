@@ -118,6 +118,7 @@ async def register_search_attributes(client: Client, namespace: str) -> None:
     kinds = {
         SearchAttributeIndexedValueType.KEYWORD: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
         SearchAttributeIndexedValueType.INT: IndexedValueType.INDEXED_VALUE_TYPE_INT,
+        SearchAttributeIndexedValueType.DATETIME: IndexedValueType.INDEXED_VALUE_TYPE_DATETIME,
     }
     request = AddSearchAttributesRequest(
         namespace=namespace,

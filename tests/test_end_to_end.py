@@ -124,9 +124,16 @@ async def test_run_import_show_pay_and_list(running, dunwise_env, tmp_path):
     while True:
         listed = [w.id async for w in client.list_workflows('DunwiseCustomer = "acme"')]
         closed = [w.id async for w in client.list_workflows('DunwiseStatus = "closed"')]
-        if sorted(listed) == ["invoice-E2E-1", "invoice-E2E-2"] and closed == ["invoice-E2E-2"]:
+        # Aging by due date: E2E-1 fell due on 2026-02-04 in Los Angeles, E2E-2 in 2099.
+        aged = 'DunwiseDueOn < "2026-02-05T00:00:00-08:00" AND DunwiseDueOn >= "2026-02-04T08:00:00Z"'
+        overdue = [w.id async for w in client.list_workflows(aged)]
+        if (
+            sorted(listed) == ["invoice-E2E-1", "invoice-E2E-2"]
+            and closed == ["invoice-E2E-2"]
+            and overdue == ["invoice-E2E-1"]
+        ):
             break
-        assert time.monotonic() < deadline, (listed, closed)
+        assert time.monotonic() < deadline, (listed, closed, overdue)
         time.sleep(0.5)
 
     outbox = Path(dunwise_env["DUNWISE_DATA_DIR"]) / "outbox" / "email"

@@ -7,5 +7,8 @@ STAGE = SearchAttributeKey.for_keyword("DunwiseStage")
 DAYS_PAST_DUE = SearchAttributeKey.for_int("DunwiseDaysPastDue")
 CUSTOMER = SearchAttributeKey.for_keyword("DunwiseCustomer")
 AMOUNT_DUE = SearchAttributeKey.for_int("DunwiseAmountDue")  # minor units
+# Start of the due day in the invoice's calendar zone. Set once at start: unlike
+# DunwiseDaysPastDue, which changes when the workflow wakes, it makes aging queries exact.
+DUE_ON = SearchAttributeKey.for_datetime("DunwiseDueOn")
 
-ALL = (STATUS, STAGE, DAYS_PAST_DUE, CUSTOMER, AMOUNT_DUE)
+ALL = (STATUS, STAGE, DAYS_PAST_DUE, CUSTOMER, AMOUNT_DUE, DUE_ON)
