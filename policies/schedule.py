@@ -67,23 +67,60 @@ def build_schedule(
         day = due_on + timedelta(days=step.at)
         if day < issued_on:
             continue
-        day = business_day_on_or_after(day, policy.calendar)
-        send_at = window_start(day, policy.calendar, zone)
+        send_at = first_window(day, policy.calendar, zone)
         if not_before is not None and send_at < not_before:
             continue
         schedule.append(ScheduledStep(index, step, send_at, send_at.astimezone(zone).date()))
     return sorted(schedule, key=lambda scheduled: (scheduled.send_at, scheduled.index))
 
 
-def window_start(day: date, calendar: Calendar, zone: ZoneInfo) -> datetime:
+def first_window(day: date, calendar: Calendar, zone: ZoneInfo) -> datetime:
+    """The start of the first send window on `day` or later that messages may go out in."""
+    for shift in range(_MAX_DAYS_OFF):
+        candidate = business_day_on_or_after(day + timedelta(days=shift), calendar)
+        start = window_start(candidate, calendar, zone)
+        if start is not None:
+            return start
+    raise ValueError(f"no send window within {_MAX_DAYS_OFF} days of {day}")
+
+
+def window_start(day: date, calendar: Calendar, zone: ZoneInfo) -> datetime | None:
     """The start of the send window on `day` in `zone`, as a UTC datetime.
 
-    If a daylight-saving jump skips that wall-clock time, the message goes out as many
-    minutes after the jump as the start lay inside the gap (09:00 never falls in one in
-    practice; 02:30 does).
+    If a daylight-saving jump skips the start, the window opens when the clocks jump; if
+    it skips the whole window (02:00-02:30 on the night clocks go forward), there is no
+    window that day and the answer is None.
     """
-    local = datetime.combine(day, calendar.send_window.start, tzinfo=zone)
-    return local.astimezone(UTC)
+    window = calendar.send_window
+    start = datetime.combine(day, window.start, tzinfo=zone)
+    if _reads_as(start.astimezone(UTC), zone) == start.replace(tzinfo=None):
+        return start.astimezone(UTC)
+    opens = _clocks_jump_over(start)
+    local = opens.astimezone(zone)
+    if local.date() != day or local.time() >= window.end:
+        return None
+    return opens
+
+
+def _reads_as(moment: datetime, zone: ZoneInfo) -> datetime:
+    """The wall clock in `zone` at `moment`, without its zone."""
+    return moment.astimezone(zone).replace(tzinfo=None)
+
+
+def _clocks_jump_over(local: datetime) -> datetime:
+    """The instant the clocks jump over `local`, a wall time that does not exist."""
+    assert isinstance(local.tzinfo, ZoneInfo)
+    zone, wall = local.tzinfo, local.replace(tzinfo=None)
+    # Read with the offsets before and after the jump, `local` gives one instant on each
+    # side of it; bisect to the first whole second whose wall clock is past `wall`.
+    low, high = sorted(int(local.replace(fold=fold).timestamp()) for fold in (0, 1))
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _reads_as(datetime.fromtimestamp(middle, UTC), zone) > wall:
+            high = middle
+        else:
+            low = middle
+    return datetime.fromtimestamp(high, UTC)
 
 
 def days_past_due(due_on: date, now: datetime, zone: ZoneInfo) -> int:
@@ -103,6 +140,8 @@ def next_send_time(calendar: Calendar, zone: ZoneInfo, now: datetime) -> datetim
     for shift in range(_MAX_DAYS_OFF):
         candidate = business_day_on_or_after(day + timedelta(days=shift), calendar)
         start = window_start(candidate, calendar, zone)
+        if start is None:
+            continue
         end = datetime.combine(candidate, calendar.send_window.end, tzinfo=zone)
         if now < start:
             return start

@@ -6,7 +6,7 @@ import shutil
 import sys
 import uuid
 from collections.abc import AsyncIterator
-from datetime import date, datetime
+from datetime import date, datetime, time
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -14,7 +14,7 @@ from temporalio import workflow
 
 from policies.loader import load_policies
 from policies.schedule import build_schedule, calendar_zone, days_past_due
-from policies.schema import Policy
+from policies.schema import Policy, SendWindow
 
 with workflow.unsafe.imports_passed_through():
     import pytest
@@ -92,18 +92,52 @@ RUNNERS = {
 }
 
 
-@pytest.mark.parametrize("runner", RUNNERS.values(), ids=RUNNERS.keys())
-@pytest.mark.parametrize("name", ["standard", "enterprise", "strict"])
-async def test_schedule_inside_a_workflow(
-    env: WorkflowEnvironment, runner: SandboxedWorkflowRunner, name: str
-) -> None:
-    policy = load_policies(Path(__file__).resolve().parent.parent / "policies")[name]
-    request = ScheduleRequest(
-        policy=policy,
+def _shipped_policies() -> dict[str, Policy]:
+    # Called by tests only: this module is also imported inside the workflow sandbox.
+    return load_policies(Path(__file__).resolve().parent.parent / "policies")
+
+
+def _window_in_the_night_clocks_jump() -> ScheduleRequest:
+    # 02:30-03:15 on 2026-03-08 in New York, where 02:00 jumps to 03:00: opens at 03:00.
+    standard = _shipped_policies()["standard"]
+    calendar = standard.calendar.model_copy(
+        update={
+            "business_days": False,
+            "holidays": None,
+            "send_window": SendWindow(start=time(2, 30), end=time(3, 15)),
+        }
+    )
+    return ScheduleRequest(
+        policy=standard.model_copy(update={"calendar": calendar}),
+        issued_on=date(2026, 2, 1),
+        due_on=date(2026, 3, 8),
+        customer_timezone="America/New_York",
+    )
+
+
+def _shipped(name: str) -> ScheduleRequest:
+    return ScheduleRequest(
+        policy=_shipped_policies()[name],
         issued_on=date(2026, 6, 1),
         due_on=date(2026, 6, 29),
         customer_timezone="America/Los_Angeles",
     )
+
+
+REQUESTS = {
+    "standard": lambda: _shipped("standard"),
+    "enterprise": lambda: _shipped("enterprise"),
+    "strict": lambda: _shipped("strict"),
+    "dst-gap": _window_in_the_night_clocks_jump,
+}
+
+
+@pytest.mark.parametrize("runner", RUNNERS.values(), ids=RUNNERS.keys())
+@pytest.mark.parametrize("case", REQUESTS.values(), ids=REQUESTS.keys())
+async def test_schedule_inside_a_workflow(
+    env: WorkflowEnvironment, runner: SandboxedWorkflowRunner, case
+) -> None:
+    request: ScheduleRequest = case()
     queue = f"policies-{uuid.uuid4()}"
     async with Worker(
         env.client,
@@ -117,12 +151,12 @@ async def test_schedule_inside_a_workflow(
             PolicyScheduleWorkflow.run, request, id=f"policy-{uuid.uuid4()}", task_queue=queue
         )
     expected = build_schedule(
-        policy,
+        request.policy,
         issued_on=request.issued_on,
         due_on=request.due_on,
         customer_timezone=request.customer_timezone,
     )
-    assert reply.policy == policy
+    assert reply.policy == request.policy
     assert reply.steps == [
         ScheduledOut(index=s.index, send_at=s.send_at, local_date=s.local_date) for s in expected
     ]

@@ -18,9 +18,11 @@ from policies.schedule import (
     business_day_on_or_after,
     calendar_zone,
     days_past_due,
+    next_send_time,
+    window_start,
 )
 from policies.schema import Calendar, Policy
-from tests.test_policies_schema import ZONES, policies
+from tests.test_policies_schema import ZONES, policies, windows
 
 LA = ZoneInfo("America/Los_Angeles")
 
@@ -165,13 +167,27 @@ def test_local_date_is_the_customers_date() -> None:
     assert step.send_at == datetime(2026, 6, 9, 21, 0, tzinfo=UTC)
 
 
-def test_window_start_inside_a_dst_gap_moves_past_the_gap() -> None:
-    # 02:30 does not exist in New York on 2026-03-08; it is read with the old offset.
+def test_window_start_inside_a_dst_gap_opens_when_the_clocks_jump() -> None:
+    # 02:30 does not exist in New York on 2026-03-08: at 02:00 the clocks jump to 03:00.
     [step] = schedule(
-        policy(0, send_window="02:30-05:00"), date(2026, 3, 8), customer_timezone="America/New_York"
+        policy(0, send_window="02:30-03:15"), date(2026, 3, 8), customer_timezone="America/New_York"
     )
-    assert step.send_at == datetime(2026, 3, 8, 7, 30, tzinfo=UTC)
-    assert step.send_at.astimezone(ZoneInfo("America/New_York")).time() == time(3, 30)
+    assert step.send_at == datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
+    assert step.send_at.astimezone(ZoneInfo("America/New_York")).time() == time(3, 0)
+
+
+def test_a_window_the_clocks_jump_over_moves_to_the_next_day() -> None:
+    [step] = schedule(
+        policy(0, send_window="02:00-02:30"), date(2026, 3, 8), customer_timezone="America/New_York"
+    )
+    assert step.local_date == date(2026, 3, 9)
+    assert step.send_at.astimezone(ZoneInfo("America/New_York")).time() == time(2, 0)
+    late = next_send_time(
+        policy(0, send_window="02:00-02:30").calendar,
+        ZoneInfo("America/New_York"),
+        datetime(2026, 3, 8, 5, tzinfo=UTC),  # 00:00 in New York, the night of the jump
+    )
+    assert late == datetime(2026, 3, 9, 6, 0, tzinfo=UTC)
 
 
 # --- dropped steps ------------------------------------------------------------------------------------
@@ -288,10 +304,12 @@ def test_schedule_properties(p: Policy, invoice: dict[str, Any]) -> None:
 
         local = scheduled.send_at.astimezone(zone)
         assert local.date() == scheduled.local_date
+        assert window.start <= local.time() < window.end
         if wall_clock_exists(scheduled.local_date, window.start, zone):
             assert local.time() == window.start
-        else:  # the start fell in a daylight-saving gap: sent just after it
-            assert local.time() > window.start
+        else:  # the start fell in a daylight-saving gap: sent as the clocks jump over it
+            before = (scheduled.send_at - timedelta(seconds=1)).astimezone(zone)
+            assert before.date() < local.date() or before.time() < window.start
 
         own_date = invoice["due_on"] + timedelta(days=scheduled.step.at)
         if p.calendar.business_days:
@@ -345,3 +363,34 @@ def test_business_day_on_or_after_properties(day: date, code: str | None) -> Non
     assert_business_day(result, code)
     for skipped in range((result - day).days):
         assert is_day_off(day + timedelta(days=skipped), code)
+
+
+# Days on which clocks jump forward: at 02:00 (New York, Berlin at 02:00 local), by 30 minutes
+# (Lord Howe Island) and at midnight (Santiago).
+SPRING_FORWARD = [
+    ("America/New_York", date(2026, 3, 8)),
+    ("Europe/Berlin", date(2026, 3, 29)),
+    ("Australia/Lord_Howe", date(2026, 10, 4)),
+    ("America/Santiago", date(2026, 9, 6)),
+]
+
+
+@given(st.sampled_from(SPRING_FORWARD), windows())
+def test_windows_on_the_night_the_clocks_jump(day_in_zone: tuple[str, date], window: str) -> None:
+    zone_name, day = day_in_zone
+    zone = ZoneInfo(zone_name)
+    calendar = Calendar.model_validate({"timezone": zone_name, "send_window": window})
+    start = window_start(day, calendar, zone)
+    wall_start, wall_end = calendar.send_window.start, calendar.send_window.end
+    if start is None:  # the clocks jumped over the whole window
+        assert not wall_clock_exists(day, wall_start, zone)
+        assert not wall_clock_exists(
+            day, (datetime.combine(day, wall_end) - timedelta(minutes=1)).time(), zone
+        )
+        return
+    local = start.astimezone(zone)
+    assert local.date() == day
+    assert wall_start <= local.time() < wall_end
+    # The first moment of the window: a second earlier the clock had not reached it.
+    before = (start - timedelta(seconds=1)).astimezone(zone)
+    assert before.date() < day or before.time() < wall_start
