@@ -50,6 +50,7 @@ from ledger.db import session_scope
 from ledger.models import (
     Adjustment,
     Customer,
+    CustomerCredit,
     Invoice,
     InvoiceStatus,
     Message,
@@ -265,6 +266,7 @@ class MessagingActivities:
             ),
             payments=payments,
             adjustments_minor=int(adjustments),
+            credit_minor=_overpaid(session, invoice) if job.is_receipt else 0,
         )
 
     def _deliver(self, job: _Job, ready: _ReadyToSend) -> str | None:
@@ -481,6 +483,21 @@ def _payment_lines(session: Session, invoice: Invoice, timezone: str) -> list[Pa
         )
         for payment, allocation in rows
     ]
+
+
+def _overpaid(session: Session, invoice: Invoice) -> int:
+    """What payments toward this invoice brought beyond its balance: the customer's credit."""
+    paid_toward = select(PaymentAllocation.payment_id).where(
+        PaymentAllocation.invoice_id == invoice.id
+    )
+    return int(
+        session.exec(
+            select(sa.func.coalesce(sa.func.sum(CustomerCredit.amount_minor), 0)).where(
+                CustomerCredit.source == "overpayment",
+                CustomerCredit.payment_id.in_(paid_toward),  # type: ignore[union-attr]
+            )
+        ).one()
+    )
 
 
 def _new_row(job: _Job, invoice: Invoice, recipient: str | None) -> Message:

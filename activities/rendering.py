@@ -61,6 +61,7 @@ class MessageContext(BaseModel):
     unsubscribe_link: str | None = None
     payments: list[PaymentLine] = Field(default_factory=list)
     adjustments_minor: int = Field(0, description="credits (negative) and fees, for receipts")
+    credit_minor: int = Field(0, description="overpayment kept as customer credit, for receipts")
     invoices: list[InvoiceLine] = Field(
         default_factory=list, description="every invoice of a grouped reminder; empty for one"
     )
@@ -155,6 +156,7 @@ def template_variables(context: MessageContext) -> dict[str, Any]:
         "total": format_money(context.total_minor, currency, locale),
         "amount_paid": format_money(paid_minor, currency, locale),
         "adjustments": format_money(context.adjustments_minor, currency, locale),
+        "credit": format_money(context.credit_minor, currency, locale),
         "partially_paid": 0 < context.amount_due_minor < context.total_minor,
         "due_date": format_day(context.due_on, locale),
         "due_date_short": format_date(context.due_on, format="medium", locale=parse_locale(locale)),

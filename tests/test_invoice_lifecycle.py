@@ -136,6 +136,9 @@ async def test_overpayment_becomes_customer_credit(tmp_path, ledger_url):
             assert (credit.amount_minor, credit.source) == (20_000, "overpayment")
         [payment] = [e for e in final.timeline if e.event == "payment"]
         assert payment.detail == "full via manual, 200.00 USD to credit"
+        [receipt] = (h.settings.effective_outbox_dir / "email").glob("*.eml")
+        text = " ".join(receipt.read_text().split())
+        assert "You paid $200.00 more than the invoice. It is kept as credit" in text
 
 
 async def test_credit_note_lowers_the_balance_and_can_settle_it(tmp_path, ledger_url):
