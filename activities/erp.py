@@ -22,6 +22,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.currency import to_major
 from activities.files import append_json_line_once
+from activities.ledger import invoice_in_ledger
 from activities.models import ErpClearingRequest, ErpClearingResult
 from ledger.db import session_scope
 from ledger.models import (
@@ -184,15 +185,7 @@ class ErpActivities:
             ).first()
             if posted is not None:
                 return ErpClearingResult(target=posted.target, already_posted=True)
-            invoice = session.exec(
-                select(Invoice).where(Invoice.number == req.invoice_number)
-            ).first()
-            if invoice is None:
-                raise ApplicationError(
-                    f"invoice {req.invoice_number} is not in the ledger",
-                    type="InvoiceNotFound",
-                    non_retryable=True,
-                )
+            invoice = invoice_in_ledger(session, req.invoice_number)
             invoice_id = invoice.id
             document = build_clearing_document(session, invoice, req)
 

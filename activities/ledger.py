@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import sqlalchemy as sa
-from sqlmodel import Session
+from sqlmodel import Session, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -20,8 +20,19 @@ from activities.models import (
 )
 from ledger import operations
 from ledger.db import session_scope
+from ledger.models import Invoice
 
 T = TypeVar("T")
+
+
+def invoice_in_ledger(session: Session, number: str) -> Invoice:
+    """The invoice by its number; a non-retryable InvoiceNotFound when the ledger has none."""
+    invoice = session.exec(select(Invoice).where(Invoice.number == number)).first()
+    if invoice is None:
+        raise ApplicationError(
+            f"invoice {number} is not in the ledger", type="InvoiceNotFound", non_retryable=True
+        )
+    return invoice
 
 
 class LedgerActivities:

@@ -36,6 +36,7 @@ from activities.delivery import (
     email_channel,
     sms_channel,
 )
+from activities.ledger import invoice_in_ledger
 from activities.models import ChannelResult, ReceiptRequest, ReminderOutcome, ReminderRequest
 from activities.rendering import (
     InvoiceLine,
@@ -182,15 +183,7 @@ class MessagingActivities:
                     # This key claimed the group and stopped before marking it sent.
                     return self._render_group(session, row, job)
                 return _Queued(row.group_key, frozenset())
-            invoice = session.exec(
-                select(Invoice).where(Invoice.number == job.invoice_number)
-            ).first()
-            if invoice is None:
-                raise ApplicationError(
-                    f"invoice {job.invoice_number} is not in the ledger",
-                    type="InvoiceNotFound",
-                    non_retryable=True,
-                )
+            invoice = invoice_in_ledger(session, job.invoice_number)
             customer = session.get(Customer, invoice.customer_id)
             if customer is None:
                 raise ApplicationError(
@@ -289,9 +282,7 @@ class MessagingActivities:
     def _record_opt_out(self, job: _Job, reason: str) -> None:
         """The provider says the customer left this channel: respect it from now on."""
         with session_scope(self._engine) as session:
-            invoice = session.exec(
-                select(Invoice).where(Invoice.number == job.invoice_number)
-            ).one()
+            invoice = invoice_in_ledger(session, job.invoice_number)
             customer = session.get(Customer, invoice.customer_id)
             assert customer is not None
             if job.channel == "sms":
