@@ -1,0 +1,1 @@
+"""The `dunwise` subcommands, one module each; `starter.py` parses and dispatches."""
