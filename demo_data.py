@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 from datetime import date, timedelta
 from pathlib import Path
 from typing import NamedTuple
+
+from ledger.csv_safety import SpreadsheetSafeWriter
 
 
 class Sample(NamedTuple):
@@ -53,7 +54,7 @@ def write(folder: Path, *, today: date) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     invoices = folder / "invoices.csv"
     with invoices.open("w", newline="") as handle:
-        writer = csv.writer(handle)
+        writer = SpreadsheetSafeWriter(handle)
         writer.writerow([*Sample._fields[:-2], "issued_on", "due_on", "segment"])
         for sample in SAMPLES:
             due_on = today + timedelta(days=sample.due_in_days)
@@ -63,7 +64,7 @@ def write(folder: Path, *, today: date) -> tuple[Path, Path]:
             )
     payments = folder / "payments.csv"
     with payments.open("w", newline="") as handle:
-        writer = csv.writer(handle)
+        writer = SpreadsheetSafeWriter(handle)
         writer.writerow(["invoice_number", "paid_on", "amount"])
         for number, paid_in, amount in PAYMENTS:
             writer.writerow([number, (today + timedelta(days=paid_in)).isoformat(), amount])

@@ -2,9 +2,17 @@
 
 Active circulating currencies only (no fund codes or precious metals). Most have two decimals;
 the exceptions are listed explicitly.
+
+One amount is at most MAX_MINOR minor units, whatever the currency: the ledger's money
+columns are 64-bit integers. In major units that is 92,233,720,368,547,758.07 USD or
+9,223,372,036,854,775,807 JPY; `max_amount` gives it for each currency.
 """
 
 from __future__ import annotations
+
+from decimal import Decimal
+
+MAX_MINOR = 2**63 - 1  # the largest signed 64-bit integer (BIGINT on PostgreSQL and SQLite)
 
 
 def _codes(text: str) -> frozenset[str]:
@@ -44,3 +52,16 @@ def currency_exponent(code: str) -> int:
         raise UnknownCurrency(
             f"unknown currency {code!r}: use an ISO 4217 code like USD, EUR or JPY"
         ) from None
+
+
+MAX_EXPONENT = max(CURRENCY_EXPONENTS.values())
+
+
+def max_amount(exponent: int) -> Decimal:
+    """The largest amount in major units of a currency with `exponent` decimals: MAX_MINOR."""
+    # scaleb only moves the decimal point, so the 19 digits stay exact.
+    return Decimal(MAX_MINOR).scaleb(-exponent)
+
+
+# The most a policy amount (min_balance, a fixed fee) may be: it holds in every currency.
+MAX_AMOUNT_IN_EVERY_CURRENCY = max_amount(MAX_EXPONENT)

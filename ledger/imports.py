@@ -3,6 +3,11 @@
 Row numbers in errors: for CSV, the line of the file where the record starts (the header is
 line 1, so data starts at row 2, as in a spreadsheet); for JSON, the 1-based position of the
 object in the list. Problems with the file itself are reported as row 0, field "file".
+
+Hostile files end in ImportRejected, never in another exception or a hang: text fields have
+length limits and no control characters, amounts are decimal strings within the 64-bit
+limit (ledger.inputs), JSON numbers with a fraction are refused and over-long integers are
+not converted, and values quoted back in messages are cut short.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
@@ -35,7 +40,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from ledger.currencies import CURRENCY_EXPONENTS, currency_exponent
-from ledger.inputs import parse_amount, parse_date, positive_minor_units
+from ledger.inputs import (
+    SHOWN_LENGTH,
+    check_amount_limit,
+    check_positive,
+    parse_amount,
+    parse_date,
+    positive_minor_units,
+    shown,
+)
 from ledger.models import Customer, Invoice
 from ledger.operations import record_audit
 from policies.calendars import load_zone
@@ -57,7 +70,16 @@ OPTIONAL_COLUMNS = ("email", "phone", "segment", "locale", "policy")
 PolicyFor = Callable[["InvoiceRow"], tuple[str, int]]
 
 _LOCALE = re.compile(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*")
+# C0 and C1 control characters, DEL included: a NUL is refused by PostgreSQL, a newline or
+# an escape sequence in a name would travel into every message and console line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _LOOKUP_BATCH = 500  # invoice numbers per IN (...) query, well under every driver's limit
+_ROWS_NAMED = 5  # other rows listed when an invoice number repeats; the rest are counted
+_JSON_INT_DIGITS = 40  # longer JSON integers stay Decimal: int() refuses > 4300 digits
+
+
+class _JsonFraction(str):
+    """A JSON number written with a fraction or exponent, kept as the text written."""
 
 
 def _problem(message: str) -> PydanticCustomError:
@@ -73,9 +95,9 @@ class InvoiceRow(BaseModel):
     customer_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     customer_name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     email: Annotated[EmailStr, StringConstraints(max_length=320)] | None = None
-    phone: str | None = Field(None, validate_default=True, description="E.164")
-    timezone: str
-    currency: str
+    phone: str | None = Field(None, validate_default=True, max_length=32, description="E.164")
+    timezone: Annotated[str, StringConstraints(max_length=64)]
+    currency: Annotated[str, StringConstraints(max_length=16)]
     amount: Decimal = Field(description="in major units, e.g. 1234.50")
     issued_on: date
     due_on: date
@@ -93,6 +115,22 @@ class InvoiceRow(BaseModel):
     @property
     def amount_minor(self) -> int:
         return to_minor(self.amount, currency_exponent(self.currency))
+
+    @field_validator(
+        "invoice_number",
+        "customer_id",
+        "customer_name",
+        "timezone",
+        "currency",
+        "segment",
+        "locale",
+        "policy",
+    )
+    @classmethod
+    def _no_control_characters(cls, value: str | None) -> str | None:
+        if value is not None and (found := _CONTROL.search(value)):
+            raise _problem(f"contains the control character U+{ord(found[0]):04X}")
+        return value
 
     @field_validator("phone")
     @classmethod
@@ -132,6 +170,9 @@ class InvoiceRow(BaseModel):
     @field_validator("amount", mode="before")
     @classmethod
     def _plain_decimal(cls, value: Any) -> Decimal:
+        if isinstance(value, _JsonFraction):
+            number = value if len(value) <= SHOWN_LENGTH else f"{value[:SHOWN_LENGTH]}..."
+            raise _problem(f'{number} is a JSON number: write amounts as strings like "1234.50"')
         try:
             return parse_amount(value)
         except ValueError as err:
@@ -143,8 +184,8 @@ class InvoiceRow(BaseModel):
         currency = info.data.get("currency")
         try:
             if currency is None:
-                if value <= 0:
-                    raise ValueError(f"{value} must be greater than 0")
+                check_positive(value)
+                check_amount_limit(value, None)
             else:
                 positive_minor_units(value, currency)
         except ValueError as err:
@@ -303,9 +344,10 @@ def _check_header(header: list[str]) -> None:
         if column not in header
     ]
     known = set(REQUIRED_COLUMNS) | set(OPTIONAL_COLUMNS)
+    counts = Counter(header)
     errors.extend(
         RowError(1, column, "column appears more than once in the header")
-        for column in sorted({c for c in header if c in known and header.count(c) > 1})
+        for column in sorted(c for c in known if counts[c] > 1)
     )
     if errors:
         raise ImportRejected(errors)
@@ -313,8 +355,12 @@ def _check_header(header: list[str]) -> None:
 
 def _json_records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[RowError]]:
     try:
-        # parse_float=Decimal keeps 1234.50 exactly as written.
-        data = json.loads(path.read_text(encoding="utf-8-sig"), parse_float=Decimal)
+        data = json.loads(
+            path.read_text(encoding="utf-8-sig"),
+            parse_float=_JsonFraction,
+            parse_int=_json_integer,
+            parse_constant=_refuse_constant,
+        )
     except OSError as error:
         raise _file_error(f"cannot read {path.name}: {error.strerror or error}") from None
     except UnicodeDecodeError:
@@ -324,6 +370,10 @@ def _json_records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[Ro
             f"{path.name} is not valid JSON: {error.msg} at line {error.lineno}, "
             f"column {error.colno}"
         ) from None
+    except RecursionError:
+        raise _file_error(f"{path.name}: JSON nested too deeply to be a list of invoices") from None
+    except ValueError as error:  # from _refuse_constant
+        raise _file_error(f"{path.name} is not valid JSON: {error}") from None
     if not isinstance(data, list):
         raise _file_error(f"{path.name}: expected a JSON list of invoice objects")
     records: list[tuple[int, dict[str, Any]]] = []
@@ -334,6 +384,14 @@ def _json_records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[Ro
         else:
             errors.append(RowError(position, "row", "expected an object with the invoice fields"))
     return records, errors
+
+
+def _json_integer(text: str) -> int | Decimal:
+    return int(text) if len(text) <= _JSON_INT_DIGITS else Decimal(text)
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number in JSON")
 
 
 def _clean(record: dict[str | None, Any]) -> dict[str, Any]:
@@ -375,11 +433,16 @@ def _duplicate_numbers(numbers: list[tuple[int, str]]) -> list[RowError]:
             rows_of[number].append(row_number)
     errors = []
     for number, row_numbers in rows_of.items():
-        for row_number in row_numbers if len(row_numbers) > 1 else ():
-            others = [str(r) for r in row_numbers if r != row_number]
-            where = f"row{'s' if len(others) > 1 else ''} {', '.join(others)}"
+        others_count = len(row_numbers) - 1
+        for row_number in row_numbers if others_count else ():
+            # Only the first few: a number on every row of a big file would be quadratic.
+            others = [str(r) for r in row_numbers[: _ROWS_NAMED + 1] if r != row_number]
+            where = f"row{'s' if others_count > 1 else ''} {', '.join(others[:_ROWS_NAMED])}"
+            if others_count > _ROWS_NAMED:
+                where += f" and {others_count - _ROWS_NAMED} more"
+            name = number if len(number) <= 64 else shown(number)
             errors.append(
-                RowError(row_number, "invoice_number", f"{number} is also on {where} of the file")
+                RowError(row_number, "invoice_number", f"{name} is also on {where} of the file")
             )
     return errors
 

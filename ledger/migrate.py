@@ -38,6 +38,8 @@ def upgrade(url: str, revision: str = "head") -> None:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     config = alembic_config(url)
     engine = make_engine(url)
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _foreign_keys_checked_at_the_end)
     try:
         # On SQLite the transaction itself is the lock (ledger.db begins it IMMEDIATE).
         with engine.begin() as connection:
@@ -45,5 +47,21 @@ def upgrade(url: str, revision: str = "head") -> None:
                 connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
+            if connection.dialect.name == "sqlite":
+                _check_foreign_keys(connection)
     finally:
         engine.dispose()
+
+
+def _foreign_keys_checked_at_the_end(dbapi_connection, _record) -> None:
+    # Batch mode copies a SQLite table and drops the original while other tables still refer
+    # to its rows; with enforcement on, that drop fails. It is off for the migration (the
+    # pragma cannot change inside a transaction, so here, on connect) and checked at the end.
+    dbapi_connection.execute("PRAGMA foreign_keys=OFF")
+
+
+def _check_foreign_keys(connection: sa.Connection) -> None:
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        rows = ", ".join(f"{table} row {rowid} -> {parent}" for table, rowid, parent, _ in broken)
+        raise RuntimeError(f"migration would leave rows referring to nothing: {rows}")

@@ -1,6 +1,7 @@
 """Ledger tables: the truth for money.
 
-Amounts are integer minor units of the row's ISO 4217 currency. Datetimes are stored in UTC
+Amounts are integer minor units of the row's ISO 4217 currency, in 64-bit columns
+(ledger.currencies.MAX_MINOR is the most one amount may be). Datetimes are stored in UTC
 and always come back timezone-aware. Every effect that must happen once (a message, a
 payment application, an ERP posting) carries an idempotency key under a unique constraint.
 """
@@ -81,8 +82,8 @@ class Invoice(SQLModel, table=True):
     number: str = Field(max_length=64, unique=True, index=True)
     customer_id: str = Field(foreign_key="customer.id", index=True, max_length=64)
     currency: str = Field(max_length=3)
-    total_minor: int
-    balance_minor: int
+    total_minor: int = Field(sa_type=sa.BigInteger)
+    balance_minor: int = Field(sa_type=sa.BigInteger)
     issued_on: date
     due_on: date
     status: InvoiceStatus = Field(default=InvoiceStatus.OPEN, sa_type=sa.String(16), index=True)
@@ -98,7 +99,7 @@ class Payment(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     customer_id: str = Field(foreign_key="customer.id", index=True, max_length=64)
     currency: str = Field(max_length=3)
-    amount_minor: int
+    amount_minor: int = Field(sa_type=sa.BigInteger)
     method: str = Field(max_length=16, description="card, ach, bank_transfer, manual, credit")
     reference: str | None = Field(default=None, max_length=128)
     reason: str | None = Field(default=None, max_length=500, description="why a partial payment")
@@ -116,7 +117,7 @@ class PaymentAllocation(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     payment_id: int = Field(foreign_key="payment.id", index=True)
     invoice_id: int = Field(foreign_key="invoice.id", index=True)
-    amount_minor: int
+    amount_minor: int = Field(sa_type=sa.BigInteger)
 
 
 class Adjustment(SQLModel, table=True):
@@ -129,7 +130,7 @@ class Adjustment(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     invoice_id: int = Field(foreign_key="invoice.id", index=True)
     kind: str = Field(max_length=16, description="credit, late_fee, write_off, void, adjustment")
-    amount_minor: int
+    amount_minor: int = Field(sa_type=sa.BigInteger)
     reason: str | None = Field(default=None, max_length=500)
     idempotency_key: str = Field(max_length=200, unique=True)
     created_at: datetime = _aware(default_factory=utcnow)
@@ -141,7 +142,7 @@ class CustomerCredit(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     customer_id: str = Field(foreign_key="customer.id", index=True, max_length=64)
     currency: str = Field(max_length=3)
-    amount_minor: int
+    amount_minor: int = Field(sa_type=sa.BigInteger)
     source: str = Field(max_length=32, description="overpayment, credit_note")
     payment_id: int | None = Field(default=None, foreign_key="payment.id")
     idempotency_key: str = Field(max_length=200, unique=True)

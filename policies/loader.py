@@ -1,13 +1,19 @@
 """Policy files: read and check the YAML, choose a policy for an invoice, export the schema.
 
 Checking reports every problem in a file at once, each with its line and field, so finance
-ops can fix a policy in one pass.
+ops can fix a policy in one pass (the first MAX_ERRORS_PER_FILE of them, then a count).
+
+A hostile file is refused quickly and never crashes the check: files over MAX_FILE_BYTES are
+not read, YAML aliases are refused where they appear (so an alias bomb never expands),
+nesting deeper than MAX_NESTING and integers longer than MAX_INTEGER_DIGITS are refused
+while the file is read, and the schema (policies.schema) bounds every value.
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
+import itertools
 import json
 import os
 import re
@@ -23,11 +29,17 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from policies.money import from_minor
-from policies.schema import Policy, Step
+from policies.schema import MAX_STEPS, Policy, Step, shown
 
 StrPath = str | os.PathLike[str]
 SCHEMA_PATH = Path(__file__).with_name("policy.schema.json")
 STANDARD = "standard"
+# A policy is a page of YAML (the shipped ones are under 1 KiB); PyYAML reads about 100 KiB a
+# second, so this bounds a check to a few seconds.
+MAX_FILE_BYTES = 256 * 1024
+MAX_NESTING = 20  # a policy needs 5 levels (policy, steps, step, late_fee, percent)
+MAX_INTEGER_DIGITS = 30
+MAX_ERRORS_PER_FILE = 50
 
 
 @dataclass(frozen=True)
@@ -55,12 +67,40 @@ class PolicyFileError(Exception):
 # --- reading YAML ----------------------------------------------------------------------------
 
 
+class _RefusedYaml(yaml.MarkedYAMLError):
+    """YAML that is valid but not accepted in a policy file (aliases, deep nesting)."""
+
+
 class _PolicyYamlLoader(yaml.SafeLoader):
-    """SafeLoader with two fixes for hand-written policies.
+    """SafeLoader with fixes for hand-written policies and bounds for hostile ones.
 
     Only true/false are booleans, so a country code like NO (Norway) stays a string; and
     unquoted decimals like 10.50 are read as the exact Decimal written, never as a float.
+    Aliases (*name) are refused where they appear, before anything is expanded, and so is
+    nesting deeper than MAX_NESTING (the composer is recursive).
     """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            name = event.anchor if len(event.anchor) <= 40 else f"{event.anchor[:40]}..."
+            raise _RefusedYaml(
+                problem=f"YAML aliases (*{name}) are not allowed in a policy: write the value out",
+                problem_mark=event.start_mark,
+            )
+        if self._depth >= MAX_NESTING:
+            raise _RefusedYaml(
+                problem=f"nested more than {MAX_NESTING} levels deep", problem_mark=event.start_mark
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 _BOOL = "tag:yaml.org,2002:bool"
@@ -87,6 +127,41 @@ def _construct_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decima
 _PolicyYamlLoader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
 
 
+_INT_TAG = "tag:yaml.org,2002:int"
+
+
+def _oversized_integers(file: str, node: yaml.Node, loc: Loc = ()) -> list[PolicyError]:
+    """Integers too long to read, each at its line and field (the node tree has no aliases)."""
+    if isinstance(node, yaml.ScalarNode):
+        if node.tag == _INT_TAG and len(node.value) > MAX_INTEGER_DIGITS:
+            message = f"a number of {len(node.value)} digits is too large"
+            return [PolicyError(file, node.start_mark.line + 1, _field_path(loc), message)]
+        return []
+    if isinstance(node, yaml.MappingNode):
+        children = [(key.value, value) for key, value in node.value]
+    else:
+        children = list(enumerate(node.value))
+    return [
+        error
+        for part, child in children
+        for error in _oversized_integers(file, child, (*loc, part))
+    ]
+
+
+def _construct_bounded_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    # int() of thousands of digits is slow, and refused past 4300; no policy needs more than 10.
+    # _oversized_integers reports these with their field first; this is the backstop.
+    if len(str(node.value)) > MAX_INTEGER_DIGITS:
+        raise _RefusedYaml(
+            problem=f"a number of {len(node.value)} digits is too large",
+            problem_mark=node.start_mark,
+        )
+    return loader.construct_yaml_int(node)
+
+
+_PolicyYamlLoader.add_constructor(_INT_TAG, _construct_bounded_int)
+
+
 @dataclass
 class _Checked:
     policy: Policy | None
@@ -103,7 +178,9 @@ def _check_file(path: StrPath, templates: Collection[str] | None = None) -> _Che
         return _Checked(None, [PolicyError(file, line, "", message)], None)
 
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         return failed("file not found")
     except IsADirectoryError:
@@ -112,17 +189,30 @@ def _check_file(path: StrPath, templates: Collection[str] | None = None) -> _Che
         return failed("is not UTF-8 text")
     except OSError as error:
         return failed(f"cannot read: {error.strerror}")
+    if len(raw) > MAX_FILE_BYTES:
+        return failed(f"is larger than {MAX_FILE_BYTES // 1024} KiB: not a policy file")
 
-    loader = _PolicyYamlLoader(text)
+    loader: _PolicyYamlLoader | None = None
     try:
+        # The reader checks the characters as it is made: inside the try.
+        loader = _PolicyYamlLoader(text)
         root = loader.get_single_node()
+        if root is not None and (oversized := _oversized_integers(file, root)):
+            return _Checked(None, oversized, None)
         data = None if root is None else loader.construct_document(root)
+    except _RefusedYaml as error:
+        mark = error.problem_mark
+        return failed(str(error.problem), None if mark is None else mark.line + 1)
     except yaml.MarkedYAMLError as error:
         return failed(*_syntax_error(error))
+    except yaml.reader.ReaderError as error:
+        line = text.count("\n", 0, error.position) + 1
+        return failed(f"character {chr(error.character)!r} is not allowed in YAML", line)
     except yaml.YAMLError as error:
         return failed(f"YAML syntax error: {error}")
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
     if root is None or data is None:
         return failed("file is empty")
@@ -130,23 +220,30 @@ def _check_file(path: StrPath, templates: Collection[str] | None = None) -> _Che
         return failed("a policy must be a mapping with keys like name, version and steps", 1)
 
     errors = [
-        PolicyError(file, line, _field_path(loc), f"key {loc[-1]!r} appears twice")
-        for loc, line in _duplicate_keys(root, ())
+        PolicyError(file, line, _field_path(loc), f"key {shown(loc[-1])} appears twice")
+        for loc, line in itertools.islice(_duplicate_keys(root, ()), MAX_ERRORS_PER_FILE)
     ]
     policy: Policy | None = None
     try:
         policy = Policy.model_validate(data)
     except ValidationError as error:
-        for detail in error.errors():
+        # Only the reported ones are located: each lookup walks the file's nodes.
+        for detail in error.errors()[:MAX_ERRORS_PER_FILE]:
             loc = tuple(detail["loc"])
             errors.append(
                 PolicyError(file, _line_of(root, loc), _field_path(loc), _message(detail))
             )
+        hidden = error.error_count() - MAX_ERRORS_PER_FILE
+        if hidden > 0:
+            # At the last line shown, so it sorts after the problems it follows.
+            last = max(problem.line or 0 for problem in errors)
+            errors.append(PolicyError(file, last, "", f"and {hidden} more problems, not shown"))
 
     # The step order and template checks also run when other parts of the file are invalid,
-    # on every step that is valid on its own, so one pass shows every problem.
+    # on every step that is valid on its own, so one pass shows every problem. Over MAX_STEPS
+    # the schema has said so already.
     raw_steps = data.get("steps") if isinstance(data, dict) else None
-    raw_steps = raw_steps if isinstance(raw_steps, list) else []
+    raw_steps = raw_steps if isinstance(raw_steps, list) and len(raw_steps) <= MAX_STEPS else []
     steps = _valid_steps(raw_steps)
     if len(steps) < len(raw_steps):
         # With every step valid the schema has checked the order itself.
@@ -244,22 +341,20 @@ def _line_of(root: yaml.Node, loc: Loc) -> int:
     return line
 
 
-def _duplicate_keys(node: yaml.Node, loc: Loc) -> list[tuple[Loc, int]]:
+def _duplicate_keys(node: yaml.Node, loc: Loc) -> Iterator[tuple[Loc, int]]:
     # PyYAML keeps the last of two equal keys silently; a policy author means one of them.
-    found: list[tuple[Loc, int]] = []
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key, value in node.value:
             if not isinstance(key, yaml.ScalarNode):
                 continue
             if key.value in seen:
-                found.append(((*loc, key.value), key.start_mark.line + 1))
+                yield (*loc, key.value), key.start_mark.line + 1
             seen.add(key.value)
-            found.extend(_duplicate_keys(value, (*loc, key.value)))
+            yield from _duplicate_keys(value, (*loc, key.value))
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            found.extend(_duplicate_keys(item, (*loc, index)))
-    return found
+            yield from _duplicate_keys(item, (*loc, index))
 
 
 def _field_path(loc: Loc) -> str:
@@ -268,7 +363,9 @@ def _field_path(loc: Loc) -> str:
         if isinstance(part, int):
             path += f"[{part}]"
         else:
-            path += f".{part}" if path else part
+            # A key written as a whole paragraph is cut, so the line stays readable.
+            name = str(part) if len(str(part)) <= 64 else shown(str(part))
+            path += f".{name}" if path else name
     return path
 
 
@@ -284,7 +381,11 @@ def _message(detail: ErrorDetails) -> str:
     message = message[:1].lower() + message[1:]
     value = detail.get("input")
     if kind != "missing" and isinstance(value, str | int | Decimal | float):
-        message += f", not {value!r}" if isinstance(value, str) else f", not {value}"
+        if isinstance(value, str):
+            message += f", not {shown(value)}"
+        else:
+            text = str(value)
+            message += f", not {text if len(text) <= 40 else text[:40] + '...'}"
     return message
 
 
@@ -292,12 +393,12 @@ def _unknown_key_message(loc: Loc) -> str:
     key = str(loc[-1])
     model = _model_at(loc[:-1])
     if model is None:
-        return f"unknown key {key!r}"
+        return f"unknown key {shown(key)}"
     allowed = list(model.model_fields)
-    close = difflib.get_close_matches(key, allowed, n=1)
+    close = difflib.get_close_matches(key, allowed, n=1) if len(key) <= 64 else []
     if close:
-        return f"unknown key {key!r}: did you mean {close[0]!r}?"
-    return f"unknown key {key!r}: expected one of {', '.join(allowed)}"
+        return f"unknown key {shown(key)}: did you mean {close[0]!r}?"
+    return f"unknown key {shown(key)}: expected one of {', '.join(allowed)}"
 
 
 def _model_at(loc: Loc) -> type[BaseModel] | None:

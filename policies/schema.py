@@ -7,6 +7,11 @@ validates back to an equal value; nothing here reads the clock or does I/O on im
 Money and percentages are Decimal, never float: write them as quoted strings ("10.00")
 or integers. The YAML loader reads an unquoted 10.50 from its exact text, but a Python
 float handed to these models is refused because it has already lost that text.
+
+Everything has a stated bound, so no value can overflow later: names and other slugs at
+most 64 characters (the ledger's columns), a version up to 2^31-1, offsets and durations
+up to ten years, at most 100 steps and segments, and amounts up to the most every currency
+holds in the ledger's 64-bit minor units. Values quoted back in messages are cut short.
 """
 
 from __future__ import annotations
@@ -33,17 +38,27 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
 
+from ledger.currencies import MAX_AMOUNT_IN_EVERY_CURRENCY
 from policies.calendars import canonical_holiday_code, load_zone
 from policies.money import to_minor
 
 CUSTOMER_TIMEZONE = "customer"
 MAX_OFFSET_DAYS = 3650  # ten years: anything longer is a typo, and keeps dates in range
+MAX_DURATION = timedelta(days=MAX_OFFSET_DAYS)
+MAX_SLUG_LENGTH = 64  # policy_name and the like are 64 characters in the ledger
+MAX_VERSION = 2**31 - 1  # invoice.policy_version is a 32-bit column
+MAX_STEPS = 100
+MAX_SEGMENTS = 100
+MAX_ZONE_LENGTH = 64
+MAX_HOLIDAYS_CODE_LENGTH = 16
+_MAX_NUMBER_DIGITS = 9  # in an offset or duration; the bounds above need at most 7
+_SHOWN_LENGTH = 40
 
 _SLUG = r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$"
-_OFFSET = re.compile(r"([+-]?)(\d+)d")
-_DURATION = re.compile(r"(\d+)([dhm])")
+_OFFSET = re.compile(r"([+-]?)([0-9]+)d")
+_DURATION = re.compile(r"([0-9]+)([dhm])")
 _DURATION_UNITS = {"d": timedelta(days=1), "h": timedelta(hours=1), "m": timedelta(minutes=1)}
-_WINDOW = re.compile(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})")
+_WINDOW = re.compile(r"([0-9]{1,2}):([0-9]{2})\s*-\s*([0-9]{1,2}):([0-9]{2})")
 
 OFFSET_MESSAGE = "offset must look like -3d, 0d or +7d"
 DURATION_MESSAGE = "duration must look like 2d, 12h or 30m"
@@ -53,30 +68,46 @@ WINDOW_MESSAGE = "send window must look like 09:00-17:00"
 # --- field types -------------------------------------------------------------------------
 
 
+def shown(value: object) -> str:
+    """`value` as repr() for a message, cut short if long."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN_LENGTH else f"{text[:_SHOWN_LENGTH]}..."
+
+
 def _check_slug(value: str) -> str:
+    if len(value) > MAX_SLUG_LENGTH:
+        raise ValueError(f"{shown(value)} is longer than {MAX_SLUG_LENGTH} characters")
     if not re.fullmatch(_SLUG, value):
         raise ValueError(
-            f"{value!r} is not a slug: use lowercase letters, digits, '-' or '_' "
+            f"{shown(value)} is not a slug: use lowercase letters, digits, '-' or '_' "
             "(like due_today or mid-market)"
         )
     return value
 
 
 Slug = Annotated[
-    str, AfterValidator(_check_slug), WithJsonSchema({"type": "string", "pattern": _SLUG})
+    str,
+    AfterValidator(_check_slug),
+    WithJsonSchema({"type": "string", "pattern": _SLUG, "maxLength": MAX_SLUG_LENGTH}),
 ]
 
 
 def _parse_offset(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         days = value
-    elif isinstance(value, str) and (match := _OFFSET.fullmatch(value.strip())):
+    elif (
+        isinstance(value, str)
+        and (match := _OFFSET.fullmatch(value.strip()))
+        and len(match[2]) <= _MAX_NUMBER_DIGITS
+    ):
         sign, digits = match.groups()
         days = -int(digits) if sign == "-" else int(digits)
     else:
-        raise ValueError(f"{OFFSET_MESSAGE}, not {value!r}")
+        raise ValueError(f"{OFFSET_MESSAGE}, not {shown(value)}")
     if abs(days) > MAX_OFFSET_DAYS:
-        raise ValueError(f"offset {value!r} is more than {MAX_OFFSET_DAYS} days from the due date")
+        raise ValueError(
+            f"offset {shown(value)} is more than {MAX_OFFSET_DAYS} days from the due date"
+        )
     return days
 
 
@@ -99,11 +130,21 @@ def _parse_duration(value: Any) -> timedelta:
     if isinstance(value, timedelta):
         duration = value
     elif isinstance(value, str) and (match := _DURATION.fullmatch(value.strip())):
+        # Bounded before multiplying: 99999999999d is beyond what a timedelta holds.
+        if len(match[1]) > _MAX_NUMBER_DIGITS:
+            raise ValueError(
+                f"duration {shown(value)} is longer than {MAX_OFFSET_DAYS} days (ten years)"
+            )
         duration = int(match[1]) * _DURATION_UNITS[match[2]]
     else:
-        raise ValueError(f"{DURATION_MESSAGE}, not {value!r}")
+        raise ValueError(f"{DURATION_MESSAGE}, not {shown(value)}")
     if duration < timedelta(0) or duration % timedelta(minutes=1):
         raise ValueError(f"{DURATION_MESSAGE}: a whole, non-negative number of minutes")
+    if duration > MAX_DURATION:
+        raise ValueError(
+            f"duration {shown(value) if isinstance(value, str) else duration} is longer than "
+            f"{MAX_OFFSET_DAYS} days (ten years)"
+        )
     return duration
 
 
@@ -132,9 +173,25 @@ def _refuse_float(value: Any) -> Any:
     return value
 
 
+def _within_money_limit(value: Decimal) -> Decimal:
+    # A policy does not know its invoices' currency: the bound holds in all of them.
+    if value > MAX_AMOUNT_IN_EVERY_CURRENCY:
+        text = str(value)
+        text = text if len(text) <= _SHOWN_LENGTH else f"{text[:_SHOWN_LENGTH]}..."
+        raise ValueError(
+            f"{text} is more than the largest amount the ledger holds in every currency "
+            f"({MAX_AMOUNT_IN_EVERY_CURRENCY})"
+        )
+    return value
+
+
 # Bounds come before the float check so they show in the JSON Schema.
-NonNegativeAmount = Annotated[Decimal, Field(ge=0), BeforeValidator(_refuse_float)]
-PositiveAmount = Annotated[Decimal, Field(gt=0), BeforeValidator(_refuse_float)]
+NonNegativeAmount = Annotated[
+    Decimal, Field(ge=0), BeforeValidator(_refuse_float), AfterValidator(_within_money_limit)
+]
+PositiveAmount = Annotated[
+    Decimal, Field(gt=0), BeforeValidator(_refuse_float), AfterValidator(_within_money_limit)
+]
 Percent = Annotated[Decimal, Field(gt=0, le=100), BeforeValidator(_refuse_float)]
 
 
@@ -158,10 +215,10 @@ class SendWindow(_Model):
             return value
         match = _WINDOW.fullmatch(value.strip())
         if not match:
-            raise ValueError(f"{WINDOW_MESSAGE}, not {value!r}")
+            raise ValueError(f"{WINDOW_MESSAGE}, not {shown(value)}")
         h1, m1, h2, m2 = (int(part) for part in match.groups())
         if h1 > 23 or h2 > 23 or m1 > 59 or m2 > 59:
-            raise ValueError(f"{WINDOW_MESSAGE}: {value!r} is not a time of day")
+            raise ValueError(f"{WINDOW_MESSAGE}: {shown(value)} is not a time of day")
         return {"start": time(h1, m1), "end": time(h2, m2)}
 
     @model_validator(mode="after")
@@ -199,7 +256,9 @@ class AppliesTo(_Model):
     """Which invoices a policy is for."""
 
     segments: list[Slug] = Field(
-        default_factory=list, description="customer segments; empty means any segment"
+        default_factory=list,
+        max_length=MAX_SEGMENTS,
+        description="customer segments; empty means any segment",
     )
     min_balance: NonNegativeAmount = Field(
         Decimal(0), description='smallest open balance, in major units, like "10.00"'
@@ -217,13 +276,16 @@ class Calendar(_Model):
 
     timezone: str = Field(
         CUSTOMER_TIMEZONE,
+        max_length=MAX_ZONE_LENGTH,
         description="'customer' for the customer's own zone, or an IANA zone name",
     )
     business_days: bool = Field(
         False, description="move steps off weekends and holidays to the next business day"
     )
     holidays: str | None = Field(
-        None, description="public holidays of this country code (like US or GB-SCT)"
+        None,
+        max_length=MAX_HOLIDAYS_CODE_LENGTH,
+        description="public holidays of this country code (like US or GB-SCT)",
     )
     send_window: SendWindow = Field(default_factory=_default_window)
 
@@ -325,10 +387,10 @@ class Policy(_Model):
     """A dunning policy: the reminder steps for an invoice, relative to its due date."""
 
     name: Slug
-    version: int = Field(ge=1, strict=True)
+    version: int = Field(ge=1, le=MAX_VERSION, strict=True)
     applies_to: AppliesTo = Field(default_factory=AppliesTo)
     calendar: Calendar = Field(default_factory=Calendar)
-    steps: list[Step] = Field(min_length=1)
+    steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
     on_dispute: Literal["pause", "continue"] = "pause"
     on_promise_to_pay: PromiseToPayRule = Field(default_factory=PromiseToPayRule)
 

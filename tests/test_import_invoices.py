@@ -104,7 +104,7 @@ def test_read_a_good_json(tmp_path: Path) -> None:
             "email": "ap@acme.example",
             "timezone": "America/New_York",
             "currency": "USD",
-            "amount": 1234.50,  # a JSON number is read exactly, never through a float
+            "amount": "1234.50",
             "issued_on": "2026-01-10",
             "due_on": "2026-02-09",
         },
