@@ -27,8 +27,16 @@ class Settings(BaseSettings):
     temporal_task_queue: str = "dunwise"
     temporal_api_key: SecretStr | None = None
     temporal_tls: bool = False
-    temporal_dev_port: int = 7233
-    temporal_ui_port: int = 8233
+    temporal_dev_port: int = 7233  # of the embedded server; 0 picks a free port
+    temporal_ui_port: int = 8233  # 0 picks a free port
+    # The embedded server's web UI; off, the server runs headless.
+    temporal_ui: bool = True
+    # `dunwise run` restarts an embedded server that dies, at most this many times within
+    # the window; once more and it stops with an error rather than run without a server.
+    temporal_restarts: int = Field(3, ge=0)
+    temporal_restart_window_seconds: float = Field(300.0, gt=0)
+    # How long an invoice command waits for its answer (a ledger outage keeps it open).
+    request_timeout_seconds: float = Field(60.0, gt=0)
 
     # Ledger: no URL means a SQLite file in the data folder.
     database_url: str | None = None

