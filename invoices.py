@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from collections.abc import Mapping
+from datetime import UTC, datetime, time, timedelta
 
+from sqlalchemy import Engine
+from sqlmodel import select
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 
 from ledger.currencies import currency_exponent
+from ledger.db import session_scope
 from ledger.imports import InvoiceRow
-from ledger.models import Invoice
+from ledger.models import Customer, Invoice, InvoiceStatus
+from ledger.timeline import read_timeline
+from policies.calendars import load_zone
 from policies.loader import select_policy
-from policies.schedule import calendar_zone
+from policies.schedule import calendar_zone, days_past_due
 from policies.schema import Policy
 from settings import Settings
 from workflows import search_attributes as sa
 from workflows.invoice import InvoiceWorkflow
-from workflows.models import InvoiceInput
+from workflows.models import InvoiceInput, InvoiceState, Stage
+
+# Once its workflow is gone, an invoice's stage is the one its ledger status implies.
+STAGE_OF_STATUS: dict[InvoiceStatus, Stage] = {
+    InvoiceStatus.OPEN: Stage.SCHEDULED,
+    InvoiceStatus.DISPUTED: Stage.DISPUTED,
+    InvoiceStatus.PAUSED: Stage.PAUSED,
+    InvoiceStatus.PAID: Stage.CLEARING,
+    InvoiceStatus.VOID: Stage.CLOSED,
+    InvoiceStatus.WRITTEN_OFF: Stage.CLOSED,
+    InvoiceStatus.CLOSED: Stage.CLOSED,
+}
 
 
 def workflow_id(invoice_number: str) -> str:
@@ -77,6 +94,7 @@ def invoice_input(
         issued_on=invoice.issued_on,
         due_on=invoice.due_on,
         policy=policy,
+        status=str(invoice.status),
         clock_offset=clock_offset,
     )
 
@@ -107,4 +125,47 @@ async def start_invoice_workflow(
                 SearchAttributePair(sa.DUE_ON, due_at(invoice)),
             ]
         ),
+    )
+
+
+def invoice_state_from_ledger(
+    engine: Engine,
+    number: str,
+    *,
+    policies: Mapping[str, Policy] | None = None,
+    now: datetime | None = None,
+) -> InvoiceState | None:
+    """The invoice as the ledger tells it, for when Temporal no longer keeps its workflow.
+
+    None when the ledger has no such invoice. The calendar zone is that of the invoice's
+    policy when `policies` holds it at the invoice's version, else the customer's zone. What
+    only the workflow knew (the next step, a pause, a promise) is left empty.
+    """
+    now = now or datetime.now(UTC)
+    with session_scope(engine) as session:
+        invoice = session.exec(select(Invoice).where(Invoice.number == number)).first()
+        if invoice is None:
+            return None
+        customer_timezone = session.exec(
+            select(Customer.timezone).where(Customer.id == invoice.customer_id)
+        ).one()
+        timeline = read_timeline(session, number)
+    policy = (policies or {}).get(invoice.policy_name)
+    if policy is not None and policy.version == invoice.policy_version:
+        zone = calendar_zone(policy.calendar, customer_timezone)
+    else:
+        zone = load_zone(customer_timezone)
+    status = InvoiceStatus(invoice.status)
+    return InvoiceState(
+        number=invoice.number,
+        customer_id=invoice.customer_id,
+        currency=invoice.currency,
+        balance_minor=invoice.balance_minor,
+        status=str(status),
+        stage=STAGE_OF_STATUS[status],
+        policy_name=invoice.policy_name,
+        policy_version=invoice.policy_version,
+        days_past_due=days_past_due(invoice.due_on, now, zone),
+        timezone=zone.key,
+        timeline=timeline,
     )

@@ -17,8 +17,9 @@ from activities.models import (
     LedgerBalance,
     PaymentApplication,
     StatusChange,
+    TimelineBatch,
 )
-from ledger import operations
+from ledger import operations, timeline
 from ledger.db import session_scope
 from ledger.models import Invoice
 
@@ -66,3 +67,7 @@ class LedgerActivities:
     @activity.defn
     def close_collector_tasks(self, request: CollectorOutcome) -> int:
         return self._run(lambda session: operations.close_collector_tasks(session, request))
+
+    @activity.defn
+    def record_timeline(self, batch: TimelineBatch) -> int:
+        return self._run(lambda session: timeline.record_timeline(session, batch))

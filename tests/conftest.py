@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlmodel import SQLModel
 
 import ledger.models  # noqa: F401  (registers the tables)
+import ledger.timeline  # noqa: F401
 from ledger.db import make_engine
 from ledger.migrate import upgrade
 
