@@ -34,6 +34,7 @@ from ledger.models import (
     Payment,
     PaymentAllocation,
 )
+from ledger.operations import credit_key
 from settings import Settings
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -102,14 +103,21 @@ def build_clearing_document(
     adjustments = session.exec(
         select(Adjustment).where(Adjustment.invoice_id == invoice.id).order_by(Adjustment.id)
     ).all()
-    # Overpayments on this invoice's payments became customer credit.
+    # Overpayments on this invoice's payments, and credit notes beyond its balance, became
+    # customer credit.
+    credit_note_keys = [credit_key(a.idempotency_key) for a in adjustments if a.kind == "credit"]
     credits = (
         session.exec(
             select(CustomerCredit)
-            .where(CustomerCredit.payment_id.in_(payment_ids))  # type: ignore[union-attr]
+            .where(
+                sa.or_(
+                    CustomerCredit.payment_id.in_(payment_ids),  # type: ignore[union-attr]
+                    CustomerCredit.idempotency_key.in_(credit_note_keys),  # type: ignore[attr-defined]
+                )
+            )
             .order_by(CustomerCredit.id)
         ).all()
-        if payment_ids
+        if payment_ids or credit_note_keys
         else []
     )
     return {
