@@ -17,6 +17,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.erp import ErpActivities
 from activities.ledger import LedgerActivities
 from activities.messaging import MessagingActivities
+from activities.planning import plan_next_send_time, plan_schedule
 from settings import Settings
 from workflows.invoice import InvoiceWorkflow
 
@@ -45,9 +46,12 @@ def activities_for(engine: sa.Engine, settings: Settings) -> list:
         ledger.set_status,
         ledger.open_collector_task,
         ledger.close_collector_tasks,
+        ledger.record_timeline,
         messaging.send_reminder,
         messaging.send_receipt,
         erp.clear_in_erp,
+        plan_schedule,
+        plan_next_send_time,
     ]
 
 

@@ -14,6 +14,9 @@ class LedgerBalance(BaseModel):
     balance_minor: int
     status: str
     customer_credit_minor: int = Field(0, description="credit the customer holds, same currency")
+    repeated: bool = Field(
+        False, description="the idempotency key was used before: nothing new was recorded"
+    )
 
 
 class PaymentApplication(BaseModel):
@@ -100,3 +103,35 @@ class ErpClearingRequest(BaseModel):
 class ErpClearingResult(BaseModel):
     target: str
     already_posted: bool = False
+
+
+class TimelineEntry(BaseModel):
+    """One event in an invoice's story; an event repeated as it was is counted, not copied."""
+
+    at: datetime
+    event: str
+    detail: str = ""
+    channel: str | None = None
+    template: str | None = None
+    amount_minor: int | None = None
+    count: int = Field(1, description="how many times it happened in a row")
+    last_at: datetime | None = Field(None, description="the latest time, when count > 1")
+
+
+class TimelineBatch(BaseModel):
+    """Timeline entries for the ledger to keep: `entries[i]` is at position first_position + i.
+
+    Positions count from 0 over the invoice's whole timeline. A batch may repeat positions
+    the ledger already holds (a retried flush, or the last entry counted again since).
+    """
+
+    invoice_number: str
+    first_position: int = Field(ge=0, description="the timeline position of entries[0]")
+    entries: list[TimelineEntry]
+
+
+class PlannedStep(BaseModel):
+    """When one policy step runs: computed once, outside the workflow's replay path."""
+
+    index: int = Field(description="position of the step in policy.steps")
+    send_at: datetime

@@ -3,26 +3,39 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import re
+import uuid
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
+from sqlmodel import select
 from temporalio.client import (
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
 )
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.currency import format_money
 from commands.errors import CommandError, error_reason
-from invoices import workflow_id
+from commands.importing import policy_folder
+from invoices import invoice_state_from_ledger, workflow_id
+from ledger.db import make_engine, session_scope
 from ledger.inputs import parse_amount, parse_date, positive_minor_units
+from ledger.models import Adjustment as LedgerAdjustment
+from ledger.models import Payment
+from policies.loader import load_policies
 from settings import Settings
 from temporal_client import connect
-from workflows.invoice import TERMINAL_STATUSES, InvoiceWorkflow
+from workflows import keys
+from workflows.invoice import InvoiceWorkflow
 from workflows.models import (
     Adjustment,
     Closure,
@@ -35,6 +48,8 @@ from workflows.models import (
 
 # Invoice actions whose REASON argument must say something.
 REASON_REQUIRED = frozenset({"credit", "dispute", "void", "write-off"})
+# Request ids go into the ledger's idempotency keys: short, and safe in any log or header.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 
 
 async def invoice_command(settings: Settings, args: argparse.Namespace) -> None:
@@ -43,6 +58,9 @@ async def invoice_command(settings: Settings, args: argparse.Namespace) -> None:
     pay_by = _iso_date(args.pay_by, "promise date") if args.action == "promise" else None
     if args.action in REASON_REQUIRED and not args.reason.strip():
         raise CommandError("a reason is required")
+    request_id = None
+    if args.action != "show":
+        request_id = _request_id(args.request_id)
     try:
         client = await connect(settings)
     except RuntimeError as err:
@@ -54,44 +72,89 @@ async def invoice_command(settings: Settings, args: argparse.Namespace) -> None:
         ) from err
     handle = client.get_workflow_handle_for(InvoiceWorkflow.run, workflow_id(args.number))
     try:
-        if args.action == "show":
+        if request_id is None:
             state = await handle.query(InvoiceWorkflow.state)
         else:
-            state = await _invoice_action(handle, args, amount, pay_by)
+            state = await _invoice_action(
+                handle, args, request_id, amount, pay_by, settings.request_timeout_seconds
+            )
     except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise CommandError(error_reason(err)) from err
+        state = _from_ledger(settings, args, request_id)
+        if state is None:
             raise CommandError(await _not_found(handle, args.number)) from err
-        raise CommandError(error_reason(err)) from err
     except (WorkflowUpdateFailedError, WorkflowQueryFailedError) as err:
         raise CommandError(error_reason(err)) from err
     except WorkflowUpdateRPCTimeoutOrCancelledError as err:
         raise CommandError(
             f"no answer from workflow {workflow_id(args.number)} in time; is a worker "
-            "(`dunwise run`) running?"
+            f"(`dunwise run`) running? Retry with --request-id {request_id}"
         ) from err
-    if state is None:
-        print(f"invoice {args.number}: {args.action} sent")
-        return
     as_json = getattr(args, "json", False)
     print(json.dumps(state.model_dump(mode="json"), indent=2) if as_json else _describe(state))
+    if request_id is not None and args.request_id is None:
+        print(f"request id {request_id} (to repeat safely: --request-id {request_id})")
+
+
+def _request_id(given: str | None) -> str:
+    """The caller's request id, or a new one; the same id twice is one change."""
+    if given is None:
+        return str(uuid.uuid4())
+    if not REQUEST_ID.fullmatch(given):
+        raise CommandError(f"--request-id {given!r} must be 1 to 100 letters, digits or . _ : -")
+    return given
+
+
+def _from_ledger(
+    settings: Settings, args: argparse.Namespace, request_id: str | None
+) -> InvoiceState | None:
+    """What the ledger says when Temporal no longer has the workflow: `show` reads the kept
+    timeline, and a payment or credit repeated after the invoice closed finds its first
+    recording. None when the ledger cannot answer for it."""
+    engine = make_engine(settings.effective_database_url)
+    try:
+        if request_id is None:
+            note = "the workflow has ended; from the ledger:"
+        else:
+            recorded = {
+                "pay": (Payment, keys.payment(args.number, request_id)),
+                "credit": (LedgerAdjustment, keys.adjustment(args.number, request_id)),
+            }.get(args.action)
+            if recorded is None or not _recorded(engine, *recorded):
+                return None
+            note = f"request id {request_id} was recorded already; nothing new was recorded"
+        policies = load_policies(policy_folder(settings))
+        state = invoice_state_from_ledger(engine, args.number, policies=policies)
+    finally:
+        engine.dispose()
+    if state is not None:
+        print(note)
+    return state
+
+
+def _recorded(engine: sa.Engine, table: type[Payment | LedgerAdjustment], key: str) -> bool:
+    with session_scope(engine) as session:
+        return (
+            session.exec(select(table.id).where(table.idempotency_key == key)).first() is not None
+        )
 
 
 async def _invoice_action(
     handle: WorkflowHandle,
     args: argparse.Namespace,
+    request_id: str,
     amount: Decimal | None,
     pay_by: date | None,
-) -> InvoiceState | None:
+    answer_within: float,
+) -> InvoiceState:
     state = await handle.query(InvoiceWorkflow.state)
     actor = f"cli:{args.actor}"
-    if args.action in ("dispute", "resume", "stop") and state.status in TERMINAL_STATUSES:
-        # The workflow ignores these signals once the invoice is settled: say so.
-        status = state.status.replace("_", " ")
-        raise CommandError(f"the invoice is {status}: nothing to {args.action}")
     match args.action:
         case "pay":
             assert amount is not None
-            payment = PaymentReceived(
+            update: Any = InvoiceWorkflow.record_payment
+            message: Any = PaymentReceived(
                 amount_minor=_minor(amount, state.currency),
                 currency=state.currency,
                 method=args.method,
@@ -99,7 +162,6 @@ async def _invoice_action(
                 reason=args.reason,
                 actor=actor,
             )
-            return await handle.execute_update(InvoiceWorkflow.record_payment, payment)
         case "promise":
             assert pay_by is not None
             promised = _minor(amount, state.currency) if amount is not None else None
@@ -108,31 +170,39 @@ async def _invoice_action(
                     f"promised amount {args.amount} is more than the balance "
                     f"{format_money(state.balance_minor, state.currency)}"
                 )
-            promise = PromiseToPay(
+            update = InvoiceWorkflow.promise_to_pay
+            message = PromiseToPay(
                 pay_by=pay_by, amount_minor=promised, note=args.note, actor=actor
             )
-            return await handle.execute_update(InvoiceWorkflow.promise_to_pay, promise)
         case "credit":
             assert amount is not None
-            credit = Adjustment(
-                amount_minor=-_minor(amount, state.currency),
-                reason=args.reason,
-                actor=actor,
+            update = InvoiceWorkflow.adjust
+            message = Adjustment(
+                amount_minor=-_minor(amount, state.currency), reason=args.reason, actor=actor
             )
-            return await handle.execute_update(InvoiceWorkflow.adjust, credit)
         case "dispute":
-            await handle.signal(InvoiceWorkflow.dispute, Dispute(reason=args.reason, actor=actor))
+            update = InvoiceWorkflow.record_dispute
+            message = Dispute(reason=args.reason, actor=actor)
         case "resume" | "stop":
-            resolution = Resolution(action=args.action, note=args.note, actor=actor)
-            await handle.signal(InvoiceWorkflow.resolve, resolution)
-        case "void":
-            return await handle.execute_update(
-                InvoiceWorkflow.void, Closure(reason=args.reason, actor=actor)
-            )
-        case "write-off":
-            closure = Closure(reason=args.reason, actor=actor)
-            return await handle.execute_update(InvoiceWorkflow.write_off, closure)
-    return None
+            update = InvoiceWorkflow.record_outcome
+            message = Resolution(action=args.action, note=args.note, actor=actor)
+        case "void" | "write-off":
+            update = InvoiceWorkflow.void if args.action == "void" else InvoiceWorkflow.write_off
+            message = Closure(reason=args.reason, actor=actor)
+        case _:
+            raise CommandError(f"unknown invoice action {args.action!r}")
+    accepted = await handle.start_update(
+        update, message, id=request_id, wait_for_stage=WorkflowUpdateStage.ACCEPTED
+    )
+    try:
+        return await asyncio.wait_for(accepted.result(), timeout=answer_within)
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        # Accepted, so a worker has it: the ledger is what keeps it waiting.
+        raise CommandError(
+            f"no answer within {answer_within:g} s (is the ledger database reachable?): "
+            f"nothing is recorded yet; repeat the command with --request-id {request_id} to "
+            "see how it ended: it is recorded once however often it is sent"
+        ) from None
 
 
 def _amount(text: str) -> Decimal:

@@ -26,7 +26,7 @@ from activities.models import (
     PaymentApplication,
     StatusChange,
 )
-from ledger.currencies import CURRENCY_EXPONENTS
+from ledger.currencies import CURRENCY_EXPONENTS, MAX_MINOR
 from ledger.models import (
     Adjustment,
     AuditEvent,
@@ -129,6 +129,12 @@ def _load_invoice(session: Session, number: str, *, for_update: bool = False) ->
     if invoice is None:
         raise UnknownInvoice(f"invoice {number!r} does not exist")
     return invoice
+
+
+def credit_key(request_key: str) -> str:
+    """The idempotency key of the customer credit a payment or adjustment request leaves over;
+    it is what ties a credit note's excess to its invoice."""
+    return f"{request_key}:credit"
 
 
 def _by_key(session: Session, model: type[_Keyed], key: str) -> _Keyed | None:
@@ -246,7 +252,7 @@ def apply_payment(session: Session, req: PaymentApplication) -> LedgerBalance:
                     amount_minor=excess,
                     source="overpayment",
                     payment_id=payment.id,
-                    idempotency_key=f"{req.idempotency_key}:credit",
+                    idempotency_key=credit_key(req.idempotency_key),
                 )
             )
         invoice.balance_minor = balance_before - allocated
@@ -288,7 +294,7 @@ def apply_payment(session: Session, req: PaymentApplication) -> LedgerBalance:
                 f"{payment.customer_id}; invoice {number} asks for "
                 f"{_money(req.amount_minor, req.currency)}"
             )
-        return _balance(session, invoice)
+        return _balance(session, invoice).model_copy(update={"repeated": True})
 
     return _once(session, Payment, req.idempotency_key, write, repeat)
 
@@ -330,8 +336,13 @@ def apply_adjustment(session: Session, req: AdjustmentApplication) -> LedgerBala
                     currency=invoice.currency,
                     amount_minor=credit,
                     source="credit_note",
-                    idempotency_key=f"{req.idempotency_key}:credit",
+                    idempotency_key=credit_key(req.idempotency_key),
                 )
+            )
+        if balance_before + change > MAX_MINOR:
+            raise InvalidAmount(
+                f"invoice {number}: a {req.kind} of {_money(change, invoice.currency)} would take "
+                f"the balance past the ledger's limit of {_money(MAX_MINOR, invoice.currency)}"
             )
         invoice.balance_minor = balance_before + change
         if req.kind == "write_off":
@@ -371,7 +382,7 @@ def apply_adjustment(session: Session, req: AdjustmentApplication) -> LedgerBala
                 f"{adjustment.kind} on invoice id {adjustment.invoice_id}; this request is a "
                 f"{req.kind} on invoice {number}"
             )
-        return _balance(session, invoice)
+        return _balance(session, invoice).model_copy(update={"repeated": True})
 
     return _once(session, Adjustment, req.idempotency_key, write, repeat)
 

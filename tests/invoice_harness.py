@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -30,8 +31,9 @@ from ledger.models import Customer, Invoice, Message
 from policies.loader import load_policy
 from policies.schema import Policy
 from settings import Settings
-from temporal_client import time_skipping_environment
+from temporal_client import installed_binary, time_skipping_environment
 from worker import WORKFLOW_RUNNER, WORKFLOWS, build_worker
+from workflows import search_attributes
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import InvoiceState
 
@@ -156,11 +158,15 @@ async def invoice_harness(
     tmp_path: Path,
     database_url: str | None = None,
     environment: Callable[[], Awaitable[WorkflowEnvironment]] = time_skipping_environment,
+    **settings_update: Any,
 ) -> AsyncIterator[InvoiceHarness]:
-    """A worker and a ledger on a fresh server: time-skipping unless `environment` says."""
+    """A worker and a ledger on a fresh server: time-skipping unless `environment` says.
+
+    `settings_update` overrides scratch settings, e.g. `erp_url=...`."""
     settings = Settings.scratch(tmp_path, task_queue=f"test-{uuid.uuid4()}")
     if database_url:
-        settings = settings.model_copy(update={"database_url": database_url})
+        settings_update["database_url"] = database_url
+    settings = settings.model_copy(update=settings_update)
     upgrade(settings.effective_database_url)
     engine = make_engine(settings.effective_database_url)
     env = await environment()
@@ -170,3 +176,14 @@ async def invoice_harness(
             yield InvoiceHarness(env=env, settings=settings, engine=engine, offset=offset)
     finally:
         engine.dispose()
+
+
+async def dev_server_environment() -> WorkflowEnvironment:
+    """The server `dunwise run` embeds, where time runs as on the wall clock."""
+    return await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        search_attributes=search_attributes.ALL,
+        dev_server_existing_path=installed_binary("temporal"),
+        dev_server_log_level="error",
+        ui=False,
+    )

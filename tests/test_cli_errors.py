@@ -273,8 +273,11 @@ async def test_refusals_of_the_invoice_its_workflow_and_the_ledger(tmp_path: Pat
                 "invoice has payments; issue a credit instead of voiding"
             ),
             ("write-off", "Z-1", "bad debt"): "nothing to write off: the balance is zero",
-            # A signal the workflow would ignore is refused by the command.
-            ("dispute", "W-1", "wrong amount"): "the invoice is written off: nothing to dispute",
+            ("dispute", "W-1", "wrong amount"): "cannot dispute invoice W-1: it is written off",
+            ("resume", "U-1"): "dunning is not paused: nothing to resume",
+            ("pay", "U-1", "5", "--request-id", "a b"): (
+                "--request-id 'a b' must be 1 to 100 letters, digits or . _ : -"
+            ),
             # The ledger's refusal, without its LedgerRejected wrapping.
             ("credit", "R-1", "5", "goodwill"): "invoice R-1 is written_off: cannot apply a credit",
             ("show", "N-404"): (

@@ -16,6 +16,7 @@ from temporalio.client import WorkflowUpdateFailedError
 
 from ledger.db import session_scope
 from ledger.models import CollectorTask, CustomerCredit, Payment
+from ledger.timeline import read_timeline
 from policies.loader import load_policy
 from policies.schema import LateFee
 from tests.invoice_harness import POLICIES, invoice_harness, local
@@ -186,6 +187,42 @@ async def test_dispute_pauses_and_resume_sends_only_the_latest_step(tmp_path, le
         skipped = [e.template for e in state.timeline if e.event == "skipped"]
         assert skipped == ["due_today", "overdue_friendly"]
         assert sent(state)[1:] == [("overdue_firm", "email"), ("overdue_firm", "sms")]
+        await h.assert_replays(handle)
+
+
+async def test_dispute_and_outcome_requests_and_the_ledger_keeps_the_timeline(tmp_path, ledger_url):
+    """Disputes and outcomes are requests with answers; the closed invoice's story stays."""
+    async with invoice_harness(tmp_path, ledger_url) as h:
+        handle = await h.start("INV-21", due_on=DUE)
+        await h.advance_to(local(date(2026, 3, 14)))
+        state = await handle.execute_update(
+            InvoiceWorkflow.record_dispute, Dispute(reason="goods arrived damaged"), id="d-1"
+        )
+        assert (state.stage, state.status) == (Stage.DISPUTED, "disputed")
+        await handle.execute_update(
+            InvoiceWorkflow.record_outcome, Resolution(action="resume"), id="o-1"
+        )
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(
+                InvoiceWorkflow.record_outcome, Resolution(action="resume"), id="o-2"
+            )
+        assert refused.value.cause.message == "dunning is not paused: nothing to resume"
+        state = await h.state(handle)
+        assert (state.stage, state.status) == (Stage.SCHEDULED, "open")
+        # The same request again is answered, not applied again.
+        again = await handle.execute_update(
+            InvoiceWorkflow.record_outcome, Resolution(action="resume"), id="o-1"
+        )
+        assert events(again).count("resumed") == 1
+        await h.advance_to(local(date(2026, 3, 16), 10))
+        await handle.execute_update(InvoiceWorkflow.record_payment, pay(100_000), id="p-1")
+        final = await handle.result()
+        assert final.stage == Stage.CLOSED
+        with session_scope(h.engine) as session:
+            kept = read_timeline(session, "INV-21")
+        assert [(e.event, e.detail, e.at) for e in kept] == [
+            (e.event, e.detail, e.at) for e in final.timeline
+        ]
         await h.assert_replays(handle)
 
 

@@ -7,6 +7,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from activities.models import PlannedStep, TimelineEntry
+from ledger.currencies import MAX_MINOR
 from policies.schema import Policy
 
 
@@ -20,9 +22,15 @@ class InvoiceInput(BaseModel):
     issued_on: date
     due_on: date
     policy: Policy = Field(description="snapshot: an in-flight invoice keeps its policy")
+    status: str = Field(
+        "open", description="the ledger's status when the workflow starts (sync restarts)"
+    )
     # What-if simulations of past dates run on a server whose clock starts today: the
     # workflow reads its clock as workflow.now() minus this offset. Zero in production.
     clock_offset: timedelta = timedelta(0)
+    progress: InvoiceProgress | None = Field(
+        None, description="where a run that continued as new left off; None on the first run"
+    )
 
 
 class Stage(StrEnum):
@@ -36,7 +44,9 @@ class Stage(StrEnum):
 
 
 class PaymentReceived(BaseModel):
-    amount_minor: int = Field(description="minor units of the invoice currency, > 0")
+    amount_minor: int = Field(
+        description="minor units of the invoice currency, > 0", le=MAX_MINOR
+    )
     currency: str
     method: str = "manual"
     reference: str | None = None
@@ -47,7 +57,9 @@ class PaymentReceived(BaseModel):
 
 class PromiseToPay(BaseModel):
     pay_by: date
-    amount_minor: int | None = Field(None, description="promised amount; default the balance")
+    amount_minor: int | None = Field(
+        None, description="promised amount; default the balance", le=MAX_MINOR
+    )
     note: str | None = None
     actor: str = "system"
 
@@ -55,7 +67,7 @@ class PromiseToPay(BaseModel):
 class Adjustment(BaseModel):
     """A credit note (negative amount) or other adjustment to the balance."""
 
-    amount_minor: int
+    amount_minor: int = Field(ge=-MAX_MINOR, le=MAX_MINOR)
     kind: str = "credit"
     reason: str
     actor: str = "system"
@@ -81,15 +93,6 @@ class Closure(BaseModel):
     actor: str = "system"
 
 
-class TimelineEntry(BaseModel):
-    at: datetime
-    event: str
-    detail: str = ""
-    channel: str | None = None
-    template: str | None = None
-    amount_minor: int | None = None
-
-
 class InvoiceState(BaseModel):
     number: str
     customer_id: str
@@ -105,3 +108,27 @@ class InvoiceState(BaseModel):
     days_past_due: int
     timezone: str = Field("UTC", description="the zone of the invoice's calendar")
     timeline: list[TimelineEntry]
+
+
+class InvoiceProgress(BaseModel):
+    """Everything the invoice workflow knows; carried whole when it continues as new."""
+
+    status: str = "open"
+    stage: Stage = Stage.SCHEDULED
+    stage_after_pause: Stage = Stage.SCHEDULED
+    balance_minor: int
+    received_minor: int = 0
+    paid_since_promise_minor: int = 0
+    promise: PromiseToPay | None = None
+    paused_until: datetime | None = None
+    next_step_at: datetime | None = None
+    schedule: list[PlannedStep] = Field(default_factory=list)
+    position: int = Field(0, description="the schedule entry to run next")
+    timeline: list[TimelineEntry] = Field(default_factory=list)
+    timeline_saved: int = Field(0, description="entries before this one are in the ledger")
+    handled_requests: list[str] = Field(
+        default_factory=list, description="recent request ids: the same id twice is one change"
+    )
+
+
+InvoiceInput.model_rebuild()

@@ -1,0 +1,53 @@
+"""Planning activities: when an invoice's steps run, computed from calendar data.
+
+The schedule depends on the `holidays` and `tzdata` releases installed in the worker. Computed
+in the workflow, an upgrade of either could change it on replay and break invoices in flight;
+computed here, the answer is recorded in the workflow's history (they run as local
+activities) and replays exactly as it was, whatever is installed later.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from pydantic import BaseModel
+from temporalio import activity
+
+from activities.models import PlannedStep
+from policies.schedule import build_schedule, calendar_zone, next_send_time
+from policies.schema import Policy
+
+
+class ScheduleRequest(BaseModel):
+    policy: Policy
+    issued_on: date
+    due_on: date
+    customer_timezone: str
+    not_before: datetime
+
+
+class SendTimeRequest(BaseModel):
+    policy: Policy
+    customer_timezone: str
+    now: datetime
+
+
+@activity.defn
+def plan_schedule(request: ScheduleRequest) -> list[PlannedStep]:
+    """Every step still to run, ordered by send time."""
+    schedule = build_schedule(
+        request.policy,
+        issued_on=request.issued_on,
+        due_on=request.due_on,
+        customer_timezone=request.customer_timezone,
+        not_before=request.not_before,
+    )
+    return [PlannedStep(index=s.index, send_at=s.send_at) for s in schedule]
+
+
+@activity.defn
+def plan_next_send_time(request: SendTimeRequest) -> datetime:
+    """The first moment from `now` at which a late step may go out."""
+    calendar = request.policy.calendar
+    zone = calendar_zone(calendar, request.customer_timezone)
+    return next_send_time(calendar, zone, request.now)

@@ -1,0 +1,222 @@
+"""What every part of the invoice workflow shares: its state, its clock, the ledger, the timeline.
+
+Invariants:
+- All state lives in `self.s` (InvoiceProgress); continue-as-new carries it whole.
+- The ledger is the truth for money: every balance here comes back from a ledger activity.
+- A refusal a caller should hear is `Refused` (an ApplicationError): it fails the request,
+  never the workflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as ActivityTimeout
+
+with workflow.unsafe.imports_passed_through():
+    from activities.models import (
+        LedgerBalance,
+        PlannedStep,
+        StatusChange,
+    )
+    from policies.money import from_minor
+    from policies.schedule import days_past_due
+    from policies.schema import Step
+    from workflows import search_attributes as sa
+    from workflows.models import (
+        Closure,
+        InvoiceInput,
+        InvoiceProgress,
+        Stage,
+        TimelineEntry,
+    )
+
+
+LEDGER_TIMEOUT = timedelta(seconds=30)
+MESSAGE_TIMEOUT = timedelta(minutes=2)
+PLANNING_TIMEOUT = timedelta(seconds=30)
+# A caller's request tries the ledger for this long, notes the outage, and tries again after
+# a pause.
+LEDGER_ATTEMPT = timedelta(seconds=10)
+LEDGER_RETRY_AFTER = timedelta(seconds=30)
+# Ledger and messaging retry with backoff; their business errors are non-retryable.
+SERVICE_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=5))
+# The ERP may be down for hours; clearing is retried until it succeeds.
+ERP_RETRY = RetryPolicy(maximum_interval=timedelta(hours=1))
+LATE_STEP_TOLERANCE = timedelta(minutes=5)
+ERP_REJECTED_RETRY_AFTER = timedelta(hours=6)
+# Continue as new well before Temporal's limits (it suggests it at a few thousand events).
+HISTORY_EVENTS_BOUND = 2_000
+# How many recent request ids the workflow remembers; Temporal dedupes within a run as well.
+REMEMBERED_REQUESTS = 500
+TERMINAL_STATUSES = frozenset({"paid", "void", "written_off", "closed"})
+# Stages in which no reminder goes out until a message moves the invoice on.
+PAUSING_STAGES = frozenset({Stage.PAUSED, Stage.DISPUTED, Stage.ESCALATED, Stage.STOPPED})
+# Events that may repeat unchanged for as long as an invoice lives: counted, not copied.
+REPEATING_EVENTS = frozenset(
+    {"erp_rejected", "ledger_unavailable", "dispute_refused", "outcome_refused"}
+)
+# Where a run restarted from the ledger (`dunwise sync`) picks up, by ledger status.
+STAGE_FOR_LEDGER_STATUS = {"disputed": Stage.DISPUTED, "paused": Stage.STOPPED}
+# Changes that add commands to histories recorded before them (workflow.patched ids).
+PROMISE_AFTER_LAST_STEP = "promise-after-last-step"
+COLLECTOR_OUTCOME_IN_LEDGER = "collector-outcome-in-ledger"
+SCHEDULE_FROM_ACTIVITY = "schedule-from-activity"
+TIMELINE_IN_LEDGER = "timeline-in-ledger"
+SERIALIZED_LEDGER_WRITES = "serialized-ledger-writes"
+
+
+class Refused(ApplicationError):
+    """A request the invoice turns down: the caller hears why; the workflow goes on."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, type="Refused", non_retryable=True)
+
+
+class InvoiceCore:
+    """The invoice workflow's state and the helpers its lifecycle and its requests share."""
+
+    invoice: InvoiceInput
+    zone: ZoneInfo
+    s: InvoiceProgress
+    ledger_lock: asyncio.Lock
+
+    # ----------------------------------------------------------------- internals
+
+    def _step(self, planned: PlannedStep) -> Step:
+        return self.invoice.policy.steps[planned.index]
+
+    def _now(self) -> datetime:
+        return workflow.now() - self.invoice.clock_offset
+
+    def _money(self, amount_minor: int) -> str:
+        return f"{from_minor(amount_minor, self.invoice.currency_exponent)} {self.invoice.currency}"
+
+    def _settled(self) -> bool:
+        return self.s.status in TERMINAL_STATUSES
+
+    def _require_open(self, action: str) -> None:
+        if self._settled():
+            raise ValueError(self._closed_message(action))
+
+    def _closed_message(self, action: str) -> str:
+        status = self.s.status.replace("_", " ")
+        return f"cannot {action} invoice {self.invoice.number}: it is {status}"
+
+    @staticmethod
+    def _require_reason(closure: Closure) -> None:
+        if not closure.reason.strip():
+            raise ValueError("a reason is required")
+
+    def _pause_for(self, stage: Stage) -> None:
+        if self.s.stage in (Stage.SCHEDULED, Stage.ESCALATED, Stage.STOPPED):
+            self.s.stage_after_pause = self.s.stage
+        self._set_stage(stage)
+
+    def _set_stage(self, stage: Stage) -> None:
+        self.s.stage = stage
+        self._publish()
+
+    def _apply_balance(self, balance: LedgerBalance) -> None:
+        self.s.balance_minor = balance.balance_minor
+        self.s.status = balance.status
+        self._publish()
+
+    async def _set_status(
+        self, status: str, reason: str | None, caller_waits: bool = False
+    ) -> None:
+        balance = await self._ledger(
+            "set_status",
+            StatusChange(invoice_number=self.invoice.number, status=status, reason=reason),
+            caller_waits=caller_waits,
+        )
+        self.s.status = balance.status
+        self._publish()
+
+    async def _ledger(
+        self,
+        activity: str,
+        request: Any,
+        result_type: type = LedgerBalance,
+        *,
+        caller_waits: bool = False,
+    ) -> Any:
+        """A ledger activity. For a waiting caller each try is bounded and an outage is told
+        in the timeline; the request stays open until the ledger answers, so its caller may
+        stop waiting and ask again with the same request id (Temporal keeps an update's first
+        outcome for its id, so a refusal here could never be retried)."""
+        while True:
+            try:
+                return await workflow.execute_activity(
+                    activity,
+                    request,
+                    result_type=result_type,
+                    start_to_close_timeout=LEDGER_TIMEOUT,
+                    schedule_to_close_timeout=LEDGER_ATTEMPT if caller_waits else None,
+                    retry_policy=SERVICE_RETRY,
+                )
+            except ActivityError as err:
+                if not (caller_waits and isinstance(err.cause, ActivityTimeout)):
+                    # The ledger's own refusal (say a currency mismatch), for the caller.
+                    raise ApplicationError(
+                        activity_reason(err), type="LedgerRejected", non_retryable=True
+                    ) from err
+            self._record("ledger_unavailable", f"{activity} waits for the ledger")
+            await workflow.sleep(LEDGER_RETRY_AFTER)
+
+    def _record(
+        self,
+        event: str,
+        detail: str = "",
+        *,
+        channel: str | None = None,
+        template: str | None = None,
+        amount_minor: int | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        entry = TimelineEntry(
+            at=at or self._now(),
+            event=event,
+            detail=detail,
+            channel=channel,
+            template=template,
+            amount_minor=amount_minor,
+        )
+        timeline = self.s.timeline
+        last = timeline[-1] if timeline else None
+        if event in REPEATING_EVENTS and last is not None and _same_event(last, entry):
+            last.count += 1
+            last.last_at = entry.at
+            return
+        timeline.append(entry)
+
+    def _publish(self) -> None:
+        s = self.s
+        workflow.upsert_search_attributes(
+            [
+                sa.STATUS.value_set(s.status),
+                sa.STAGE.value_set(s.stage.value),
+                sa.DAYS_PAST_DUE.value_set(
+                    days_past_due(self.invoice.due_on, self._now(), self.zone)
+                ),
+                sa.CUSTOMER.value_set(self.invoice.customer_id),
+                sa.AMOUNT_DUE.value_set(s.balance_minor),
+            ]
+        )
+
+
+def _same_event(a: TimelineEntry, b: TimelineEntry) -> bool:
+    fields = ("event", "detail", "channel", "template", "amount_minor")
+    return all(getattr(a, name) == getattr(b, name) for name in fields)
+
+
+def activity_reason(err: ActivityError) -> str:
+    """The activity's own message, without Temporal's wrapping."""
+    cause = err.cause
+    return cause.message if isinstance(cause, ApplicationError) else str(err)

@@ -1,0 +1,43 @@
+"""Idempotency keys of everything an invoice workflow does to the world, built in one place.
+
+A key names one effect for good: the ledger, the outbox and the ERP store it under a unique
+constraint, so a retried activity, a repeated request id or a new run of the workflow finds
+the effect already made instead of making it twice. Changing a key's form would let effects
+of invoices already in flight happen again: add forms, never change one.
+"""
+
+from __future__ import annotations
+
+
+def payment(invoice_number: str, request_id: str) -> str:
+    return f"{invoice_number}:payment:{request_id}"
+
+
+def adjustment(invoice_number: str, request_id: str) -> str:
+    return f"{invoice_number}:adjustment:{request_id}"
+
+
+def closure(invoice_number: str, kind: str) -> str:
+    """A void or write-off: an invoice has at most one of each."""
+    return f"{invoice_number}:{kind}"
+
+
+def late_fee(invoice_number: str, step_index: int) -> str:
+    return f"{invoice_number}:late-fee:{step_index}"
+
+
+def reminder(invoice_number: str, step_index: int) -> str:
+    """Per step; the messaging activity appends the channel for each message."""
+    return f"{invoice_number}:step:{step_index}"
+
+
+def escalation(invoice_number: str, step_index: int) -> str:
+    return f"{invoice_number}:escalation:{step_index}"
+
+
+def erp_clearing(invoice_number: str) -> str:
+    return f"{invoice_number}:erp-clearing"
+
+
+def receipt(invoice_number: str) -> str:
+    return f"{invoice_number}:receipt"
