@@ -12,7 +12,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 
 from ledger.currencies import currency_exponent
 from ledger.db import session_scope
-from ledger.imports import InvoiceRow
+from ledger.import_rows import InvoiceRow
 from ledger.models import Customer, Invoice, InvoiceStatus
 from ledger.timeline import read_timeline
 from policies.calendars import load_zone

@@ -24,7 +24,8 @@ from activities.currency import format_money
 from invoices import invoice_input, start_invoice_workflow
 from ledger.currencies import currency_exponent
 from ledger.db import make_engine, session_scope
-from ledger.imports import ImportRejected, InvoiceRow, RowError, import_invoices, read_invoice_rows
+from ledger.import_rows import ImportRejected, InvoiceRow, RowError
+from ledger.imports import import_invoices, read_invoice_rows
 from ledger.inputs import parse_amount, parse_date, positive_minor_units
 from ledger.migrate import upgrade
 from ledger.models import Invoice

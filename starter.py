@@ -16,9 +16,10 @@ from commands.invoice import invoice_command
 from commands.policy import policy_check
 from commands.run import run
 from commands.simulate import demo_command, simulate_command
-from ledger.imports import ImportRejected
+from ledger.import_rows import ImportRejected
 from ledger.migrate import upgrade
-from policies.loader import PolicyFileError, policy_json_schema
+from policies.errors import PolicyFileError
+from policies.loader import policy_json_schema
 from settings import Settings, get_settings
 from temporal_client import quiet_core_logs
 

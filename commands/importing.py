@@ -18,7 +18,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from commands.errors import CommandError
 from invoices import choose_policy, invoice_input, start_invoice_workflow, workflow_id
 from ledger.db import make_engine, session_scope
-from ledger.imports import InvoiceRow, import_file
+from ledger.import_rows import InvoiceRow
+from ledger.imports import import_file
 from ledger.migrate import upgrade
 from ledger.models import Customer, Invoice, InvoiceStatus
 from policies.loader import load_policies

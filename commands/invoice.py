@@ -31,6 +31,7 @@ from ledger.db import make_engine, session_scope
 from ledger.inputs import parse_amount, parse_date, positive_minor_units
 from ledger.models import Adjustment as LedgerAdjustment
 from ledger.models import Payment
+from policies.errors import PolicyFileError
 from policies.loader import load_policies
 from settings import Settings
 from temporal_client import connect
@@ -114,20 +115,31 @@ def _from_ledger(
     recording. None when the ledger cannot answer for it."""
     engine = make_engine(settings.effective_database_url)
     try:
-        if request_id is None:
-            note = "the workflow has ended; from the ledger:"
-        else:
-            recorded = {
-                "pay": (Payment, keys.payment(args.number, request_id)),
-                "credit": (LedgerAdjustment, keys.adjustment(args.number, request_id)),
-            }.get(args.action)
-            if recorded is None or not _recorded(engine, *recorded):
-                return None
-            note = f"request id {request_id} was recorded already; nothing new was recorded"
-        policies = load_policies(policy_folder(settings))
-        state = invoice_state_from_ledger(engine, args.number, policies=policies)
+        return _ledger_answer(engine, settings, args, request_id)
+    except sa.exc.SQLAlchemyError:
+        return None  # no ledger here (yet): Temporal's own answer stands
     finally:
         engine.dispose()
+
+
+def _ledger_answer(
+    engine: sa.Engine, settings: Settings, args: argparse.Namespace, request_id: str | None
+) -> InvoiceState | None:
+    if request_id is None:
+        note = "the workflow has ended; from the ledger:"
+    else:
+        recorded = {
+            "pay": (Payment, keys.payment(args.number, request_id)),
+            "credit": (LedgerAdjustment, keys.adjustment(args.number, request_id)),
+        }.get(args.action)
+        if recorded is None or not _recorded(engine, *recorded):
+            return None
+        note = f"request id {request_id} was recorded already; nothing new was recorded"
+    try:
+        policies = load_policies(policy_folder(settings))
+    except PolicyFileError:
+        policies = None  # the customer's zone then stands in for the policy calendar's
+    state = invoice_state_from_ledger(engine, args.number, policies=policies)
     if state is not None:
         print(note)
     return state

@@ -4,162 +4,42 @@ Checking reports every problem in a file at once, each with its line and field, 
 ops can fix a policy in one pass (the first MAX_ERRORS_PER_FILE of them, then a count).
 
 A hostile file is refused quickly and never crashes the check: files over MAX_FILE_BYTES are
-not read, YAML aliases are refused where they appear (so an alias bomb never expands),
-nesting deeper than MAX_NESTING and integers longer than MAX_INTEGER_DIGITS are refused
-while the file is read, and the schema (policies.schema) bounds every value.
+not read, the YAML is read by policies.yaml_reader (aliases refused where they appear,
+nesting and integer length bounded while the file is read), and the schema
+(policies.schema) bounds every value.
 """
 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import itertools
 import json
 import os
-import re
-import types
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
-from pydantic_core import ErrorDetails
+from pydantic import ValidationError
 
+from policies.errors import PolicyError, PolicyFileError, error_message, field_path
 from policies.money import from_minor
 from policies.schema import MAX_STEPS, Policy, Step, shown
+from policies.yaml_reader import (
+    MAX_FILE_BYTES,
+    PolicyYamlLoader,
+    RefusedYaml,
+    duplicate_keys,
+    line_of,
+    oversized_integers,
+    syntax_error,
+)
 
 StrPath = str | os.PathLike[str]
 SCHEMA_PATH = Path(__file__).with_name("policy.schema.json")
 STANDARD = "standard"
-# A policy is a page of YAML (the shipped ones are under 1 KiB); PyYAML reads about 100 KiB a
-# second, so this bounds a check to a few seconds.
-MAX_FILE_BYTES = 256 * 1024
-MAX_NESTING = 20  # a policy needs 5 levels (policy, steps, step, late_fee, percent)
-MAX_INTEGER_DIGITS = 30
 MAX_ERRORS_PER_FILE = 50
-
-
-@dataclass(frozen=True)
-class PolicyError:
-    file: str
-    line: int | None
-    field: str  # like steps[2].at; empty for problems with the file as a whole
-    message: str
-
-    def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
-        return (
-            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
-        )
-
-
-class PolicyFileError(Exception):
-    """One or more policy files are invalid; `errors` lists every problem found."""
-
-    def __init__(self, errors: list[PolicyError]) -> None:
-        self.errors = list(errors)
-        super().__init__("\n".join(str(error) for error in self.errors))
-
-
-# --- reading YAML ----------------------------------------------------------------------------
-
-
-class _RefusedYaml(yaml.MarkedYAMLError):
-    """YAML that is valid but not accepted in a policy file (aliases, deep nesting)."""
-
-
-class _PolicyYamlLoader(yaml.SafeLoader):
-    """SafeLoader with fixes for hand-written policies and bounds for hostile ones.
-
-    Only true/false are booleans, so a country code like NO (Norway) stays a string; and
-    unquoted decimals like 10.50 are read as the exact Decimal written, never as a float.
-    Aliases (*name) are refused where they appear, before anything is expanded, and so is
-    nesting deeper than MAX_NESTING (the composer is recursive).
-    """
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent):
-            name = event.anchor if len(event.anchor) <= 40 else f"{event.anchor[:40]}..."
-            raise _RefusedYaml(
-                problem=f"YAML aliases (*{name}) are not allowed in a policy: write the value out",
-                problem_mark=event.start_mark,
-            )
-        if self._depth >= MAX_NESTING:
-            raise _RefusedYaml(
-                problem=f"nested more than {MAX_NESTING} levels deep", problem_mark=event.start_mark
-            )
-        self._depth += 1
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-
-_BOOL = "tag:yaml.org,2002:bool"
-_PolicyYamlLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_PolicyYamlLoader.add_implicit_resolver(
-    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-
-
-def _construct_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decimal | float:
-    text = str(loader.construct_scalar(node)).replace("_", "")
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        value = None
-    if value is not None and value.is_finite():
-        return value
-    return loader.construct_yaml_float(node)  # .inf, .nan, 1:30.5: the schema refuses them
-
-
-_PolicyYamlLoader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
-
-
-_INT_TAG = "tag:yaml.org,2002:int"
-
-
-def _oversized_integers(file: str, node: yaml.Node, loc: Loc = ()) -> list[PolicyError]:
-    """Integers too long to read, each at its line and field (the node tree has no aliases)."""
-    if isinstance(node, yaml.ScalarNode):
-        if node.tag == _INT_TAG and len(node.value) > MAX_INTEGER_DIGITS:
-            message = f"a number of {len(node.value)} digits is too large"
-            return [PolicyError(file, node.start_mark.line + 1, _field_path(loc), message)]
-        return []
-    if isinstance(node, yaml.MappingNode):
-        children = [(key.value, value) for key, value in node.value]
-    else:
-        children = list(enumerate(node.value))
-    return [
-        error
-        for part, child in children
-        for error in _oversized_integers(file, child, (*loc, part))
-    ]
-
-
-def _construct_bounded_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
-    # int() of thousands of digits is slow, and refused past 4300; no policy needs more than 10.
-    # _oversized_integers reports these with their field first; this is the backstop.
-    if len(str(node.value)) > MAX_INTEGER_DIGITS:
-        raise _RefusedYaml(
-            problem=f"a number of {len(node.value)} digits is too large",
-            problem_mark=node.start_mark,
-        )
-    return loader.construct_yaml_int(node)
-
-
-_PolicyYamlLoader.add_constructor(_INT_TAG, _construct_bounded_int)
 
 
 @dataclass
@@ -192,19 +72,19 @@ def _check_file(path: StrPath, templates: Collection[str] | None = None) -> _Che
     if len(raw) > MAX_FILE_BYTES:
         return failed(f"is larger than {MAX_FILE_BYTES // 1024} KiB: not a policy file")
 
-    loader: _PolicyYamlLoader | None = None
+    loader: PolicyYamlLoader | None = None
     try:
         # The reader checks the characters as it is made: inside the try.
-        loader = _PolicyYamlLoader(text)
+        loader = PolicyYamlLoader(text)
         root = loader.get_single_node()
-        if root is not None and (oversized := _oversized_integers(file, root)):
+        if root is not None and (oversized := oversized_integers(file, root)):
             return _Checked(None, oversized, None)
         data = None if root is None else loader.construct_document(root)
-    except _RefusedYaml as error:
+    except RefusedYaml as error:
         mark = error.problem_mark
         return failed(str(error.problem), None if mark is None else mark.line + 1)
     except yaml.MarkedYAMLError as error:
-        return failed(*_syntax_error(error))
+        return failed(*syntax_error(error))
     except yaml.reader.ReaderError as error:
         line = text.count("\n", 0, error.position) + 1
         return failed(f"character {chr(error.character)!r} is not allowed in YAML", line)
@@ -220,8 +100,8 @@ def _check_file(path: StrPath, templates: Collection[str] | None = None) -> _Che
         return failed("a policy must be a mapping with keys like name, version and steps", 1)
 
     errors = [
-        PolicyError(file, line, _field_path(loc), f"key {shown(loc[-1])} appears twice")
-        for loc, line in itertools.islice(_duplicate_keys(root, ()), MAX_ERRORS_PER_FILE)
+        PolicyError(file, line, field_path(loc), f"key {shown(loc[-1])} appears twice")
+        for loc, line in itertools.islice(duplicate_keys(root, ()), MAX_ERRORS_PER_FILE)
     ]
     policy: Policy | None = None
     try:
@@ -231,7 +111,7 @@ def _check_file(path: StrPath, templates: Collection[str] | None = None) -> _Che
         for detail in error.errors()[:MAX_ERRORS_PER_FILE]:
             loc = tuple(detail["loc"])
             errors.append(
-                PolicyError(file, _line_of(root, loc), _field_path(loc), _message(detail))
+                PolicyError(file, line_of(root, loc), field_path(loc), error_message(detail))
             )
         hidden = error.error_count() - MAX_ERRORS_PER_FILE
         if hidden > 0:
@@ -278,7 +158,7 @@ def _steps_out_of_order(
             _, position, *rest = detail["loc"]
             assert isinstance(position, int)
             loc = ("steps", indexes[position], *rest)
-            yield PolicyError(file, _line_of(root, loc), _field_path(loc), _message(detail))
+            yield PolicyError(file, line_of(root, loc), field_path(loc), error_message(detail))
 
 
 def _unknown_templates(
@@ -289,8 +169,8 @@ def _unknown_templates(
             loc = ("steps", index, "template")
             yield PolicyError(
                 file,
-                _line_of(root, loc),
-                _field_path(loc),
+                line_of(root, loc),
+                field_path(loc),
                 f"no message template {step.template!r}; known: {', '.join(sorted(templates))}",
             )
 
@@ -301,135 +181,6 @@ def _existing_templates() -> set[str]:
     from activities.rendering import available_templates
 
     return available_templates()
-
-
-def _syntax_error(error: yaml.MarkedYAMLError) -> tuple[str, int | None]:
-    message = f"YAML syntax error: {error.problem or error.context or 'invalid YAML'}"
-    if error.problem and error.context and error.context_mark:
-        # The context ("while parsing a flow mapping") often starts where the mistake is.
-        message += f" ({error.context} on line {error.context_mark.line + 1})"
-    mark = error.problem_mark or error.context_mark
-    return message, None if mark is None else mark.line + 1
-
-
-# --- mapping pydantic errors to YAML lines -------------------------------------------------
-
-
-Loc = tuple[int | str, ...]
-
-
-def _line_of(root: yaml.Node, loc: Loc) -> int:
-    """Line of the deepest YAML node on the path `loc` (keys by their key's line)."""
-    node = root
-    line = root.start_mark.line + 1
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            entry = next(
-                ((key, value) for key, value in node.value if key.value == str(part)), None
-            )
-            if entry is None:
-                break
-            line = entry[0].start_mark.line + 1
-            node = entry[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if not 0 <= part < len(node.value):
-                break
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line
-
-
-def _duplicate_keys(node: yaml.Node, loc: Loc) -> Iterator[tuple[Loc, int]]:
-    # PyYAML keeps the last of two equal keys silently; a policy author means one of them.
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            if not isinstance(key, yaml.ScalarNode):
-                continue
-            if key.value in seen:
-                yield (*loc, key.value), key.start_mark.line + 1
-            seen.add(key.value)
-            yield from _duplicate_keys(value, (*loc, key.value))
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            yield from _duplicate_keys(item, (*loc, index))
-
-
-def _field_path(loc: Loc) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            # A key written as a whole paragraph is cut, so the line stays readable.
-            name = str(part) if len(str(part)) <= 64 else shown(str(part))
-            path += f".{name}" if path else name
-    return path
-
-
-def _message(detail: ErrorDetails) -> str:
-    kind = detail["type"]
-    if kind == "steps_order":
-        return detail["msg"]
-    if kind == "value_error":
-        return str(detail["ctx"]["error"])
-    if kind == "extra_forbidden":
-        return _unknown_key_message(tuple(detail["loc"]))
-    message = detail["msg"]
-    message = message[:1].lower() + message[1:]
-    value = detail.get("input")
-    if kind != "missing" and isinstance(value, str | int | Decimal | float):
-        if isinstance(value, str):
-            message += f", not {shown(value)}"
-        else:
-            text = str(value)
-            message += f", not {text if len(text) <= 40 else text[:40] + '...'}"
-    return message
-
-
-def _unknown_key_message(loc: Loc) -> str:
-    key = str(loc[-1])
-    model = _model_at(loc[:-1])
-    if model is None:
-        return f"unknown key {shown(key)}"
-    allowed = list(model.model_fields)
-    close = difflib.get_close_matches(key, allowed, n=1) if len(key) <= 64 else []
-    if close:
-        return f"unknown key {shown(key)}: did you mean {close[0]!r}?"
-    return f"unknown key {shown(key)}: expected one of {', '.join(allowed)}"
-
-
-def _model_at(loc: Loc) -> type[BaseModel] | None:
-    """The model that validates the mapping found at `loc` inside a policy."""
-    current: Any = Policy
-    for part in loc:
-        if isinstance(part, int) and get_origin(current) is list:
-            current = _unwrap(get_args(current)[0])
-        elif isinstance(current, type) and issubclass(current, BaseModel):
-            field = current.model_fields.get(str(part))
-            if field is None:
-                return None
-            current = _unwrap(field.annotation)
-        else:
-            return None
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
-
-
-def _unwrap(annotation: Any) -> Any:
-    """Strip Annotated and Optional: `Annotated[X, ...] | None` -> X."""
-    while True:
-        origin = get_origin(annotation)
-        if origin is Annotated:
-            annotation = get_args(annotation)[0]
-        elif origin in (Union, types.UnionType):
-            options = [arg for arg in get_args(annotation) if arg is not type(None)]
-            if len(options) != 1:
-                return annotation
-            annotation = options[0]
-        else:
-            return annotation
 
 
 # --- public API ------------------------------------------------------------------------------
@@ -475,7 +226,7 @@ def _check_files(
             errors.append(
                 PolicyError(
                     os.fspath(path),
-                    _line_of(checked.root, ("name",)),
+                    line_of(checked.root, ("name",)),
                     "name",
                     f"policy name {name!r} is already used by {first_file_of[name]}",
                 )

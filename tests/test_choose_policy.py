@@ -13,7 +13,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 import starter
 from invoices import choose_policy
-from ledger.imports import InvoiceRow
+from ledger.import_rows import InvoiceRow
 from ledger.models import Invoice
 from policies.loader import load_policies
 from settings import Settings

@@ -21,16 +21,12 @@ from pathlib import Path
 
 import pytest
 from sqlmodel import select
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 from activities.models import AdjustmentApplication
 from ledger.db import session_scope
 from ledger.models import Invoice, Payment
 from ledger.operations import apply_adjustment
-from temporal_client import installed_binary
-from tests.invoice_harness import InvoiceHarness, invoice_harness
-from workflows import search_attributes
+from tests.invoice_harness import InvoiceHarness, dev_server_environment, invoice_harness
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import Closure, PaymentReceived
 
@@ -190,18 +186,6 @@ def test_other_commands_keep_their_prefix(without_temporal: dict) -> None:
 # --- refused by the invoice, its workflow or the ledger ------------------------------------
 
 
-async def dev_server() -> WorkflowEnvironment:
-    """The server `dunwise run` embeds, rather than the time-skipping one: the command reads
-    the server's own words, and the test server words some errors differently."""
-    return await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        search_attributes=search_attributes.ALL,
-        dev_server_existing_path=installed_binary("temporal"),
-        dev_server_log_level="error",
-        ui=False,
-    )
-
-
 def payments_of(h: InvoiceHarness, number: str) -> list[tuple[int, str, str]]:
     with session_scope(h.engine) as session:
         invoice = session.exec(select(Invoice).where(Invoice.number == number)).one()
@@ -210,7 +194,7 @@ def payments_of(h: InvoiceHarness, number: str) -> list[tuple[int, str, str]]:
 
 
 async def test_refusals_of_the_invoice_its_workflow_and_the_ledger(tmp_path: Path) -> None:
-    async with invoice_harness(tmp_path, environment=dev_server) as h:
+    async with invoice_harness(tmp_path, environment=dev_server_environment) as h:
         env = dunwise_env(
             tmp_path / "cli-data",
             h.env.client.service_client.config.target_host,

@@ -28,7 +28,8 @@ from sqlmodel import Session, select
 from commands.importing import import_invoices_file, policy_folder
 from invoices import choose_policy
 from ledger.db import make_engine, session_scope
-from ledger.imports import InvoiceRow, import_file
+from ledger.import_rows import InvoiceRow
+from ledger.imports import import_file
 from ledger.migrate import upgrade
 from ledger.models import Customer, Invoice
 from policies.loader import load_policies

@@ -13,14 +13,8 @@ from sqlmodel import Session, select
 
 from ledger import imports
 from ledger.db import session_scope
-from ledger.imports import (
-    ImportRejected,
-    InvoiceRow,
-    RowError,
-    import_file,
-    import_invoices,
-    read_invoice_rows,
-)
+from ledger.import_rows import ImportRejected, InvoiceRow, RowError
+from ledger.imports import import_file, import_invoices, read_invoice_rows
 from ledger.models import AuditEvent, Customer, Invoice
 
 HEADER = (
@@ -372,14 +366,14 @@ def test_an_import_racing_another_reports_the_numbers_it_lost(
     rows = read_invoice_rows(write(tmp_path, "b.csv", "\n".join([HEADER, *GOOD_CSV])))
 
     # The check before writing misses INV-1, as if the other import committed just after it.
-    real_check = imports._already_in_ledger
+    real_check = imports.already_in_ledger
     calls: list[int] = []
 
     def first_check_misses(*args: object) -> list[RowError]:
         calls.append(1)
         return [] if len(calls) == 1 else real_check(*args)
 
-    monkeypatch.setattr(imports, "_already_in_ledger", first_check_misses)
+    monkeypatch.setattr(imports, "already_in_ledger", first_check_misses)
     with (
         pytest.raises(
             ImportRejected, match="row 2, invoice_number: INV-1 is already in the ledger"

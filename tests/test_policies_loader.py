@@ -12,10 +12,9 @@ import jsonschema
 import pytest
 import yaml
 
+from policies.errors import PolicyError, PolicyFileError
 from policies.loader import (
     SCHEMA_PATH,
-    PolicyError,
-    PolicyFileError,
     check_policy_files,
     load_policies,
     load_policy,

@@ -22,7 +22,9 @@ import pytest
 from activities.rendering import available_templates
 from commands.policy import policy_check
 from ledger.currencies import MAX_AMOUNT_IN_EVERY_CURRENCY
-from policies.loader import MAX_FILE_BYTES, PolicyFileError, load_policy
+from policies.errors import PolicyFileError
+from policies.loader import load_policy
+from policies.yaml_reader import MAX_FILE_BYTES
 from tests.forked import run_forked
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -232,7 +234,9 @@ def test_values_at_every_limit_are_accepted(tmp_path: Path) -> None:
     )
     steps = steps.replace(
         "channels: [email], template: due_today}\n",
-        "channels: [email], template: due_today, escalate: {queue: " + "q" * 64 + ", sla: 3650d}}\n",
+        "channels: [email], template: due_today, escalate: {queue: "
+        + "q" * 64
+        + ", sla: 3650d}}\n",
         1,
     )
     path = tmp_path / "limits.yaml"

@@ -7,6 +7,7 @@ server and a plain listening socket, each on free ports of 127.0.0.1. Every wait
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -141,7 +142,18 @@ def dunwise(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedP
 
 
 async def connect(port: int) -> Client:
-    return await Client.connect(f"127.0.0.1:{port}", data_converter=pydantic_data_converter)
+    """A client of the server on `port`, once its frontend says it is healthy."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while True:
+        try:
+            return await Client.connect(
+                f"127.0.0.1:{port}", data_converter=pydantic_data_converter
+            )
+        except RuntimeError:
+            # A server that has just opened its port may still say "not healthy yet".
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
 
 
 # --- (a) signals ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger.imports import ImportRejected
+from ledger.import_rows import ImportRejected
 from policies.loader import load_policy
 from simulation import format_timeline, simulate
 

@@ -27,14 +27,14 @@ from activities.models import PaymentApplication, StatusChange
 from commands.importing import policy_folder, start_open_invoices
 from invoices import invoice_input, start_invoice_workflow, workflow_id
 from ledger.db import make_engine, session_scope
-from ledger.imports import InvoiceRow, import_file
+from ledger.import_rows import InvoiceRow
+from ledger.imports import import_file
 from ledger.models import Customer, ErpPosting, Invoice
 from ledger.operations import apply_payment, set_status
 from policies.loader import load_policies
 from settings import Settings
-from temporal_client import installed_binary
+from tests.invoice_harness import dev_server_environment
 from worker import build_worker
-from workflows import search_attributes
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import InvoiceInput, InvoiceState
 
@@ -47,13 +47,7 @@ HEADER = (
 
 @pytest_asyncio.fixture(scope="module")
 async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        search_attributes=search_attributes.ALL,
-        dev_server_existing_path=installed_binary("temporal"),
-        dev_server_log_level="error",
-        ui=False,
-    )
+    env = await dev_server_environment()
     async with env:
         yield env
 

@@ -34,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
         plan_next_send_time,
         plan_schedule,
     )
-    from policies.schedule import build_schedule, calendar_zone, days_past_due, next_send_time
+    from policies.schedule import build_schedule, calendar_zone, next_send_time
     from policies.schema import Step, late_fee_minor
     from workflows import keys
     from workflows.models import (
@@ -42,7 +42,6 @@ with workflow.unsafe.imports_passed_through():
         InvoiceProgress,
         InvoiceState,
         Stage,
-        TimelineEntry,
     )
 from workflows.invoice_core import (
     ERP_REJECTED_RETRY_AFTER,
@@ -410,29 +409,3 @@ class InvoiceWorkflow(InvoiceRequests):
             self._record("timeline_not_saved", activity_reason(err))
             return
         self.s.timeline_saved = len(self.s.timeline)
-
-    # ----------------------------------------------------------------- queries
-
-    @workflow.query
-    def state(self) -> InvoiceState:
-        s = self.s
-        return InvoiceState(
-            number=self.invoice.number,
-            customer_id=self.invoice.customer_id,
-            currency=self.invoice.currency,
-            balance_minor=s.balance_minor,
-            status=s.status,
-            stage=s.stage,
-            next_step_at=s.next_step_at,
-            paused_until=s.paused_until,
-            promise=s.promise,
-            policy_name=self.invoice.policy.name,
-            policy_version=self.invoice.policy.version,
-            days_past_due=days_past_due(self.invoice.due_on, self._now(), self.zone),
-            timezone=self.zone.key,
-            timeline=list(s.timeline),
-        )
-
-    @workflow.query
-    def get_timeline(self) -> list[TimelineEntry]:
-        return list(self.s.timeline)

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         Closure,
         InvoiceInput,
         InvoiceProgress,
+        InvoiceState,
         Stage,
         TimelineEntry,
     )
@@ -86,6 +87,32 @@ class InvoiceCore:
     zone: ZoneInfo
     s: InvoiceProgress
     ledger_lock: asyncio.Lock
+
+    # ----------------------------------------------------------------- queries
+
+    @workflow.query
+    def state(self) -> InvoiceState:
+        s = self.s
+        return InvoiceState(
+            number=self.invoice.number,
+            customer_id=self.invoice.customer_id,
+            currency=self.invoice.currency,
+            balance_minor=s.balance_minor,
+            status=s.status,
+            stage=s.stage,
+            next_step_at=s.next_step_at,
+            paused_until=s.paused_until,
+            promise=s.promise,
+            policy_name=self.invoice.policy.name,
+            policy_version=self.invoice.policy.version,
+            days_past_due=days_past_due(self.invoice.due_on, self._now(), self.zone),
+            timezone=self.zone.key,
+            timeline=list(s.timeline),
+        )
+
+    @workflow.query
+    def get_timeline(self) -> list[TimelineEntry]:
+        return list(self.s.timeline)
 
     # ----------------------------------------------------------------- internals
 

@@ -44,9 +44,7 @@ class Stage(StrEnum):
 
 
 class PaymentReceived(BaseModel):
-    amount_minor: int = Field(
-        description="minor units of the invoice currency, > 0", le=MAX_MINOR
-    )
+    amount_minor: int = Field(description="minor units of the invoice currency, > 0", le=MAX_MINOR)
     currency: str
     method: str = "manual"
     reference: str | None = None
