@@ -22,6 +22,7 @@ from ledger.import_rows import InvoiceRow
 from ledger.imports import import_file
 from ledger.migrate import upgrade
 from ledger.models import Customer, Invoice, InvoiceStatus
+from ledger.timeline import read_timeline
 from policies.loader import load_policies
 from policies.schema import Policy
 from settings import Settings
@@ -103,7 +104,8 @@ async def start_open_invoices(settings: Settings) -> int:
                     f"{policy_folder(settings)}; its workflow cannot start"
                 )
             else:
-                inputs.append(invoice_input(invoice, timezone, policy))
+                earlier = read_timeline(session, invoice.number)
+                inputs.append(invoice_input(invoice, timezone, policy, earlier_timeline=earlier))
     outcomes: list[str | BaseException] = []
     if inputs:
         try:

@@ -23,7 +23,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.models import PaymentApplication, StatusChange
+from activities.models import PaymentApplication, StatusChange, TimelineBatch, TimelineEntry
 from commands.importing import policy_folder, start_open_invoices
 from invoices import invoice_input, start_invoice_workflow, workflow_id
 from ledger.db import make_engine, session_scope
@@ -31,6 +31,7 @@ from ledger.import_rows import InvoiceRow
 from ledger.imports import import_file
 from ledger.models import Customer, ErpPosting, Invoice
 from ledger.operations import apply_payment, set_status
+from ledger.timeline import read_timeline, record_timeline
 from policies.loader import load_policies
 from settings import Settings
 from tests.invoice_harness import dev_server_environment
@@ -216,6 +217,43 @@ async def test_a_paid_invoice_restarted_by_sync_clears_in_the_erp_and_closes(
     finally:
         engine.dispose()
     assert number in settings.effective_erp_journal.read_text()
+
+
+async def test_a_restart_continues_the_story_the_ledger_kept(
+    dev_server: WorkflowEnvironment, ledger_url: str, tmp_path: Path, capsys
+) -> None:
+    """An earlier workflow saved its timeline and then failed: the new run goes on from it,
+    and the ledger ends up with one story, not two that clash."""
+    settings = sync_settings(tmp_path, ledger_url, dev_server)
+    number = f"{uuid.uuid4().hex[:6].upper()}-1"
+    import_ledger(settings, tmp_path, [number])
+    issued = datetime(2026, 1, 5, tzinfo=UTC)
+    earlier = [
+        TimelineEntry(at=issued, event="issued", detail="due 2099-02-04", amount_minor=10_000),
+        TimelineEntry(at=issued + timedelta(days=3), event="erp_rejected", count=4),
+    ]
+    with ledger_session(settings) as session:
+        record_timeline(
+            session, TimelineBatch(invoice_number=number, first_position=0, entries=earlier)
+        )
+    pay_in_full(settings, number)
+
+    assert await start_open_invoices(settings) == 0
+    engine = make_engine(settings.effective_database_url)
+    try:
+        async with build_worker(dev_server.client, settings, engine):
+            handle = dev_server.client.get_workflow_handle(
+                workflow_id(number), result_type=InvoiceState
+            )
+            final = await asyncio.wait_for(handle.result(), timeout=60)
+        events = [e.event for e in final.timeline]
+        assert events[:3] == ["issued", "erp_rejected", "restarted"]
+        assert events[-1] == "closed" and "timeline_not_saved" not in events
+        with session_scope(engine) as session:
+            kept = read_timeline(session, number)
+        assert [(e.event, e.count) for e in kept] == [(e.event, e.count) for e in final.timeline]
+    finally:
+        engine.dispose()
 
 
 async def test_sync_names_an_invoice_whose_policy_is_gone(

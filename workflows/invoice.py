@@ -72,6 +72,8 @@ class InvoiceWorkflow(InvoiceRequests):
             balance_minor=invoice.balance_minor,
             status=invoice.status,
             stage=STAGE_FOR_LEDGER_STATUS.get(invoice.status, Stage.SCHEDULED),
+            timeline=list(invoice.earlier_timeline),
+            timeline_saved=len(invoice.earlier_timeline),
         )
         self.ledger_lock = asyncio.Lock()
 
@@ -80,12 +82,15 @@ class InvoiceWorkflow(InvoiceRequests):
     @workflow.run
     async def run(self, invoice: InvoiceInput) -> InvoiceState:
         if invoice.progress is None:
-            self._record(
-                "issued",
-                f"due {invoice.due_on}",
-                amount_minor=invoice.balance_minor,
-                at=datetime.combine(invoice.issued_on, time(0), self.zone),
-            )
+            if invoice.earlier_timeline:
+                self._record("restarted", f"from the ledger, which has it {invoice.status}")
+            else:
+                self._record(
+                    "issued",
+                    f"due {invoice.due_on}",
+                    amount_minor=invoice.balance_minor,
+                    at=datetime.combine(invoice.issued_on, time(0), self.zone),
+                )
             self._publish()
             self.s.schedule = await self._plan_schedule()
         await self._follow_schedule()
@@ -349,18 +354,23 @@ class InvoiceWorkflow(InvoiceRequests):
                 await self._continue_as_new_if_due()
         self._record("cleared", "posted to the ERP")
         if self.s.status == "paid":
-            await workflow.execute_activity(
-                "send_receipt",
-                ReceiptRequest(
-                    invoice_number=self.invoice.number,
-                    paid_at=self._now(),
-                    idempotency_key=keys.receipt(self.invoice.number),
-                ),
-                result_type=ReminderOutcome,
-                start_to_close_timeout=MESSAGE_TIMEOUT,
-                retry_policy=SERVICE_RETRY,
-            )
-            self._record("receipt")
+            try:
+                await workflow.execute_activity(
+                    "send_receipt",
+                    ReceiptRequest(
+                        invoice_number=self.invoice.number,
+                        paid_at=self._now(),
+                        idempotency_key=keys.receipt(self.invoice.number),
+                    ),
+                    result_type=ReminderOutcome,
+                    start_to_close_timeout=MESSAGE_TIMEOUT,
+                    retry_policy=SERVICE_RETRY,
+                )
+                self._record("receipt")
+            except ActivityError as err:
+                # Refused for good (say its template is gone): the money is settled all the
+                # same, so the invoice closes and the timeline says what went wrong.
+                self._record("receipt_failed", activity_reason(err))
             async with self._ledger_turn():
                 await self._set_status("closed", "paid and cleared")
         self._set_stage(Stage.CLOSED)

@@ -31,6 +31,10 @@ class InvoiceInput(BaseModel):
     progress: InvoiceProgress | None = Field(
         None, description="where a run that continued as new left off; None on the first run"
     )
+    earlier_timeline: list[TimelineEntry] = Field(
+        default_factory=list,
+        description="the story the ledger kept of an earlier workflow (`dunwise sync` restarts)",
+    )
 
 
 class Stage(StrEnum):
