@@ -18,14 +18,6 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from activities.models import (
-    AdjustmentApplication,
-    CollectorOutcome,
-    CollectorTaskRequest,
-    LedgerBalance,
-    PaymentApplication,
-    StatusChange,
-)
 from ledger.currencies import CURRENCY_EXPONENTS, MAX_MINOR
 from ledger.models import (
     Adjustment,
@@ -37,6 +29,14 @@ from ledger.models import (
     Payment,
     PaymentAllocation,
     utcnow,
+)
+from ledger.requests import (
+    AdjustmentApplication,
+    CollectorOutcome,
+    CollectorTaskRequest,
+    LedgerBalance,
+    PaymentApplication,
+    StatusChange,
 )
 from policies.money import from_minor
 

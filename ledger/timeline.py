@@ -18,9 +18,9 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Field, Session, SQLModel, select
 
-from activities.models import TimelineBatch, TimelineEntry
 from ledger.models import Invoice, UTCDateTime
 from ledger.operations import LedgerError, UnknownInvoice
+from ledger.requests import TimelineBatch, TimelineEntry
 
 
 class InvoiceEvent(SQLModel, table=True):

@@ -1,0 +1,98 @@
+"""What the ledger is asked to do and what it answers: plain pydantic models.
+
+The ledger's own vocabulary, so `ledger/` needs nothing from the layers above it; Temporal
+activities pass these through unchanged (`activities.models` re-exports them), and they are
+safe inside the workflow sandbox.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+
+class LedgerBalance(BaseModel):
+    invoice_number: str
+    currency: str
+    total_minor: int
+    balance_minor: int
+    status: str
+    customer_credit_minor: int = Field(0, description="credit the customer holds, same currency")
+    repeated: bool = Field(
+        False, description="the idempotency key was used before: nothing new was recorded"
+    )
+
+
+class PaymentApplication(BaseModel):
+    """Apply money received to one invoice; anything above its balance becomes credit."""
+
+    invoice_number: str
+    amount_minor: int
+    currency: str
+    method: str = "manual"
+    reference: str | None = None
+    reason: str | None = None
+    received_at: datetime
+    idempotency_key: str
+    actor: str = "system"
+
+
+class AdjustmentApplication(BaseModel):
+    """A credit note (negative), late fee (positive), write-off or void on one invoice."""
+
+    invoice_number: str
+    kind: str  # credit, late_fee, write_off, void, adjustment
+    amount_minor: int
+    reason: str | None = None
+    idempotency_key: str
+    actor: str = "system"
+
+
+class StatusChange(BaseModel):
+    invoice_number: str
+    status: str
+    reason: str | None = None
+    actor: str = "system"
+
+
+class CollectorTaskRequest(BaseModel):
+    invoice_number: str
+    queue: str
+    priority: str
+    due_at: datetime
+    idempotency_key: str
+
+
+class CollectorOutcome(BaseModel):
+    """Close the invoice's open collector tasks: resumed, stopped, paid, ..."""
+
+    invoice_number: str
+    outcome: str
+    note: str | None = None
+    actor: str = "system"
+
+
+class TimelineEntry(BaseModel):
+    """One event in an invoice's story; an event repeated as it was is counted, not copied."""
+
+    at: datetime
+    event: str
+    detail: str = ""
+    channel: str | None = None
+    template: str | None = None
+    amount_minor: int | None = None
+    count: int = Field(1, description="how many times it happened in a row")
+    last_at: datetime | None = Field(None, description="the latest time, when count > 1")
+
+
+class TimelineBatch(BaseModel):
+    """Timeline entries for the ledger to keep: `entries[i]` is at position first_position + i.
+
+    Positions count from 0 over the invoice's whole timeline. A batch may repeat positions
+    the ledger already holds (a retried flush, or the last entry counted again since).
+    """
+
+    invoice_number: str
+    first_position: int = Field(ge=0, description="the timeline position of entries[0]")
+    entries: list[TimelineEntry]
