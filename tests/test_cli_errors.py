@@ -186,6 +186,16 @@ def test_other_commands_keep_their_prefix(without_temporal: dict) -> None:
 # --- refused by the invoice, its workflow or the ledger ------------------------------------
 
 
+def harness_env(h: InvoiceHarness, tmp_path: Path, **more: str) -> dict[str, str]:
+    """The environment of a `dunwise` command talking to the harness's server and ledger."""
+    return dunwise_env(
+        tmp_path / "cli-data",
+        h.env.client.service_client.config.target_host,
+        h.settings.temporal_task_queue,
+        **{"DUNWISE_DATABASE_URL": h.settings.effective_database_url, **more},
+    )
+
+
 def payments_of(h: InvoiceHarness, number: str) -> list[tuple[int, str, str]]:
     with session_scope(h.engine) as session:
         invoice = session.exec(select(Invoice).where(Invoice.number == number)).one()
@@ -195,12 +205,7 @@ def payments_of(h: InvoiceHarness, number: str) -> list[tuple[int, str, str]]:
 
 async def test_refusals_of_the_invoice_its_workflow_and_the_ledger(tmp_path: Path) -> None:
     async with invoice_harness(tmp_path, environment=dev_server_environment) as h:
-        env = dunwise_env(
-            tmp_path / "cli-data",
-            h.env.client.service_client.config.target_host,
-            h.settings.temporal_task_queue,
-            DUNWISE_DATABASE_URL=h.settings.effective_database_url,
-        )
+        env = harness_env(h, tmp_path)
 
         async def run(*argv: str) -> subprocess.CompletedProcess:
             return await adunwise(env, tmp_path, "invoice", *argv)

@@ -37,7 +37,7 @@ from tests.invoice_harness import (
     invoice_harness,
     local,
 )
-from tests.test_cli_errors import adunwise, dunwise_env
+from tests.test_cli_errors import adunwise, harness_env
 from tests.test_messaging_delivery import RecordingHttpServer, Reply
 from worker import WORKFLOW_RUNNER, WORKFLOWS
 from workflows.invoice import InvoiceWorkflow
@@ -201,12 +201,7 @@ async def test_a_history_replays_after_the_holiday_data_changes(
 
 async def test_the_command_line_pays_once_per_request_id(tmp_path: Path) -> None:
     async with invoice_harness(tmp_path, environment=dev_server_environment) as h:
-        env = dunwise_env(
-            tmp_path / "cli-data",
-            h.env.client.service_client.config.target_host,
-            h.settings.temporal_task_queue,
-            DUNWISE_DATABASE_URL=h.settings.effective_database_url,
-        )
+        env = harness_env(h, tmp_path)
         handle = await h.start("CLI-1", due_on=DUE, amount_minor=10_000)
         pay = ("invoice", "pay", "CLI-1", "60.00", "--reference", "chq 12")
         first = await adunwise(env, tmp_path, *pay, "--request-id", "retry-me")
@@ -257,13 +252,7 @@ async def test_a_payment_during_a_ledger_outage_answers_and_records_once(
         with session_scope(h.engine) as session:
             session.exec(sa.text("TRUNCATE invoice, customer RESTART IDENTITY CASCADE"))
         handle = await h.start("OUT-1", due_on=DUE, amount_minor=10_000)
-        env = dunwise_env(
-            tmp_path / "cli-data",
-            h.env.client.service_client.config.target_host,
-            h.settings.temporal_task_queue,
-            DUNWISE_DATABASE_URL=postgres_database_url,
-            DUNWISE_REQUEST_TIMEOUT_SECONDS="3",
-        )
+        env = harness_env(h, tmp_path, DUNWISE_REQUEST_TIMEOUT_SECONDS="3")
         pay = ("invoice", "pay", "OUT-1", "25.00", "--request-id", "out-1")
         blocker = psycopg.connect(postgres_database_url, autocommit=False)
         try:
