@@ -19,7 +19,7 @@ from activities.models import (
     StatusChange,
     TimelineBatch,
 )
-from ledger import operations, timeline
+from ledger import lifecycle, operations, timeline
 from ledger.db import session_scope
 from ledger.models import Invoice
 
@@ -58,15 +58,15 @@ class LedgerActivities:
 
     @activity.defn
     def set_status(self, request: StatusChange) -> LedgerBalance:
-        return self._run(lambda session: operations.set_status(session, request))
+        return self._run(lambda session: lifecycle.set_status(session, request))
 
     @activity.defn
     def open_collector_task(self, request: CollectorTaskRequest) -> int:
-        return self._run(lambda session: operations.open_collector_task(session, request))
+        return self._run(lambda session: lifecycle.open_collector_task(session, request))
 
     @activity.defn
     def close_collector_tasks(self, request: CollectorOutcome) -> int:
-        return self._run(lambda session: operations.close_collector_tasks(session, request))
+        return self._run(lambda session: lifecycle.close_collector_tasks(session, request))
 
     @activity.defn
     def record_timeline(self, batch: TimelineBatch) -> int:

@@ -47,6 +47,7 @@ from activities.rendering import (
     available_templates,
     render_message,
 )
+from ledger.books import record_audit
 from ledger.db import session_scope
 from ledger.models import (
     Adjustment,
@@ -58,7 +59,6 @@ from ledger.models import (
     Payment,
     PaymentAllocation,
 )
-from ledger.operations import record_audit
 from paylinks import make_pay_link, make_unsubscribe_link
 from settings import Settings
 

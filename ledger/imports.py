@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from ledger.books import record_audit
 from ledger.import_checks import (
     PolicyFor,
     already_in_ledger,
@@ -38,7 +39,6 @@ from ledger.import_rows import (
     row_errors,
 )
 from ledger.models import Customer, Invoice
-from ledger.operations import record_audit
 
 
 @dataclass

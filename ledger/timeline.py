@@ -18,8 +18,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Field, Session, SQLModel, select
 
+from ledger.books import LedgerError, UnknownInvoice
 from ledger.models import Invoice, UTCDateTime
-from ledger.operations import LedgerError, UnknownInvoice
 from ledger.requests import TimelineBatch, TimelineEntry
 
 

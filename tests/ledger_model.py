@@ -1,8 +1,9 @@
 """What one customer's ledger should hold, kept by hand, and the check of the real books against it.
 
-The model writes down the lifecycle on its own (it imports no rule from ledger.operations), so
-a slip in the ledger cannot hide behind the same slip in the expectation. `check_books` holds
-the rows read from the database both against the model and against themselves:
+The model writes down the lifecycle on its own (it imports no rule from ledger.operations or
+ledger.lifecycle), so a slip in the ledger cannot hide behind the same slip in the expectation.
+`check_books` holds the rows read from the database both against the model and against
+themselves:
 
 - each balance == total + late fees + corrections − allocations − credits applied − write-off
   − void, summed from Adjustment and PaymentAllocation rows with the sign each kind must have,

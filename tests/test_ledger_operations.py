@@ -20,8 +20,20 @@ from activities.models import (
     PaymentApplication,
     StatusChange,
 )
-from ledger import operations
+from ledger import books
+from ledger.books import (
+    CurrencyMismatch,
+    IdempotencyConflict,
+    InvalidAdjustment,
+    InvalidAmount,
+    InvalidStatusChange,
+    InvoiceClosed,
+    UnknownInvoice,
+    get_balance,
+    record_audit,
+)
 from ledger.db import session_scope
+from ledger.lifecycle import open_collector_task, set_status
 from ledger.models import (
     Adjustment,
     AuditEvent,
@@ -32,21 +44,7 @@ from ledger.models import (
     Payment,
     PaymentAllocation,
 )
-from ledger.operations import (
-    CurrencyMismatch,
-    IdempotencyConflict,
-    InvalidAdjustment,
-    InvalidAmount,
-    InvalidStatusChange,
-    InvoiceClosed,
-    UnknownInvoice,
-    apply_adjustment,
-    apply_payment,
-    get_balance,
-    open_collector_task,
-    record_audit,
-    set_status,
-)
+from ledger.operations import apply_adjustment, apply_payment
 
 RECEIVED = datetime(2026, 2, 1, 15, 30, tzinfo=UTC)
 
@@ -215,14 +213,14 @@ def test_a_lost_race_on_the_key_rolls_back_only_its_own_work(
         apply_payment(session, payment(4_000))
 
     # Make the second attempt miss the first one's row, as a concurrent attempt would.
-    real_by_key = operations._by_key
+    real_by_key = books._by_key
     lookups: list[object] = []
 
     def first_lookup_misses(*args: object) -> object:
         lookups.append(args)
         return None if len(lookups) == 1 else real_by_key(*args)
 
-    monkeypatch.setattr(operations, "_by_key", first_lookup_misses)
+    monkeypatch.setattr(books, "_by_key", first_lookup_misses)
     with session_scope(engine) as session:
         record_audit(session, "tester", "before", None, {})
         balance = apply_payment(session, payment(4_000))
@@ -289,7 +287,7 @@ def test_bad_payments_are_refused(
 
 
 def test_ledger_errors_are_value_errors() -> None:
-    assert issubclass(operations.LedgerError, ValueError)
+    assert issubclass(books.LedgerError, ValueError)
 
 
 def test_naive_received_at_is_refused(engine: sa.Engine, invoice: str) -> None:

@@ -25,9 +25,9 @@ from temporalio.worker import Worker
 
 from activities.models import TimelineBatch, TimelineEntry
 from invoices import invoice_state_from_ledger
+from ledger.books import LedgerError, UnknownInvoice
 from ledger.db import session_scope
 from ledger.models import Customer, Invoice, InvoiceStatus
-from ledger.operations import LedgerError, UnknownInvoice
 from ledger.timeline import InvoiceEvent, TimelineConflict, read_timeline, record_timeline
 from policies.loader import load_policies
 from settings import Settings

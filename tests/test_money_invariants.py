@@ -1,13 +1,13 @@
 """Money invariants of the ledger, tested as a state machine on SQLite and on PostgreSQL.
 
 One customer's invoices (three in USD, one in zero-decimal JPY) go through random sequences of
-what the invoice workflow asks of the ledger, through the same `ledger.operations` functions
-its activities call: payments (partial, full, over, in the wrong currency), credit notes, late
-fees, corrections, disputes and promises, voids, write-offs, collector tasks, retried and
-reused idempotency keys, and ERP clearing (journal mode) followed by closing. A model
-(tests/ledger_model.py) predicts every answer; a refused or repeated request must leave every
-row and the journal exactly as they were; after every step the books must agree with the model
-and with themselves (see `check_books` for the list of invariants).
+what the invoice workflow asks of the ledger, through the same `ledger.operations` and
+`ledger.lifecycle` functions its activities call: payments (partial, full, over, in the wrong
+currency), credit notes, late fees, corrections, disputes and promises, voids, write-offs,
+collector tasks, retried and reused idempotency keys, and ERP clearing (journal mode) followed
+by closing. A model (tests/ledger_model.py) predicts every answer; a refused or repeated request
+must leave every row and the journal exactly as they were; after every step the books must agree
+with the model and with themselves (see `check_books` for the list of invariants).
 """
 
 from __future__ import annotations
@@ -45,11 +45,8 @@ from activities.models import (
     PaymentApplication,
     StatusChange,
 )
-from ledger import operations
-from ledger.db import make_engine, session_scope
-from ledger.migrate import upgrade
-from ledger.models import Customer, Invoice
-from ledger.operations import (
+from ledger import lifecycle, operations
+from ledger.books import (
     CurrencyMismatch,
     IdempotencyConflict,
     InvalidAdjustment,
@@ -58,6 +55,9 @@ from ledger.operations import (
     InvoiceClosed,
     LedgerError,
 )
+from ledger.db import make_engine, session_scope
+from ledger.migrate import upgrade
+from ledger.models import Customer, Invoice
 from settings import Settings
 from tests.ledger_books import Books, read_books
 from tests.ledger_model import (
@@ -321,7 +321,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if isinstance(earlier, CollectorTaskRequest):
             if same:
                 again = self._unchanged(
-                    lambda: self._ledger(operations.open_collector_task, earlier)
+                    lambda: self._ledger(lifecycle.open_collector_task, earlier)
                 )
                 assert again == self.task_ids[earlier.idempotency_key]
                 return
@@ -329,7 +329,7 @@ class LedgerMachine(RuleBasedStateMachine):
             changed: Request = earlier.model_copy(
                 update={"invoice_number": data.draw(st.sampled_from(other), label="other invoice")}
             )
-            self._refused(IdempotencyConflict, operations.open_collector_task, changed)
+            self._refused(IdempotencyConflict, lifecycle.open_collector_task, changed)
             return
         operation = (
             operations.apply_payment
@@ -355,7 +355,7 @@ class LedgerMachine(RuleBasedStateMachine):
             invoice_number=number, status=wanted, reason="console", actor="collector"
         )
         if wanted == invoice.status:
-            answer = self._unchanged(lambda: self._ledger(operations.set_status, request))
+            answer = self._unchanged(lambda: self._ledger(lifecycle.set_status, request))
             self._answered(answer, invoice)
         elif wanted == Status.CLOSED and invoice.status in CLEARABLE:
             # Closing goes through the ERP, as the workflow does it.
@@ -363,12 +363,12 @@ class LedgerMachine(RuleBasedStateMachine):
                 self._clear(invoice)
             self._close(invoice)
         elif wanted in MANUAL_CHANGES.get(invoice.status, ()):
-            answer = self._ledger(operations.set_status, request)
+            answer = self._ledger(lifecycle.set_status, request)
             invoice.status = wanted
             self.model.audit["status_changed", number] += 1
             self._answered(answer, invoice)
         else:
-            self._refused(InvalidStatusChange, operations.set_status, request)
+            self._refused(InvalidStatusChange, lifecycle.set_status, request)
 
     @precondition(lambda self: self.model.numbers(lambda i: i.status in CLEARABLE or i.cleared_as))
     @rule(data=st.data())
@@ -397,7 +397,7 @@ class LedgerMachine(RuleBasedStateMachine):
             idempotency_key=self._key(f"{number}:escalation"),
         )
         self.task_ids[request.idempotency_key] = self._ledger(
-            operations.open_collector_task, request
+            lifecycle.open_collector_task, request
         )
         self.requests.append(request)
         self.model.invoices[number].open_tasks += 1
@@ -409,7 +409,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def close_collector_tasks(self, number: str, outcome: str) -> None:
         invoice = self.model.invoices[number]
         request = CollectorOutcome(invoice_number=number, outcome=outcome, actor="collector")
-        closed = self._ledger(operations.close_collector_tasks, request)
+        closed = self._ledger(lifecycle.close_collector_tasks, request)
         assert closed == invoice.open_tasks
         self.model.audit["collector_task_closed", number] += closed
         invoice.open_tasks = 0
@@ -423,7 +423,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def _close(self, invoice: ExpectedInvoice) -> None:
         request = StatusChange(invoice_number=invoice.number, status="closed", reason="cleared")
-        answer = self._ledger(operations.set_status, request)
+        answer = self._ledger(lifecycle.set_status, request)
         invoice.status = Status.CLOSED
         self.model.audit["status_changed", invoice.number] += 1
         self._answered(answer, invoice)

@@ -20,6 +20,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.models import AdjustmentApplication, PaymentApplication
 from invoices import invoice_input, start_invoice_workflow
+from ledger.books import InvalidAmount
 from ledger.currencies import MAX_MINOR, currency_exponent, max_amount
 from ledger.db import make_engine, session_scope
 from ledger.imports import import_file
@@ -33,7 +34,7 @@ from ledger.models import (
     Payment,
     PaymentAllocation,
 )
-from ledger.operations import InvalidAmount, apply_adjustment, apply_payment
+from ledger.operations import apply_adjustment, apply_payment
 from policies.loader import load_policy
 from tests.invoice_harness import POLICIES, invoice_harness
 from workflows.invoice import InvoiceWorkflow
@@ -68,8 +69,9 @@ def _invoices_csv(folder: Path, *rows: tuple[str, str, Decimal]) -> Path:
 def test_the_largest_amount_is_accepted_and_one_unit_more_is_refused(currency: str) -> None:
     largest = _largest(currency)
     assert positive_minor_units(parse_amount(str(largest)), currency) == MAX_MINOR
-    with pytest.raises(ValueError, match=f"more than the largest amount the ledger holds in "
-                       f"{currency}: {largest}"):
+    with pytest.raises(
+        ValueError, match=f"more than the largest amount the ledger holds in {currency}: {largest}"
+    ):
         positive_minor_units(parse_amount(str(largest + _one_unit(currency))), currency)
 
 
@@ -304,28 +306,53 @@ def test_a_ledger_from_before_upgrades_with_its_money_intact_then_holds_64_bits(
     try:
         with engine.begin() as connection:
             connection.execute(sa.text(_CUSTOMER), {"at": at})
-            connection.execute(sa.text(_INVOICE), {"id": 1, "number": "OLD-1", "total": INT32_MAX, **days})
-            connection.execute(sa.text(_PAYMENT), {"id": 1, "amount": INT32_MAX, "key": "p1", "at": at})
+            connection.execute(
+                sa.text(_INVOICE), {"id": 1, "number": "OLD-1", "total": INT32_MAX, **days}
+            )
+            connection.execute(
+                sa.text(_PAYMENT), {"id": 1, "amount": INT32_MAX, "key": "p1", "at": at}
+            )
             connection.execute(sa.text(_ALLOCATION), {"payment": 1, "invoice": 1, "amount": 12_345})
-            connection.execute(sa.text(_CREDIT), {"amount": INT32_MAX, "payment": 1, "key": "c1", "at": at})
-            connection.execute(sa.text(_ADJUSTMENT), {"invoice": 1, "amount": 500, "key": "a1", "at": at})
+            connection.execute(
+                sa.text(_CREDIT), {"amount": INT32_MAX, "payment": 1, "key": "c1", "at": at}
+            )
+            connection.execute(
+                sa.text(_ADJUSTMENT), {"invoice": 1, "amount": 500, "key": "a1", "at": at}
+            )
             before = _money_rows(connection)
         if engine.dialect.name == "postgresql":
             # What the upgrade is for: 32-bit columns refuse Rp 25,000,000.00.
-            with pytest.raises(sa.exc.DBAPIError, match="out of range"), engine.begin() as connection:
-                connection.execute(sa.text(_INVOICE), {"id": 2, "number": "IDR-1", "total": 2_500_000_000, **days})
+            with (
+                pytest.raises(sa.exc.DBAPIError, match="out of range"),
+                engine.begin() as connection,
+            ):
+                connection.execute(
+                    sa.text(_INVOICE), {"id": 2, "number": "IDR-1", "total": 2_500_000_000, **days}
+                )
         engine.dispose()
 
         upgrade(empty_database_url, "0003")
 
         with engine.begin() as connection:
             assert _money_rows(connection) == before
-            assert connection.execute(sa.text("SELECT number FROM invoice")).scalars().all() == ["OLD-1"]
-            connection.execute(sa.text(_INVOICE), {"id": 2, "number": "MAX-1", "total": MAX_MINOR, **days})
-            connection.execute(sa.text(_PAYMENT), {"id": 2, "amount": MAX_MINOR, "key": "p2", "at": at})
-            connection.execute(sa.text(_ALLOCATION), {"payment": 2, "invoice": 2, "amount": MAX_MINOR})
-            connection.execute(sa.text(_CREDIT), {"amount": MAX_MINOR, "payment": 2, "key": "c2", "at": at})
-            connection.execute(sa.text(_ADJUSTMENT), {"invoice": 2, "amount": -MAX_MINOR, "key": "a2", "at": at})
+            assert connection.execute(sa.text("SELECT number FROM invoice")).scalars().all() == [
+                "OLD-1"
+            ]
+            connection.execute(
+                sa.text(_INVOICE), {"id": 2, "number": "MAX-1", "total": MAX_MINOR, **days}
+            )
+            connection.execute(
+                sa.text(_PAYMENT), {"id": 2, "amount": MAX_MINOR, "key": "p2", "at": at}
+            )
+            connection.execute(
+                sa.text(_ALLOCATION), {"payment": 2, "invoice": 2, "amount": MAX_MINOR}
+            )
+            connection.execute(
+                sa.text(_CREDIT), {"amount": MAX_MINOR, "payment": 2, "key": "c2", "at": at}
+            )
+            connection.execute(
+                sa.text(_ADJUSTMENT), {"invoice": 2, "amount": -MAX_MINOR, "key": "a2", "at": at}
+            )
             assert _money_rows(connection) == [
                 before[0], (MAX_MINOR, MAX_MINOR), before[1], (MAX_MINOR,), before[2],
                 (MAX_MINOR,), before[3], (MAX_MINOR,), before[4], (-MAX_MINOR,),

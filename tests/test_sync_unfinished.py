@@ -29,8 +29,9 @@ from invoices import invoice_input, start_invoice_workflow, workflow_id
 from ledger.db import make_engine, session_scope
 from ledger.import_rows import InvoiceRow
 from ledger.imports import import_file
+from ledger.lifecycle import set_status
 from ledger.models import Customer, ErpPosting, Invoice
-from ledger.operations import apply_payment, set_status
+from ledger.operations import apply_payment
 from ledger.timeline import read_timeline, record_timeline
 from policies.loader import load_policies
 from settings import Settings

@@ -1,0 +1,167 @@
+"""The ledger's common ground: errors, reading balances, the audit trail, writing once per key.
+
+Both kinds of change, money (`ledger.operations`) and lifecycle (`ledger.lifecycle`), rely on:
+
+- Errors are `LedgerError` (a `ValueError`): the request is wrong and retrying will not help;
+  the message names the invoice and the problem.
+- `write_once` writes a change and its audit event inside one savepoint: a request refused
+  halfway leaves nothing behind, and a retried request that loses the race on its idempotency
+  key rolls back only its own work and returns the ledger's answer for the key.
+- Audit events are only ever added, in the caller's transaction, never changed.
+- `FINAL_STATUSES` (void, written off, closed) are the ones in which money no longer changes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from ledger.currencies import CURRENCY_EXPONENTS
+from ledger.models import (
+    Adjustment,
+    AuditEvent,
+    CollectorTask,
+    CustomerCredit,
+    Invoice,
+    InvoiceStatus,
+    Payment,
+)
+from ledger.requests import LedgerBalance
+from policies.money import from_minor
+
+
+class LedgerError(ValueError):
+    """A request the ledger refuses; the message names the invoice and the problem."""
+
+
+class UnknownInvoice(LedgerError):
+    pass
+
+
+class CurrencyMismatch(LedgerError):
+    pass
+
+
+class InvalidAmount(LedgerError):
+    pass
+
+
+class InvoiceClosed(LedgerError):
+    """The invoice is void, written off or closed: its money can no longer change."""
+
+
+class InvalidAdjustment(LedgerError):
+    pass
+
+
+class InvalidStatusChange(LedgerError):
+    pass
+
+
+class IdempotencyConflict(LedgerError):
+    """An idempotency key already used for a different request."""
+
+
+FINAL_STATUSES = frozenset({InvoiceStatus.VOID, InvoiceStatus.WRITTEN_OFF, InvoiceStatus.CLOSED})
+# Statuses in which the invoice still awaits money; reaching a zero balance makes it paid.
+AWAITING_PAYMENT = frozenset({InvoiceStatus.OPEN, InvoiceStatus.DISPUTED, InvoiceStatus.PAUSED})
+
+_Keyed = TypeVar("_Keyed", Payment, Adjustment, CollectorTask)
+_Result = TypeVar("_Result")
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def get_balance(session: Session, invoice_number: str) -> LedgerBalance:
+    """The invoice's balance and status, with the credit its customer holds in its currency."""
+    invoice = load_invoice(session, invoice_number)
+    return balance_of(session, invoice)
+
+
+def balance_of(session: Session, invoice: Invoice) -> LedgerBalance:
+    """The balance of an invoice already loaded, as `get_balance` answers it."""
+    credit = session.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(CustomerCredit.amount_minor), 0)).where(
+            CustomerCredit.customer_id == invoice.customer_id,
+            CustomerCredit.currency == invoice.currency,
+        )
+    )
+    return LedgerBalance(
+        invoice_number=invoice.number,
+        currency=invoice.currency,
+        total_minor=invoice.total_minor,
+        balance_minor=invoice.balance_minor,
+        status=str(invoice.status),
+        customer_credit_minor=int(credit or 0),
+    )
+
+
+def load_invoice(session: Session, number: str, *, for_update: bool = False) -> Invoice:
+    statement = select(Invoice).where(Invoice.number == number)
+    if for_update:
+        # Row lock on PostgreSQL so concurrent changes to one invoice queue up; SQLite's
+        # BEGIN IMMEDIATE (ledger.db) already serializes writers.
+        statement = statement.with_for_update().execution_options(populate_existing=True)
+    invoice = session.exec(statement).first()
+    if invoice is None:
+        raise UnknownInvoice(f"invoice {number!r} does not exist")
+    return invoice
+
+
+def _by_key(session: Session, model: type[_Keyed], key: str) -> _Keyed | None:
+    return session.exec(select(model).where(model.idempotency_key == key)).first()
+
+
+def money_text(amount_minor: int, currency: str) -> str:
+    """An amount for an error message, e.g. "12.50 USD", in the currency's own minor units."""
+    return f"{from_minor(amount_minor, CURRENCY_EXPONENTS.get(currency, 2))} {currency}"
+
+
+# --- audit ---------------------------------------------------------------------------------
+
+
+def record_audit(
+    session: Session, actor: str, action: str, invoice_id: int | None, detail: dict[str, Any]
+) -> AuditEvent:
+    """Add an append-only audit event to the session's transaction."""
+    event = AuditEvent(
+        actor=actor,
+        action=action,
+        invoice_id=invoice_id,
+        detail=json.dumps(detail, sort_keys=True, default=str),
+    )
+    session.add(event)
+    return event
+
+
+# --- idempotent writing --------------------------------------------------------------------
+
+
+def write_once(
+    session: Session,
+    model: type[_Keyed],
+    key: str,
+    write: Callable[[], _Result],
+    repeat: Callable[[_Keyed], _Result],
+) -> _Result:
+    """Run `write` once per idempotency key; a repeated key gets `repeat(existing row)`."""
+    existing = _by_key(session, model, key)
+    if existing is not None:
+        return repeat(existing)
+    try:
+        with session.begin_nested():
+            result = write()
+            session.flush()
+    except IntegrityError:
+        # A concurrent attempt with the same key committed first; answer as for a repeat.
+        existing = _by_key(session, model, key)
+        if existing is None:
+            raise
+        return repeat(existing)
+    return result

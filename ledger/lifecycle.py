@@ -1,0 +1,169 @@
+"""An invoice's lifecycle apart from money: status changes and collector tasks, each audited.
+
+Temporal activities call these with a session whose transaction the caller commits
+(`ledger.db.session_scope`).
+
+Invariants:
+
+- Paid, void and written off come from money changes (`ledger.operations`); `set_status` only
+  marks paid an invoice awaiting payment whose balance is already zero. Closed is final.
+- Setting the current status, or closing tasks that are already closed, changes nothing, so a
+  retried request is harmless; a collector task opens once per idempotency key.
+- Nothing is left to collect on a paid, void or written-off invoice: its open tasks are closed.
+"""
+
+from __future__ import annotations
+
+from sqlmodel import Session, select
+
+from ledger.books import (
+    AWAITING_PAYMENT,
+    FINAL_STATUSES,
+    IdempotencyConflict,
+    InvalidStatusChange,
+    LedgerError,
+    balance_of,
+    load_invoice,
+    money_text,
+    record_audit,
+    write_once,
+)
+from ledger.models import CollectorTask, Invoice, InvoiceStatus, utcnow
+from ledger.requests import CollectorOutcome, CollectorTaskRequest, LedgerBalance, StatusChange
+
+# Status changes that move no money. Paid, void and written off come from money operations.
+_TRANSITIONS: dict[InvoiceStatus, frozenset[InvoiceStatus]] = {
+    InvoiceStatus.OPEN: frozenset({InvoiceStatus.DISPUTED, InvoiceStatus.PAUSED}),
+    InvoiceStatus.DISPUTED: frozenset({InvoiceStatus.OPEN, InvoiceStatus.PAUSED}),
+    InvoiceStatus.PAUSED: frozenset({InvoiceStatus.OPEN, InvoiceStatus.DISPUTED}),
+    InvoiceStatus.PAID: frozenset({InvoiceStatus.CLOSED}),
+    InvoiceStatus.VOID: frozenset({InvoiceStatus.CLOSED}),
+    InvoiceStatus.WRITTEN_OFF: frozenset({InvoiceStatus.CLOSED}),
+    InvoiceStatus.CLOSED: frozenset(),
+}
+
+
+def set_status(session: Session, req: StatusChange) -> LedgerBalance:
+    """Dispute, pause, resume or close an invoice; setting the current status changes nothing."""
+    number = req.invoice_number
+    try:
+        target = InvoiceStatus(req.status)
+    except ValueError:
+        raise InvalidStatusChange(
+            f"invoice {number}: unknown status {req.status!r}; "
+            f"use one of {', '.join(s.value for s in InvoiceStatus)}"
+        ) from None
+    invoice = load_invoice(session, number, for_update=True)
+    current = InvoiceStatus(invoice.status)
+    if target == current:
+        return balance_of(session, invoice)
+    if target in (InvoiceStatus.VOID, InvoiceStatus.WRITTEN_OFF):
+        kind = "void" if target == InvoiceStatus.VOID else "write_off"
+        raise InvalidStatusChange(
+            f"invoice {number}: {target} changes money; apply an adjustment of kind {kind!r}"
+        )
+    if target == InvoiceStatus.PAID:
+        allowed = current in AWAITING_PAYMENT and invoice.balance_minor == 0
+        if not allowed:
+            raise InvalidStatusChange(
+                f"invoice {number} cannot be marked paid: it is {current} with "
+                f"{money_text(invoice.balance_minor, invoice.currency)} outstanding"
+            )
+    elif target not in _TRANSITIONS[current]:
+        raise InvalidStatusChange(f"invoice {number} is {current}: it cannot become {target}")
+    with session.begin_nested():
+        invoice.status = target
+        invoice.updated_at = utcnow()
+        record_audit(
+            session,
+            req.actor,
+            "status_changed",
+            invoice.id,
+            {"from": str(current), "to": str(target), "reason": req.reason},
+        )
+        session.flush()
+    return balance_of(session, invoice)
+
+
+def open_collector_task(session: Session, req: CollectorTaskRequest) -> int:
+    """Open a task for a collector on the invoice; the task id, the same for a repeated key."""
+    number = req.invoice_number
+    if req.due_at.tzinfo is None:
+        raise LedgerError(f"collector task for invoice {number}: due_at must be timezone-aware")
+
+    def write() -> int:
+        invoice = load_invoice(session, number)
+        task = CollectorTask(
+            invoice_id=invoice.id,
+            queue=req.queue,
+            priority=req.priority,
+            due_at=req.due_at,
+            idempotency_key=req.idempotency_key,
+        )
+        session.add(task)
+        session.flush()
+        record_audit(
+            session,
+            "system",
+            "collector_task_opened",
+            invoice.id,
+            {
+                "idempotency_key": req.idempotency_key,
+                "task_id": task.id,
+                "queue": req.queue,
+                "priority": req.priority,
+                "due_at": req.due_at.isoformat(),
+            },
+        )
+        return int(task.id)
+
+    def repeat(task: CollectorTask) -> int:
+        invoice = load_invoice(session, number)
+        if task.invoice_id != invoice.id:
+            raise IdempotencyConflict(
+                f"collector task key {req.idempotency_key!r} was already used for another "
+                f"invoice, not {number}"
+            )
+        return int(task.id)
+
+    return write_once(session, CollectorTask, req.idempotency_key, write, repeat)
+
+
+def close_collector_tasks(session: Session, req: CollectorOutcome) -> int:
+    """Close the invoice's open collector tasks with the collector's outcome; how many.
+
+    Closing tasks that are already closed changes nothing, so a retried request is harmless.
+    """
+    if not req.outcome.strip():
+        raise LedgerError(f"invoice {req.invoice_number}: a collector outcome must be named")
+    invoice = load_invoice(session, req.invoice_number, for_update=True)
+    return _close_tasks(session, invoice, req.outcome, req.actor, req.note)
+
+
+def close_tasks_if_settled(session: Session, invoice: Invoice, actor: str) -> None:
+    # Nothing is left to collect on a paid, void or written-off invoice.
+    if invoice.status in FINAL_STATUSES or invoice.status == InvoiceStatus.PAID:
+        _close_tasks(session, invoice, str(invoice.status), actor)
+
+
+def _close_tasks(
+    session: Session, invoice: Invoice, outcome: str, actor: str, note: str | None = None
+) -> int:
+    tasks = session.exec(
+        select(CollectorTask).where(
+            CollectorTask.invoice_id == invoice.id, CollectorTask.status == "open"
+        )
+    ).all()
+    for task in tasks:
+        task.status, task.outcome, task.closed_at = "closed", outcome[:32], utcnow()
+        if note:
+            task.note = note[:2000]
+        session.add(task)
+        record_audit(
+            session,
+            actor,
+            "collector_task_closed",
+            invoice.id,
+            {"task_id": task.id, "outcome": outcome, "note": note},
+        )
+    return len(tasks)
