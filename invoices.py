@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime, time, timedelta
 
 from sqlalchemy import Engine
@@ -22,7 +22,7 @@ from policies.schema import Policy
 from settings import Settings
 from workflows import search_attributes as sa
 from workflows.invoice import InvoiceWorkflow
-from workflows.models import InvoiceInput, InvoiceState, Stage, TimelineEntry
+from workflows.models import InvoiceInput, InvoiceState, Stage
 
 # Once its workflow is gone, an invoice's stage is the one its ledger status implies.
 STAGE_OF_STATUS: dict[InvoiceStatus, Stage] = {
@@ -83,10 +83,7 @@ def invoice_input(
     policy: Policy,
     *,
     clock_offset: timedelta = timedelta(0),
-    earlier_timeline: Sequence[TimelineEntry] = (),
 ) -> InvoiceInput:
-    """The workflow input for a ledger invoice; `earlier_timeline` is the story the ledger
-    kept of a workflow before this one, which the new one continues."""
     return InvoiceInput(
         number=invoice.number,
         customer_id=invoice.customer_id,
@@ -99,7 +96,6 @@ def invoice_input(
         policy=policy,
         status=str(invoice.status),
         clock_offset=clock_offset,
-        earlier_timeline=list(earlier_timeline),
     )
 
 

@@ -11,6 +11,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import sqlalchemy as sa
 from sqlmodel import Session, select
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
@@ -104,13 +105,12 @@ async def start_open_invoices(settings: Settings) -> int:
                     f"{policy_folder(settings)}; its workflow cannot start"
                 )
             else:
-                earlier = read_timeline(session, invoice.number)
-                inputs.append(invoice_input(invoice, timezone, policy, earlier_timeline=earlier))
+                inputs.append(invoice_input(invoice, timezone, policy))
     outcomes: list[str | BaseException] = []
     if inputs:
         try:
             async with temporal(settings) as client:
-                outcomes = await _bring_up_all(client, settings, inputs)
+                outcomes = await _bring_up_all(client, settings, engine, inputs)
         except (RuntimeError, RPCError) as err:
             raise CommandError(f"cannot reach Temporal to check the workflows ({err})") from err
     counts: Counter[str] = Counter()
@@ -139,19 +139,21 @@ async def start_open_invoices(settings: Settings) -> int:
 
 
 async def _bring_up_all(
-    client: Client, settings: Settings, inputs: list[InvoiceInput]
+    client: Client, settings: Settings, engine: sa.Engine, inputs: list[InvoiceInput]
 ) -> list[str | BaseException]:
     """Each invoice's outcome, or the error that stopped it, in the order of `inputs`."""
     gate = asyncio.Semaphore(SYNC_CONCURRENCY)
 
     async def bring_up(invoice: InvoiceInput) -> str:
         async with gate:
-            return await _bring_up(client, settings, invoice)
+            return await _bring_up(client, settings, engine, invoice)
 
     return await asyncio.gather(*(bring_up(i) for i in inputs), return_exceptions=True)
 
 
-async def _bring_up(client: Client, settings: Settings, invoice: InvoiceInput) -> str:
+async def _bring_up(
+    client: Client, settings: Settings, engine: sa.Engine, invoice: InvoiceInput
+) -> str:
     """Start the invoice's workflow unless it runs; what was done, in words."""
     handle = client.get_workflow_handle(workflow_id(invoice.number))
     try:
@@ -166,7 +168,12 @@ async def _bring_up(client: Client, settings: Settings, invoice: InvoiceInput) -
         return COMPLETED_BUT_UNFINISHED
     # A closed run does not block a new one under Temporal's default id reuse policy; a run
     # started meanwhile by someone else is kept (start_invoice_workflow uses USE_EXISTING).
-    await start_invoice_workflow(client, settings, invoice)
+    with session_scope(engine) as session:
+        # The new run continues the story the ledger kept of the ones before it.
+        earlier = read_timeline(session, invoice.number)
+    await start_invoice_workflow(
+        client, settings, invoice.model_copy(update={"earlier_timeline": earlier})
+    )
     return STARTED if status is None else f"workflow {ENDED_HOW[status]}, restarted"
 
 
