@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlmodel import select
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateStage
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 
 from ledger.currencies import currency_exponent
@@ -16,7 +18,7 @@ from ledger.import_rows import InvoiceRow
 from ledger.models import Customer, Invoice, InvoiceStatus
 from ledger.timeline import read_timeline
 from policies.calendars import load_zone
-from policies.loader import select_policy
+from policies.loader import SHIPPED_POLICIES, load_policies, select_policy
 from policies.schedule import calendar_zone, days_past_due
 from policies.schema import Policy
 from settings import Settings
@@ -128,6 +130,28 @@ async def start_invoice_workflow(
     )
 
 
+async def send_request(
+    client: Client,
+    number: str,
+    update: Any,
+    message: Any,
+    *,
+    request_id: str,
+    answer_within: float,
+) -> InvoiceState:
+    """Ask the invoice's workflow for a change, under the caller's request id.
+
+    The same request id twice is one change. Raises TimeoutError when the workflow accepted
+    the request but gave no answer in time (it keeps it, and records it once), and Temporal's
+    own errors for a refusal (WorkflowUpdateFailedError) or no such workflow (RPCError).
+    """
+    handle = client.get_workflow_handle_for(InvoiceWorkflow.run, workflow_id(number))
+    accepted = await handle.start_update(
+        update, message, id=request_id, wait_for_stage=WorkflowUpdateStage.ACCEPTED
+    )
+    return await asyncio.wait_for(accepted.result(), timeout=answer_within)
+
+
 def invoice_state_from_ledger(
     engine: Engine,
     number: str,
@@ -168,4 +192,22 @@ def invoice_state_from_ledger(
         days_past_due=days_past_due(invoice.due_on, now, zone),
         timezone=zone.key,
         timeline=timeline,
+    )
+
+
+async def restart_from_ledger(
+    client: Client, settings: Settings, engine: Engine, number: str
+) -> WorkflowHandle:
+    """A new run for an invoice whose workflow has ended, from the ledger's status and balance
+    (money came back after it closed, say); it continues the story the ledger kept."""
+    folder = settings.policy_dir or SHIPPED_POLICIES
+    with session_scope(engine) as session:
+        invoice = session.exec(select(Invoice).where(Invoice.number == number)).one()
+        customer = session.get(Customer, invoice.customer_id)
+        assert customer is not None
+        earlier = read_timeline(session, number)
+    policy = load_policies(folder)[invoice.policy_name]
+    start = invoice_input(invoice, customer.timezone, policy)
+    return await start_invoice_workflow(
+        client, settings, start.model_copy(update={"earlier_timeline": earlier})
     )

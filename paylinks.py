@@ -19,6 +19,7 @@ UNSUBSCRIBE_SALT = "dunwise.unsubscribe.v1"
 # Tolerate small clock differences between the machine that signs and the one that reads.
 CLOCK_SKEW = timedelta(minutes=5)
 UNSUBSCRIBE_CHANNELS = ("email", "sms")
+MAX_VALID_DAYS = 3650
 
 
 class PayLinkError(Exception):
@@ -37,6 +38,7 @@ class PayToken(BaseModel):
     customer_id: str
     invoice_numbers: list[str]
     issued_at: datetime
+    valid_days: int | None = None  # None: the DUNWISE_PAY_LINK_MAX_AGE_DAYS setting
 
 
 class UnsubscribeToken(BaseModel):
@@ -52,20 +54,47 @@ def _base_url(settings: Settings) -> str:
     return settings.public_base_url.rstrip("/")
 
 
-def make_pay_token(settings: Settings, customer_id: str, invoice_numbers: list[str]) -> str:
+def make_pay_token(
+    settings: Settings, customer_id: str, invoice_numbers: list[str], days: int | None = None
+) -> str:
     if not customer_id:
         raise ValueError("a pay link needs a customer id")
+    if days is not None and not 1 <= days <= MAX_VALID_DAYS:
+        raise ValueError(f"a pay link is valid for 1 to {MAX_VALID_DAYS} days, not {days}")
     # Short keys keep the link short enough for an SMS.
-    return _serializer(settings, PAY_LINK_SALT).dumps({"c": customer_id, "i": invoice_numbers})
+    payload: dict[str, Any] = {"c": customer_id, "i": invoice_numbers}
+    if days is not None:
+        payload["d"] = days
+    return _serializer(settings, PAY_LINK_SALT).dumps(payload)
 
 
-def make_pay_link(settings: Settings, customer_id: str, invoice_numbers: list[str]) -> str:
-    """The customer's portal link, with these invoices selected for payment."""
-    return f"{_base_url(settings)}/pay/{make_pay_token(settings, customer_id, invoice_numbers)}"
+def make_pay_link(
+    settings: Settings, customer_id: str, invoice_numbers: list[str], days: int | None = None
+) -> str:
+    """The customer's portal link, with these invoices selected for payment; valid for `days`
+    (default DUNWISE_PAY_LINK_MAX_AGE_DAYS)."""
+    token = make_pay_token(settings, customer_id, invoice_numbers, days)
+    return f"{_base_url(settings)}/pay/{token}"
 
 
 def read_pay_token(settings: Settings, token: str, now: datetime | None = None) -> PayToken:
     """Check a pay token's signature and age; raise PayLinkInvalid or PayLinkExpired."""
+    pay = read_genuine_pay_token(settings, token)
+    signed_at = pay.issued_at
+    now = now or datetime.now(UTC)
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    if signed_at > now + CLOCK_SKEW:
+        raise PayLinkInvalid("this pay link is not valid yet")
+    valid_days = pay.valid_days or settings.pay_link_max_age_days
+    if now - signed_at > timedelta(days=valid_days):
+        raise PayLinkExpired(f"this pay link expired; it was valid for {valid_days} days")
+    return pay
+
+
+def read_genuine_pay_token(settings: Settings, token: str) -> PayToken:
+    """Check only a pay token's signature: whose it is, however old. For sending a customer a
+    fresh link to the address on file when theirs has expired; never to open an account."""
     try:
         payload, signed_at = _serializer(settings, PAY_LINK_SALT).loads(
             token, return_timestamp=True
@@ -73,16 +102,15 @@ def read_pay_token(settings: Settings, token: str, now: datetime | None = None) 
     except BadData:
         raise PayLinkInvalid("this pay link is not valid") from None
     customer_id, invoice_numbers = _pay_payload(payload)
-    now = now or datetime.now(UTC)
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
-    if signed_at > now + CLOCK_SKEW:
-        raise PayLinkInvalid("this pay link is not valid yet")
-    if now - signed_at > timedelta(days=settings.pay_link_max_age_days):
-        raise PayLinkExpired(
-            f"this pay link expired; links are valid for {settings.pay_link_max_age_days} days"
-        )
-    return PayToken(customer_id=customer_id, invoice_numbers=invoice_numbers, issued_at=signed_at)
+    days = payload.get("d")
+    if days is not None and (type(days) is not int or not 1 <= days <= MAX_VALID_DAYS):
+        raise PayLinkInvalid("this pay link is not valid")
+    return PayToken(
+        customer_id=customer_id,
+        invoice_numbers=invoice_numbers,
+        issued_at=signed_at,
+        valid_days=days,
+    )
 
 
 def _pay_payload(payload: Any) -> tuple[str, list[str]]:

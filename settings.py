@@ -6,6 +6,7 @@ an embedded Temporal dev server, a SQLite ledger, and outbox folders for email a
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -14,6 +15,8 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET_KEY = "dunwise-dev-secret-change-me"
+DEV_STRIPE_WEBHOOK_SECRET = "whsec_dunwise_local_development"
+LOCAL_STRIPE_KEY = "sk_test_dunwise_local"
 
 
 class Settings(BaseSettings):
@@ -61,7 +64,26 @@ class Settings(BaseSettings):
     # Pay links
     public_base_url: str = "http://127.0.0.1:8000"
     secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
-    pay_link_max_age_days: int = 45
+    pay_link_max_age_days: int = Field(45, ge=1, le=3650)
+
+    # The web app (portal, webhooks, API): where `dunwise run` and `dunwise web` listen.
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(8000, ge=0, le=65535)
+    # Branding of the portal's pages and PDFs.
+    brand_color: str = Field("#1d4ed8", pattern=r"^#[0-9a-fA-F]{6}$")
+    logo_url: str | None = None
+    support_email: str | None = None
+
+    # Payments. No Stripe key: `dunwise run` starts a local Stripe-compatible server.
+    stripe_secret_key: SecretStr | None = None
+    stripe_publishable_key: str | None = None
+    stripe_webhook_secret: SecretStr = SecretStr(DEV_STRIPE_WEBHOOK_SECRET)
+    stripe_api_base: str | None = Field(None, description="None: Stripe's own API (or local)")
+    stripe_js_url: str | None = Field(None, description="None: Stripe.js of the API in use")
+    local_stripe_port: int = Field(8420, ge=0, le=65535)
+    # An optional card surcharge, shown before paying; never on bank debit.
+    card_surcharge_percent: Decimal = Field(Decimal(0), ge=0, le=10)
+    card_surcharge_cap: Decimal | None = Field(None, gt=0)
 
     # ERP clearing: no URL means a journal file in the data folder.
     erp_url: str | None = None
@@ -117,6 +139,36 @@ class Settings(BaseSettings):
     @property
     def embedded_temporal(self) -> bool:
         return self.temporal_address is None
+
+    @property
+    def local_stripe(self) -> bool:
+        """No Stripe key: payments go to the local Stripe-compatible server."""
+        return self.stripe_secret_key is None
+
+    @property
+    def effective_stripe_api_base(self) -> str:
+        if self.stripe_api_base:
+            return self.stripe_api_base.rstrip("/")
+        if self.local_stripe:
+            return f"http://127.0.0.1:{self.local_stripe_port}"
+        return "https://api.stripe.com"
+
+    @property
+    def effective_stripe_js_url(self) -> str:
+        if self.stripe_js_url:
+            return self.stripe_js_url
+        if self.local_stripe:
+            return f"{self.effective_stripe_api_base}/js.stripe.com/v3/"
+        return "https://js.stripe.com/v3/"
+
+    @property
+    def effective_stripe_secret_key(self) -> str:
+        key = self.stripe_secret_key
+        return key.get_secret_value() if key is not None else LOCAL_STRIPE_KEY
+
+    @property
+    def effective_stripe_publishable_key(self) -> str:
+        return self.stripe_publishable_key or "pk_test_dunwise_local"
 
 
 @lru_cache

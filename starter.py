@@ -1,4 +1,4 @@
-"""The `dunwise` command line: run, import, invoice, simulate, demo, policy."""
+"""The `dunwise` command line: run, web, paylink, import, invoice, simulate, demo, policy."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from pathlib import Path
 from commands.errors import CommandError, error_line
 from commands.importing import import_invoices_file, start_open_invoices
 from commands.invoice import invoice_command
+from commands.paylink import paylink_command
 from commands.policy import policy_check
-from commands.run import run
+from commands.run import run, web_command
 from commands.simulate import demo_command, simulate_command
 from ledger.import_rows import ImportRejected
 from ledger.migrate import upgrade
@@ -36,6 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the embedded server on a free port if DUNWISE_TEMPORAL_DEV_PORT is taken",
     )
+    run_parser.add_argument(
+        "--no-web", action="store_true", help="the worker only; the web app runs as `dunwise web`"
+    )
+    commands.add_parser("web", help="serve the web app alone (portal, API, webhooks)")
+    link = commands.add_parser("paylink", help="print a customer's pay link, or revoke them")
+    link.add_argument("customer_id")
+    link.add_argument("invoices", nargs="*", metavar="INVOICE", help="invoices to preselect")
+    link.add_argument("--days", type=int, help="valid for N days (default: the setting)")
+    link.add_argument("--revoke", action="store_true", help="revoke every link given out so far")
     commands.add_parser("migrate", help="create or upgrade the ledger database")
     commands.add_parser(
         "sync", help="start the workflow of every unfinished invoice whose workflow is not running"
@@ -127,7 +137,11 @@ def run_command(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
     match args.command:
         case "run":
-            asyncio.run(run(settings, pick_port=args.pick_port))
+            asyncio.run(run(settings, pick_port=args.pick_port, with_web=not args.no_web))
+        case "web":
+            asyncio.run(web_command(settings))
+        case "paylink":
+            paylink_command(settings, args)
         case "migrate":
             upgrade(settings.effective_database_url)
             print(f"ledger at {settings.effective_database_url} is up to date")

@@ -24,13 +24,12 @@ from ledger.imports import import_file
 from ledger.migrate import upgrade
 from ledger.models import Customer, Invoice, InvoiceStatus
 from ledger.timeline import read_timeline
-from policies.loader import load_policies
+from policies.loader import SHIPPED_POLICIES, load_policies
 from policies.schema import Policy
 from settings import Settings
 from temporal_client import temporal
 from workflows.models import InvoiceInput
 
-SHIPPED_POLICIES = Path(__file__).parent.parent / "policies"
 # Statuses that still need a running workflow; "paid" waits for ERP clearing and the receipt.
 UNFINISHED_STATUSES = (
     InvoiceStatus.OPEN,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import re
 import uuid
@@ -15,18 +14,18 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlmodel import select
 from temporalio.client import (
+    Client,
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
-    WorkflowUpdateStage,
 )
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.currency import format_money
 from commands.errors import CommandError, error_reason
 from commands.importing import policy_folder
-from invoices import invoice_state_from_ledger, workflow_id
+from invoices import invoice_state_from_ledger, send_request, workflow_id
 from ledger.db import make_engine, session_scope
 from ledger.inputs import parse_amount, parse_date, positive_minor_units
 from ledger.models import Adjustment as LedgerAdjustment
@@ -77,7 +76,7 @@ async def invoice_command(settings: Settings, args: argparse.Namespace) -> None:
             state = await handle.query(InvoiceWorkflow.state)
         else:
             state = await _invoice_action(
-                handle, args, request_id, amount, pay_by, settings.request_timeout_seconds
+                client, handle, args, request_id, amount, pay_by, settings.request_timeout_seconds
             )
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:
@@ -153,6 +152,7 @@ def _recorded(engine: sa.Engine, table: type[Payment | LedgerAdjustment], key: s
 
 
 async def _invoice_action(
+    client: Client,
     handle: WorkflowHandle,
     args: argparse.Namespace,
     request_id: str,
@@ -203,11 +203,15 @@ async def _invoice_action(
             message = Closure(reason=args.reason, actor=actor)
         case _:
             raise CommandError(f"unknown invoice action {args.action!r}")
-    accepted = await handle.start_update(
-        update, message, id=request_id, wait_for_stage=WorkflowUpdateStage.ACCEPTED
-    )
     try:
-        return await asyncio.wait_for(accepted.result(), timeout=answer_within)
+        return await send_request(
+            client,
+            args.number,
+            update,
+            message,
+            request_id=request_id,
+            answer_within=answer_within,
+        )
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
         # Accepted, so a worker has it: the ledger is what keeps it waiting.
         raise CommandError(

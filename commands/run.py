@@ -6,6 +6,8 @@ Invariants:
   DUNWISE_TEMPORAL_RESTARTS times per window, or else stops with an error and status 1.
 - SIGINT and SIGTERM, also where the shell ignored SIGINT (`nohup ... &`), stop the worker
   and then the server within seconds, leaving no server process behind.
+- The web app (and, with no Stripe key, the local Stripe server) runs beside the worker
+  unless `--no-web` says it runs elsewhere (`dunwise web`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import asyncio
 import signal
 import sys
 from collections import deque
+from contextlib import AbstractAsyncContextManager, nullcontext
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
@@ -25,11 +29,14 @@ from settings import DEV_SECRET_KEY, Settings
 from temporal_client import connect, register_search_attributes
 from worker import run_worker
 
+if TYPE_CHECKING:
+    from commands.web import WebApp
+
 # A stopping worker gets this long to finish; the server's own grace period comes after it.
 WORKER_STOP_SECONDS = 4.0
 
 
-async def run(settings: Settings, *, pick_port: bool = False) -> None:
+async def run(settings: Settings, *, pick_port: bool = False, with_web: bool = True) -> None:
     if not settings.embedded_temporal and settings.secret_key.get_secret_value() == DEV_SECRET_KEY:
         raise CommandError(
             "DUNWISE_SECRET_KEY is the development key; set a secret of your own before "
@@ -46,15 +53,40 @@ async def run(settings: Settings, *, pick_port: bool = False) -> None:
                 f"cannot reach Temporal at {settings.temporal_address} ({err})"
             ) from err
         await register_search_attributes(client, settings.temporal_namespace)
-        _print_banner(settings, [f"Temporal at {settings.temporal_address}"])
-        await run_worker(client, settings, engine)
+        async with _web_beside(settings, engine, with_web) as web_app:
+            _print_banner(settings, [f"Temporal at {settings.temporal_address}"], web_app)
+            await run_worker(client, settings, engine)
         return
     try:
-        async with EmbeddedServer(settings, pick_port=pick_port) as server:
-            _print_banner(settings, _describe(server))
+        async with (
+            EmbeddedServer(settings, pick_port=pick_port) as server,
+            _web_beside(settings, engine, with_web) as web_app,
+        ):
+            _print_banner(settings, _describe(server), web_app)
             await _supervise(server, settings, engine)
     except EmbeddedServerError as err:
         raise CommandError(str(err)) from err
+
+
+def _web_beside(
+    settings: Settings, engine: sa.Engine, with_web: bool
+) -> AbstractAsyncContextManager[WebApp | None]:
+    if not with_web:
+        return nullcontext()
+    # Imported here: the web stack takes most of a second to load, which every other
+    # command would pay for nothing.
+    from commands.web import serving_web
+
+    return serving_web(settings, engine, lambda: connect(settings))
+
+
+async def web_command(settings: Settings) -> None:
+    """`dunwise web`: the web app alone, for deployments that scale it apart from workers."""
+    from commands.web import web
+
+    _cancel_on_signals()
+    upgrade(settings.effective_database_url)
+    await web(settings, make_engine(settings.effective_database_url), lambda: connect(settings))
 
 
 def _cancel_on_signals() -> None:
@@ -124,10 +156,13 @@ def _describe(server: EmbeddedServer) -> list[str]:
     return [*lines, f"Temporal UI: {ui}", *server.notes]
 
 
-def _print_banner(settings: Settings, lines: list[str]) -> None:
+def _print_banner(settings: Settings, lines: list[str], web_app: WebApp | None) -> None:
     print(f"dunwise worker on task queue {settings.temporal_task_queue!r}")
     for line in lines:
         print(line)
+    if web_app is not None:
+        print(f"web app: {web_app.url} (portal /pay/<token>, API docs {web_app.url}/docs)")
+        print(f"payments: {web_app.stripe}")
     print(f"ledger: {settings.effective_database_url}")
     print(f"outbox: {settings.effective_outbox_dir.resolve()}")
     print("Ctrl-C to stop", flush=True)

@@ -37,6 +37,8 @@ from policies.yaml_reader import (
 )
 
 StrPath = str | os.PathLike[str]
+# The policies dunwise ships; DUNWISE_POLICY_DIR names another folder.
+SHIPPED_POLICIES = Path(__file__).parent
 SCHEMA_PATH = Path(__file__).with_name("policy.schema.json")
 STANDARD = "standard"
 MAX_ERRORS_PER_FILE = 50

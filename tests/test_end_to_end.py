@@ -41,6 +41,8 @@ def dunwise_env(tmp_path: Path) -> dict[str, str]:
         DUNWISE_TEMPORAL_DEV_PORT=str(free_port()),
         DUNWISE_TEMPORAL_UI_PORT=str(free_port()),
         DUNWISE_TEMPORAL_TASK_QUEUE="e2e",
+        DUNWISE_WEB_PORT=str(free_port()),
+        DUNWISE_LOCAL_STRIPE_PORT="0",
     )
     return env
 
@@ -196,3 +198,64 @@ def test_import_with_temporal_down_keeps_the_ledger_and_says_how_to_recover(dunw
     assert "run `dunwise sync` once Temporal is reachable" in result.stderr
     again = dunwise(dunwise_env, "import", str(invoices), cwd=tmp_path)
     assert "already" in again.stderr  # the ledger kept the first import whole
+
+
+PORTAL_INVOICES = """invoice_number,customer_id,customer_name,email,phone,timezone,currency,amount,issued_on,due_on,segment
+P-1,globex,Globex,ap@globex.example,+14155550102,America/New_York,USD,400.00,2026-01-05,2099-02-04,smb
+P-2,globex,Globex,ap@globex.example,+14155550102,America/New_York,USD,99.99,2026-01-05,2099-03-04,smb
+"""
+
+
+async def test_paylink_opens_a_portal_that_pays_two_invoices(running, dunwise_env, tmp_path):
+    import httpx
+
+    from tests.stripe_signing import confirm_card_setup
+
+    invoices = tmp_path / "portal.csv"
+    invoices.write_text(PORTAL_INVOICES)
+    assert dunwise(dunwise_env, "import", str(invoices), cwd=tmp_path).returncode == 0
+    link = dunwise(dunwise_env, "paylink", "globex", "P-1", "P-2", "--days", "7", cwd=tmp_path)
+    assert link.returncode == 0, link.stderr
+    url = link.stdout.strip()
+    web = f"http://127.0.0.1:{dunwise_env['DUNWISE_WEB_PORT']}"
+    assert url.startswith("http://127.0.0.1:8000/pay/")  # the public address, as configured
+    token = url.rsplit("/", 1)[1]
+    banner = (tmp_path / "run.log").read_text()
+    stripe_api = banner.split("local Stripe-compatible server on ")[1].split()[0]
+
+    async with httpx.AsyncClient(base_url=web, trust_env=False, timeout=30) as http:
+        page = await http.get(f"/pay/{token}")
+        assert page.status_code == 200 and "P-1" in page.text and "P-2" in page.text
+        checkout = (
+            await http.post(
+                f"/api/portal/{token}/checkout",
+                json={
+                    "items": [
+                        {"invoice": "P-1", "amount": "400.00"},
+                        {"invoice": "P-2", "amount": "50.00", "reason": "missing_items"},
+                    ],
+                    "method": "card",
+                    "request_id": "e2e-checkout",
+                },
+            )
+        ).json()
+        assert (checkout["amount"], checkout["currency"]) == ("450.00", "USD")
+        setup = (await http.post(f"/api/portal/{token}/setup-intent")).json()
+        card = confirm_card_setup(
+            stripe_api, "pk_test_dunwise_local", setup["client_secret"], "4242424242424242"
+        )
+        paid = await http.post(
+            f"/api/portal/{token}/checkout/{checkout['checkout_id']}/card",
+            json={"payment_method": card["payment_method"]},
+        )
+        assert paid.json()["status"] == "succeeded", paid.text
+
+    deadline = time.monotonic() + 60
+    while (
+        show(dunwise_env, "P-1", tmp_path)["stage"] != "closed"
+        or show(dunwise_env, "P-2", tmp_path)["balance_minor"] != 4_999
+    ):
+        assert time.monotonic() < deadline, "the portal payment did not reach the workflows"
+        time.sleep(0.5)
+    timeline = show(dunwise_env, "P-2", tmp_path)["timeline"]
+    assert any("missing items" in e["detail"] for e in timeline if e["event"] == "payment")

@@ -103,6 +103,8 @@ def dunwise_env(tmp_path: Path) -> dict[str, str]:
         DUNWISE_TEMPORAL_DEV_PORT=str(free_port()),
         DUNWISE_TEMPORAL_UI_PORT=str(free_port()),
         DUNWISE_TEMPORAL_TASK_QUEUE="supervision",
+        DUNWISE_WEB_PORT="0",
+        DUNWISE_LOCAL_STRIPE_PORT="0",
     )
     return env
 

@@ -59,11 +59,11 @@ from workflows.invoice_core import (
     TIMELINE_IN_LEDGER,
     activity_reason,
 )
-from workflows.invoice_requests import InvoiceRequests
+from workflows.invoice_payments import InvoicePayments
 
 
 @workflow.defn
-class InvoiceWorkflow(InvoiceRequests):
+class InvoiceWorkflow(InvoicePayments):
     @workflow.init
     def __init__(self, invoice: InvoiceInput) -> None:
         self.invoice = invoice
@@ -99,6 +99,19 @@ class InvoiceWorkflow(InvoiceRequests):
         await self._wait_until_settled()
         await self._close()
         await workflow.wait_condition(workflow.all_handlers_finished)
+        if not self._settled():
+            # Money was taken back (a refund, a chargeback) while the invoice closed: it is
+            # due again, and a fresh run follows the schedule from now on.
+            workflow.continue_as_new(
+                self.invoice.model_copy(
+                    update={
+                        "progress": None,
+                        "status": self.s.status,
+                        "balance_minor": self.s.balance_minor,
+                        "earlier_timeline": self.s.timeline,
+                    }
+                )
+            )
         return self.state()
 
     async def _follow_schedule(self) -> None:

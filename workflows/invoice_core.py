@@ -58,10 +58,19 @@ HISTORY_EVENTS_BOUND = 2_000
 REMEMBERED_REQUESTS = 500
 TERMINAL_STATUSES = frozenset({"paid", "void", "written_off", "closed"})
 # Stages in which no reminder goes out until a message moves the invoice on.
-PAUSING_STAGES = frozenset({Stage.PAUSED, Stage.DISPUTED, Stage.ESCALATED, Stage.STOPPED})
+PAUSING_STAGES = frozenset(
+    {Stage.PAUSED, Stage.DISPUTED, Stage.ESCALATED, Stage.STOPPED, Stage.PAYMENT_PENDING}
+)
 # Events that may repeat unchanged for as long as an invoice lives: counted, not copied.
 REPEATING_EVENTS = frozenset(
-    {"erp_rejected", "ledger_unavailable", "dispute_refused", "outcome_refused"}
+    {
+        "erp_rejected",
+        "ledger_unavailable",
+        "dispute_refused",
+        "outcome_refused",
+        "portal_visit",
+        "invoice_viewed",
+    }
 )
 # Where a run restarted from the ledger (`dunwise sync`) picks up, by ledger status.
 STAGE_FOR_LEDGER_STATUS = {"disputed": Stage.DISPUTED, "paused": Stage.STOPPED}
@@ -145,6 +154,14 @@ class InvoiceCore:
         if self.s.stage in (Stage.SCHEDULED, Stage.ESCALATED, Stage.STOPPED):
             self.s.stage_after_pause = self.s.stage
         self._set_stage(stage)
+
+    def _payment_landed_or_failed(self, reference: str | None) -> None:
+        """A payment on its way arrived or failed: reminders go on once none is pending."""
+        if reference not in self.s.pending_payments:
+            return
+        self.s.pending_payments.remove(reference)
+        if self.s.stage == Stage.PAYMENT_PENDING and not self.s.pending_payments:
+            self._set_stage(self.s.stage_after_pause)
 
     def _set_stage(self, stage: Stage) -> None:
         self.s.stage = stage

@@ -71,6 +71,7 @@ class InvoiceRequests(InvoiceCore):
             )
         before = self.s.balance_minor
         self._apply_balance(balance)
+        self._payment_landed_or_failed(payment.reference)
         self.s.paid_since_promise_minor += payment.amount_minor
         self.s.received_minor += payment.amount_minor
         credit = max(payment.amount_minor - before, 0)

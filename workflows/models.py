@@ -43,6 +43,7 @@ class Stage(StrEnum):
     DISPUTED = "disputed"
     ESCALATED = "escalated"  # a collector owns it
     STOPPED = "stopped"  # no more reminders; waits for payment
+    PAYMENT_PENDING = "payment_pending"  # a bank debit is on its way: reminders wait for it
     CLEARING = "clearing"  # paid, being posted to the ERP
     CLOSED = "closed"
 
@@ -55,6 +56,43 @@ class PaymentReceived(BaseModel):
     reason: str | None = Field(None, description="why a partial payment is partial")
     received_at: datetime | None = None
     actor: str = "system"
+
+
+class PortalEventKind(StrEnum):
+    """What a payer did in the portal, told to the invoice's timeline for the collectors."""
+
+    PORTAL_VISIT = "portal_visit"
+    INVOICE_VIEWED = "invoice_viewed"
+    CHECKOUT_STARTED = "checkout_started"
+    CHECKOUT_ABANDONED = "checkout_abandoned"
+    PAYMENT_DECLINED = "payment_declined"
+
+
+class PortalEvent(BaseModel):
+    event: PortalEventKind
+    detail: str = Field("", max_length=500)
+
+
+class PaymentPending(BaseModel):
+    """Money on its way (a bank debit processing): reminders wait until it lands or fails."""
+
+    reference: str = Field(min_length=1, max_length=255)
+    amount_minor: int = Field(gt=0, le=MAX_MINOR)
+    method: str
+
+
+class PaymentFailed(BaseModel):
+    reference: str = Field(min_length=1, max_length=255)
+    reason: str
+
+
+class BalanceReopened(BaseModel):
+    """The ledger took money back (a refund or chargeback): its new balance for the invoice."""
+
+    balance_minor: int = Field(ge=0, le=MAX_MINOR)
+    status: str
+    amount_minor: int = Field(gt=0, le=MAX_MINOR)
+    reason: str
 
 
 class PromiseToPay(BaseModel):
@@ -130,6 +168,9 @@ class InvoiceProgress(BaseModel):
     timeline_saved: int = Field(0, description="entries before this one are in the ledger")
     handled_requests: list[str] = Field(
         default_factory=list, description="recent request ids: the same id twice is one change"
+    )
+    pending_payments: list[str] = Field(
+        default_factory=list, description="references of payments on their way (bank debits)"
     )
 
 

@@ -1,0 +1,63 @@
+"""The web app: the payer's portal (`/pay/<token>`), its JSON API (`/api/portal/...`) and
+provider webhooks (`/webhooks/...`). Routes are thin: they read the request, call the same
+services the command line uses, and render the answer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from ledger.checkouts import CheckoutItemError
+
+from payments.services import PaymentServices
+from portal import payer_api, payer_pages, webhooks
+from portal.links import LinkProblem
+from portal.pages import render
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "templates" / "pages" / "static"
+
+
+def create_app(services: PaymentServices) -> FastAPI:
+    app = FastAPI(
+        title="dunwise",
+        summary="Customer payment portal, its JSON API and provider webhooks",
+        version="0.1.0",
+    )
+    app.state.services = services
+    app.include_router(payer_pages.router)
+    app.include_router(payer_api.router)
+    app.include_router(webhooks.router)
+
+    @app.exception_handler(LinkProblem)
+    async def _link_problem(request: Request, problem: LinkProblem) -> Response:
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": problem.message}, status_code=problem.status)
+        return render(
+            request,
+            "link_problem.html",
+            {"problem": problem, "token": request.path_params.get("token")},
+            status_code=problem.status,
+        )
+
+    @app.exception_handler(CheckoutItemError)
+    async def _bad_item(request: Request, err: CheckoutItemError) -> Response:
+        return JSONResponse(
+            {
+                "detail": [
+                    {
+                        "loc": ["body", "items", err.index, err.field],
+                        "msg": str(err),
+                        "type": "value_error",
+                    }
+                ]
+            },
+            status_code=422,
+        )
+
+    @app.get("/healthz", include_in_schema=False)
+    async def _health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,273 @@
+"""The payer's pages: the account behind a pay link, checkout, card entry, receipt, PDFs.
+
+Each page is a thin layer over the same services as the JSON API (`portal.payer_api`):
+a form post here does what a JSON post there does. Visits, invoice views and abandoned
+checkouts go to the invoices' timelines in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import RedirectResponse, Response
+
+from ledger import accounts, checkout_events, checkouts
+from ledger.books import UnknownInvoice
+from ledger.db import session_scope
+from ledger.models import CheckoutStatus, PaymentMethodKind, ShortPayReason
+from paylinks import PayLinkError, read_genuine_pay_token
+from payments import checkout as checkout_service
+from payments.portal_events import note_in_background
+from payments.receipts import send_fresh_pay_link
+from payments.stripe_gateway import GatewayError
+from portal.checkout_input import CheckoutIn, CheckoutItemIn, checkout_draft
+from portal.links import LinkProblem, now, open_link
+from portal.pages import render
+from portal.pdf import invoice_pdf, statement_pdf
+from workflows.models import PortalEventKind
+
+router = APIRouter(prefix="/pay", include_in_schema=False)
+# A checkout left unpaid this long counts as abandoned when the payer comes back.
+ABANDONED_AFTER = timedelta(minutes=30)
+# A visit goes on the timelines of the invoices its link was sent for, or else of this many of
+# the customer's most overdue ones.
+VISIT_NOTES = 50
+REASONS = [(reason.value, reason.value.replace("_", " ").capitalize()) for reason in ShortPayReason]
+
+
+@router.get("/{token}")
+async def account_page(request: Request, token: str) -> Response:
+    pay = open_link(request, token)
+    services = request.app.state.services
+    with session_scope(services.engine) as session:
+        account = accounts.customer_account(session, pay.customer_id, now().date())
+        abandoned = checkout_events.abandon_stale_checkouts(
+            session, pay.customer_id, now() - ABANDONED_AFTER
+        )
+        abandoned_numbers = [
+            item.invoice_number
+            for checkout in abandoned
+            for item in checkouts.checkout_items(session, checkout.id)
+        ]
+    if abandoned_numbers:
+        note_in_background(services, abandoned_numbers, PortalEventKind.CHECKOUT_ABANDONED)
+    visited = pay.invoice_numbers or [i.number for i in account.open_invoices[:VISIT_NOTES]]
+    note_in_background(services, visited, PortalEventKind.PORTAL_VISIT)
+    return _account_view(request, token, account, set(pay.invoice_numbers))
+
+
+@router.post("/{token}/checkout")
+async def checkout_form(request: Request, token: str) -> Response:
+    """The account page's form: selected invoices, amounts, reasons, method."""
+    pay = open_link(request, token)
+    services = request.app.state.services
+    form = await request.form()
+    try:
+        body = CheckoutIn(
+            items=[
+                CheckoutItemIn(
+                    invoice=str(number),
+                    amount=str(form.get(f"amount:{number}", "")).strip(),
+                    reason=form.get(f"reason:{number}") or None,  # type: ignore[arg-type]
+                    note=str(form.get(f"note:{number}") or "") or None,
+                )
+                for number in form.getlist("invoice")
+            ],
+            method=str(form.get("method", "card")),  # type: ignore[arg-type]
+            request_id=str(form.get("request_id", "")),
+        )
+        with session_scope(services.engine) as session:
+            draft = checkout_draft(session, pay.customer_id, body)
+        started = await checkout_service.start_checkout(services, draft)
+    except (ValueError, GatewayError) as err:
+        # CheckoutItemError and pydantic's ValidationError are ValueErrors: the page again,
+        # with the problem; nothing was charged.
+        with session_scope(services.engine) as session:
+            account = accounts.customer_account(session, pay.customer_id, now().date())
+        return _account_view(request, token, account, set(), error=str(err), status_code=422)
+    return RedirectResponse(f"/pay/{token}/checkouts/{started.checkout_id}", status_code=303)
+
+
+def _account_view(
+    request: Request,
+    token: str,
+    account: accounts.CustomerAccount,
+    selected: set[str],
+    *,
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    settings = request.app.state.services.settings
+    return render(
+        request,
+        "portal.html",
+        {
+            "token": token,
+            "account": account,
+            "selected": selected,
+            "reasons": REASONS,
+            "request_id": str(uuid.uuid4()),
+            "error": error,
+            "surcharge_percent": settings.card_surcharge_percent,
+            # The local Stripe server has no bank debits; real Stripe does.
+            "bank_debit": not settings.local_stripe,
+        },
+        status_code=status_code,
+    )
+
+
+@router.get("/{token}/checkouts/{checkout_id}")
+async def checkout_page(request: Request, token: str, checkout_id: int) -> Response:
+    """Pay a checkout: a saved card, or a new card through Stripe.js; or its receipt."""
+    pay = open_link(request, token)
+    checkout, _ = _checkout_of(request, pay.customer_id, checkout_id)
+    if checkout.status not in (CheckoutStatus.CREATED, CheckoutStatus.FAILED):
+        return RedirectResponse(f"/pay/{token}/checkouts/{checkout_id}/receipt", status_code=303)
+    return await _checkout_view(request, token, pay.customer_id, checkout_id)
+
+
+@router.post("/{token}/checkouts/{checkout_id}/card")
+async def pay_with_saved_card(
+    request: Request, token: str, checkout_id: int, payment_method: str = Form(...)
+) -> Response:
+    """The no-JavaScript path: pay with a card already saved to the account."""
+    pay = open_link(request, token)
+    services = request.app.state.services
+    try:
+        await asyncio.to_thread(
+            checkout_service.pay_with_card, services, pay.customer_id, checkout_id, payment_method
+        )
+    except GatewayError as err:
+        await checkout_service.note_declined(services, pay.customer_id, checkout_id, str(err))
+        return await _checkout_view(
+            request, token, pay.customer_id, checkout_id, error=str(err), status_code=402
+        )
+    return RedirectResponse(f"/pay/{token}/checkouts/{checkout_id}/receipt", status_code=303)
+
+
+async def _checkout_view(
+    request: Request,
+    token: str,
+    customer_id: str,
+    checkout_id: int,
+    *,
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    services = request.app.state.services
+    checkout, items = _checkout_of(request, customer_id, checkout_id)
+    cards = await asyncio.to_thread(checkout_service.saved_cards, services, customer_id)
+    client_secret = None
+    if checkout.method == PaymentMethodKind.US_BANK_ACCOUNT and checkout.payment_intent_id:
+        # Stripe.js collects the bank account for this very PaymentIntent.
+        intent = await asyncio.to_thread(
+            services.gateway.retrieve_payment_intent, checkout.payment_intent_id
+        )
+        client_secret = intent.client_secret
+    return render(
+        request,
+        "checkout.html",
+        {
+            "token": token,
+            "checkout": checkout,
+            "items": items,
+            "cards": cards,
+            "client_secret": client_secret,
+            "stripe_js": services.gateway.js_url,
+            "publishable_key": services.gateway.publishable_key,
+            "error": error,
+        },
+        status_code=status_code,
+    )
+
+
+@router.get("/{token}/checkouts/{checkout_id}/receipt")
+async def receipt_page(request: Request, token: str, checkout_id: int) -> Response:
+    pay = open_link(request, token)
+    checkout, items = _checkout_of(request, pay.customer_id, checkout_id)
+    return render(
+        request,
+        "receipt.html",
+        {"token": token, "checkout": checkout, "items": items},
+    )
+
+
+@router.get("/{token}/invoices/{number}")
+async def invoice_page(request: Request, token: str, number: str) -> Response:
+    pay = open_link(request, token)
+    detail = _invoice_of(request, pay.customer_id, number)
+    note_in_background(request.app.state.services, [number], PortalEventKind.INVOICE_VIEWED)
+    return render(request, "invoice.html", {"token": token, "invoice": detail})
+
+
+@router.get("/{token}/invoices/{number}/pdf")
+async def invoice_as_pdf(request: Request, token: str, number: str) -> Response:
+    pay = open_link(request, token)
+    services = request.app.state.services
+    detail = _invoice_of(request, pay.customer_id, number)
+    with session_scope(services.engine) as session:
+        locale = accounts.customer_account(session, pay.customer_id, now().date(), 0).locale
+    note_in_background(services, [number], PortalEventKind.INVOICE_VIEWED, "as PDF")
+    document = invoice_pdf(
+        detail,
+        company_name=services.settings.company_name,
+        brand_color=services.settings.brand_color,
+        locale=locale,
+    )
+    return _pdf(document, f"invoice-{number}.pdf")
+
+
+@router.get("/{token}/statement.pdf")
+async def statement(request: Request, token: str) -> Response:
+    pay = open_link(request, token)
+    services = request.app.state.services
+    today = now().date()
+    with session_scope(services.engine) as session:
+        account = accounts.customer_account(session, pay.customer_id, today)
+    document = statement_pdf(
+        account,
+        company_name=services.settings.company_name,
+        brand_color=services.settings.brand_color,
+        today=today,
+    )
+    return _pdf(document, f"statement-{today.isoformat()}.pdf")
+
+
+@router.post("/{token}/renew")
+async def renew_link(request: Request, token: str) -> Response:
+    """Send a fresh link to the address the customer has on file; never to one typed in."""
+    services = request.app.state.services
+    try:
+        pay = read_genuine_pay_token(services.settings, token)
+    except PayLinkError:
+        raise LinkProblem(403, "this pay link is not valid", renewable=False) from None
+    send_fresh_pay_link(services.settings, services.engine, pay.customer_id)
+    return render(request, "link_renewed.html", {}, status_code=200)
+
+
+def _checkout_of(request: Request, customer_id: str, checkout_id: int):
+    with session_scope(request.app.state.services.engine) as session:
+        try:
+            checkout = checkouts.get_checkout(session, customer_id, checkout_id)
+        except checkouts.UnknownCheckout:
+            raise HTTPException(404, "no such checkout for this account") from None
+        return checkout, checkouts.checkout_items(session, checkout_id)
+
+
+def _invoice_of(request: Request, customer_id: str, number: str) -> accounts.InvoiceDetail:
+    with session_scope(request.app.state.services.engine) as session:
+        try:
+            return accounts.invoice_detail(session, customer_id, number)
+        except UnknownInvoice:
+            raise HTTPException(404, f"no invoice {number} on this account") from None
+
+
+def _pdf(document: bytes, filename: str) -> Response:
+    return Response(
+        document,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="{filename}"'},
+    )
