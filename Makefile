@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run demo test lint bench
+.PHONY: install run demo test lint bench bench-portal
 
 $(BIN)/dunwise: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,3 +26,6 @@ test: install lint
 
 bench: install
 	$(BIN)/python bench/lifecycle.py
+
+bench-portal: install
+	$(BIN)/python bench/portal.py

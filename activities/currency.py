@@ -9,6 +9,7 @@ from functools import lru_cache
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
+from babel.numbers import NumberPattern
 
 from ledger.currencies import currency_exponent as ledger_currency_exponent
 from policies.money import from_minor
@@ -44,13 +45,21 @@ def parse_locale(locale: str | None) -> Locale:
 def format_money(amount_minor: int, currency: str, locale: str | None = None) -> str:
     """format_money(123450, "USD") == "$1,234.50"; always every ISO decimal, never rounded."""
     code = currency.upper()
+    pattern, parsed = _money_pattern(code, locale)
+    return pattern.apply(to_major(amount_minor, code), parsed, currency=code, currency_digits=False)
+
+
+@lru_cache(maxsize=256)
+def _money_pattern(code: str, locale: str | None) -> tuple[NumberPattern, Locale]:
+    # A page lists hundreds of amounts in one currency and locale: build the pattern once.
     exponent = currency_exponent(code)
     parsed = parse_locale(locale)
     pattern = copy.copy(parsed.currency_formats["standard"])
     pattern.frac_prec = (exponent, exponent)
-    return pattern.apply(to_major(amount_minor, code), parsed, currency=code, currency_digits=False)
+    return pattern, parsed
 
 
+@lru_cache(maxsize=4096)
 def format_day(day: date, locale: str | None = None) -> str:
     """A date the way the customer writes it: "March 5, 2025" in English."""
     return format_date(day, format="long", locale=parse_locale(locale))

@@ -20,21 +20,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
 from baseline_workflow import TIMER, BaselineWorkflow, Shape, noop
+from console import stdout_to_stderr
 from sqlmodel import func, select
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
@@ -84,19 +83,6 @@ class Run:
             "latency_p50_seconds": round(statistics.median(ordered), 3),
             "latency_p95_seconds": round(ordered[int(0.95 * (len(ordered) - 1))], 3),
         }
-
-
-@contextmanager
-def stdout_to_stderr() -> Iterator[None]:
-    """Processes started inside write their stdout to stderr (the dev server prints a banner)."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 async def run_all(count: int, concurrency: int, one: Callable[[int], Awaitable[None]]) -> Run:

@@ -13,6 +13,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -122,7 +123,7 @@ async def settle(
             )
     with session_scope(services.engine) as session:
         checkout_events.set_checkout_status(session, checkout.id, CheckoutStatus.SUCCEEDED)
-    send_checkout_receipt(services.settings, services.engine, checkout.id, ReceiptKind.RECEIVED)
+    await _send_receipt(services, checkout, ReceiptKind.RECEIVED)
     return f"checkout {checkout.id} paid: {', '.join(i.invoice_number for i in items)}"
 
 
@@ -184,7 +185,7 @@ async def _pending(
         await _ask(
             services, item.invoice_number, InvoiceWorkflow.payment_pending, pending, event_id
         )
-    send_checkout_receipt(services.settings, services.engine, checkout.id, ReceiptKind.PENDING)
+    await _send_receipt(services, checkout, ReceiptKind.PENDING)
     return f"checkout {checkout.id} pending: reminders wait"
 
 
@@ -204,7 +205,7 @@ async def _failed(
     failure = PaymentFailed(reference=checkout.payment_intent_id or "", reason=reason)
     for item in items:
         await _ask(services, item.invoice_number, InvoiceWorkflow.payment_failed, failure, event_id)
-    send_checkout_receipt(services.settings, services.engine, checkout.id, ReceiptKind.FAILED)
+    await _send_receipt(services, checkout, ReceiptKind.FAILED)
     return f"checkout {checkout.id} failed: {reason}"
 
 
@@ -261,6 +262,13 @@ async def _reopen(services: PaymentServices, balance: Any, amount_minor: int, wh
         await restart_from_ledger(
             client, services.settings, services.engine, balance.invoice_number
         )
+
+
+async def _send_receipt(services: PaymentServices, checkout: Checkout, kind: ReceiptKind) -> None:
+    # Rendering and delivery block (files, SMTP, HTTP): off the event loop the worker shares.
+    await asyncio.to_thread(
+        send_checkout_receipt, services.settings, services.engine, checkout.id, kind
+    )
 
 
 async def _ask(

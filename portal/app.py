@@ -9,8 +9,8 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from ledger.checkouts import CheckoutItemError
 
+from ledger.checkouts import CheckoutItemError
 from payments.services import PaymentServices
 from portal import payer_api, payer_pages, webhooks
 from portal.links import LinkProblem
@@ -55,6 +55,18 @@ def create_app(services: PaymentServices) -> FastAPI:
             },
             status_code=422,
         )
+
+    @app.middleware("http")
+    async def _private_pages(request: Request, call_next) -> Response:
+        response = await call_next(request)
+        # The pay token is in the URL: never let it leak through a Referer, a shared cache
+        # or a page framed by another site.
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["X-Frame-Options"] = "DENY"
+        if request.url.path.startswith(("/pay/", "/api/portal/")):
+            response.headers["Cache-Control"] = "no-store"
+        return response
 
     @app.get("/healthz", include_in_schema=False)
     async def _health() -> dict[str, str]:

@@ -14,10 +14,12 @@ from datetime import timedelta
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
+from activities.currency import to_major
 from ledger import accounts, checkout_events, checkouts
 from ledger.books import UnknownInvoice
+from ledger.checkouts import CheckoutItemError
 from ledger.db import session_scope
-from ledger.models import CheckoutStatus, PaymentMethodKind, ShortPayReason
+from ledger.models import CheckoutStatus, Customer, PaymentMethodKind, ShortPayReason
 from paylinks import PayLinkError, read_genuine_pay_token
 from payments import checkout as checkout_service
 from payments.portal_events import note_in_background
@@ -35,11 +37,15 @@ ABANDONED_AFTER = timedelta(minutes=30)
 # A visit goes on the timelines of the invoices its link was sent for, or else of this many of
 # the customer's most overdue ones.
 VISIT_NOTES = 50
+# Invoices shown per page of the account: a phone stays quick with a thousand open invoices.
+PAGE_SIZE = 100
+# The account form's fields that a refused checkout shows again as the payer entered them.
+ENTERED_FIELDS = ("amount:", "reason:", "note:")
 REASONS = [(reason.value, reason.value.replace("_", " ").capitalize()) for reason in ShortPayReason]
 
 
 @router.get("/{token}")
-async def account_page(request: Request, token: str) -> Response:
+async def account_page(request: Request, token: str, page: int = 1) -> Response:
     pay = open_link(request, token)
     services = request.app.state.services
     with session_scope(services.engine) as session:
@@ -56,7 +62,7 @@ async def account_page(request: Request, token: str) -> Response:
         note_in_background(services, abandoned_numbers, PortalEventKind.CHECKOUT_ABANDONED)
     visited = pay.invoice_numbers or [i.number for i in account.open_invoices[:VISIT_NOTES]]
     note_in_background(services, visited, PortalEventKind.PORTAL_VISIT)
-    return _account_view(request, token, account, set(pay.invoice_numbers))
+    return _account_view(request, token, account, set(pay.invoice_numbers), page=page)
 
 
 @router.post("/{token}/checkout")
@@ -66,8 +72,10 @@ async def checkout_form(request: Request, token: str) -> Response:
     services = request.app.state.services
     form = await request.form()
     try:
-        body = CheckoutIn(
-            items=[
+        if form.get("all"):
+            items = _everything_due(services, pay.customer_id, str(form.get("all")))
+        else:
+            items = [
                 CheckoutItemIn(
                     invoice=str(number),
                     amount=str(form.get(f"amount:{number}", "")).strip(),
@@ -75,7 +83,9 @@ async def checkout_form(request: Request, token: str) -> Response:
                     note=str(form.get(f"note:{number}") or "") or None,
                 )
                 for number in form.getlist("invoice")
-            ],
+            ]
+        body = CheckoutIn(
+            items=items,
             method=str(form.get("method", "card")),  # type: ignore[arg-type]
             request_id=str(form.get("request_id", "")),
         )
@@ -87,8 +97,28 @@ async def checkout_form(request: Request, token: str) -> Response:
         # with the problem; nothing was charged.
         with session_scope(services.engine) as session:
             account = accounts.customer_account(session, pay.customer_id, now().date())
-        return _account_view(request, token, account, set(), error=str(err), status_code=422)
+        entered = {key: str(value) for key, value in form.items() if key.startswith(ENTERED_FIELDS)}
+        return _account_view(
+            request,
+            token,
+            account,
+            {str(number) for number in form.getlist("invoice")},
+            entered=entered,
+            error=err.problem if isinstance(err, CheckoutItemError) else str(err),
+            status_code=422,
+        )
     return RedirectResponse(f"/pay/{token}/checkouts/{started.checkout_id}", status_code=303)
+
+
+def _everything_due(services, customer_id: str, currency: str) -> list[CheckoutItemIn]:
+    """ "Pay all": every open invoice in this currency, in full."""
+    with session_scope(services.engine) as session:
+        account = accounts.customer_account(session, customer_id, now().date(), 0)
+    return [
+        CheckoutItemIn(invoice=i.number, amount=str(to_major(payable, i.currency)))
+        for i in account.open_invoices
+        if i.currency == currency and (payable := i.balance_minor - i.pending_minor) > 0
+    ]
 
 
 def _account_view(
@@ -97,17 +127,35 @@ def _account_view(
     account: accounts.CustomerAccount,
     selected: set[str],
     *,
+    page: int = 1,
+    entered: dict[str, str] | None = None,
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
     settings = request.app.state.services.settings
+    # The invoices the link was sent for come first; then by due date.
+    ordered = sorted(account.open_invoices, key=lambda i: i.number not in selected)
+    pages = max(1, -(-len(ordered) // PAGE_SIZE))
+    page = min(max(page, 1), pages)
+    due: dict[str, list[int]] = {}
+    for invoice in ordered:
+        payable = invoice.balance_minor - invoice.pending_minor
+        if payable > 0:
+            count_and_total = due.setdefault(invoice.currency, [0, 0])
+            count_and_total[0] += 1
+            count_and_total[1] += payable
     return render(
         request,
         "portal.html",
         {
             "token": token,
             "account": account,
+            "rows": ordered[(page - 1) * PAGE_SIZE : page * PAGE_SIZE],
+            "page": page,
+            "pages": pages,
+            "pay_all": sorted(due.items()),
             "selected": selected,
+            "entered": entered or {},
             "reasons": REASONS,
             "request_id": str(uuid.uuid4()),
             "error": error,
@@ -160,8 +208,11 @@ async def _checkout_view(
     services = request.app.state.services
     checkout, items = _checkout_of(request, customer_id, checkout_id)
     cards = await asyncio.to_thread(checkout_service.saved_cards, services, customer_id)
-    client_secret = None
+    client_secret = customer_name = None
     if checkout.method == PaymentMethodKind.US_BANK_ACCOUNT and checkout.payment_intent_id:
+        with session_scope(services.engine) as session:
+            customer = session.get(Customer, customer_id)
+            customer_name = customer.name if customer else None
         # Stripe.js collects the bank account for this very PaymentIntent.
         intent = await asyncio.to_thread(
             services.gateway.retrieve_payment_intent, checkout.payment_intent_id
@@ -176,6 +227,7 @@ async def _checkout_view(
             "items": items,
             "cards": cards,
             "client_secret": client_secret,
+            "customer_name": customer_name,
             "stripe_js": services.gateway.js_url,
             "publishable_key": services.gateway.publishable_key,
             "error": error,

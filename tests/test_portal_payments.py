@@ -209,6 +209,10 @@ async def test_the_pages_pay_with_a_saved_card_and_serve_pdfs(tmp_path) -> None:
         assert page.status_code == 200
         assert "A-1" in page.text and "A-2" in page.text and "B-1" not in page.text
         assert 'name="amount:A-2"' in page.text and 'value="250.50"' in page.text
+        # The token is in the URL: no Referer, no shared cache, no framing.
+        assert page.headers["referrer-policy"] == "no-referrer"
+        assert page.headers["cache-control"] == "no-store"
+        assert page.headers["x-frame-options"] == "DENY"
 
         short = {"invoice": "A-2", "amount:A-2": "100.00", "method": "card", "request_id": "f-1"}
         refused = await p.http.post(f"/pay/{token}/checkout", data=short)
@@ -342,3 +346,48 @@ async def test_credit_pays_first_and_a_checkout_it_covers_needs_no_card(tmp_path
         assert partly["payment_intent"].startswith("pi_")
         account = (await p.http.get(f"/api/portal/{token}")).json()
         assert account["credits"] == [{"currency": "USD", "amount": "20.00"}]  # not yet spent
+
+
+async def test_a_long_account_pages_and_pays_all_in_one_checkout(tmp_path) -> None:
+    from datetime import date, timedelta
+
+    async with portal(tmp_path) as p:
+        await _two_invoices(p)
+        with session_scope(p.harness.engine) as session:
+            for n in range(118):
+                session.add(
+                    Invoice(
+                        number=f"L-{n:03}",
+                        customer_id="cust-1",
+                        currency="USD",
+                        total_minor=1_000 + n,
+                        balance_minor=1_000 + n,
+                        issued_on=date(2026, 1, 1),
+                        due_on=date(2026, 2, 1) + timedelta(days=n),
+                        policy_name="standard",
+                        policy_version=3,
+                    )
+                )
+        token = p.token("cust-1", ["A-2"])
+        first = await p.http.get(f"/pay/{token}")
+        assert first.text.count('name="invoice"') == 100
+        assert "Page 1 of 2 (120 open invoices)" in first.text
+        # The invoice the link was sent for comes first, however late it falls due.
+        assert first.text.index('value="A-2"') < first.text.index('value="L-000"')
+        second = await p.http.get(f"/pay/{token}?page=2")
+        assert second.text.count('name="invoice"') == 20
+        total = 10_000 + 25_050 + sum(1_000 + n for n in range(118))
+        assert "Pay all 120 USD invoices: $1,599.53" in first.text and total == 159_953
+
+        opened = await p.http.post(
+            f"/pay/{token}/checkout", data={"all": "USD", "request_id": "everything"}
+        )
+        assert opened.status_code == 303
+        page = await p.http.get(opened.headers["location"])
+        assert "$1,599.53" in page.text
+        with session_scope(p.harness.engine) as session:
+            from ledger.models import Checkout, CheckoutItem
+
+            [checkout] = session.exec(select(Checkout)).all()
+            assert checkout.items_minor == total
+            assert len(session.exec(select(CheckoutItem)).all()) == 120
