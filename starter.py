@@ -1,4 +1,5 @@
-"""The `dunwise` command line: run, web, paylink, import, invoice, simulate, demo, policy."""
+"""The `dunwise` command line: run, web, paylink, user, apikey, import, invoice, simulate, demo,
+policy."""
 
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ from commands.paylink import paylink_command
 from commands.policy import policy_check
 from commands.run import run, web_command
 from commands.simulate import demo_command, simulate_command
+from commands.users import apikey_command, user_command
 from ledger.import_rows import ImportRejected
 from ledger.migrate import upgrade
 from policies.errors import PolicyFileError
 from policies.loader import policy_json_schema
+from policies.schema import PRIORITIES
 from settings import Settings, get_settings
 from temporal_client import quiet_core_logs
 
@@ -46,6 +49,24 @@ def build_parser() -> argparse.ArgumentParser:
     link.add_argument("invoices", nargs="*", metavar="INVOICE", help="invoices to preselect")
     link.add_argument("--days", type=int, help="valid for N days (default: the setting)")
     link.add_argument("--revoke", action="store_true", help="revoke every link given out so far")
+    usr = commands.add_parser("user", help="add console users; set up their one-time codes")
+    user_actions = usr.add_subparsers(dest="action", required=True)
+    user_add = user_actions.add_parser(
+        "add", help="add a user; the password is read from standard input, or asked twice"
+    )
+    user_add.add_argument("email")
+    user_add.add_argument("--role", required=True, help="viewer, collector or admin")
+    user_actions.add_parser(
+        "totp", help="give a user a one-time-code secret; prints the URI to scan"
+    ).add_argument("email")
+    keys = commands.add_parser("apikey", help="API keys for the JSON API")
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    key_actions.add_parser(
+        "create", help="print a new API key for a user (shown once)"
+    ).add_argument("email")
+    key_actions.add_parser(
+        "revoke", help="revoke a key, given whole or as dw_<prefix>"
+    ).add_argument("key")
     commands.add_parser("migrate", help="create or upgrade the ledger database")
     commands.add_parser(
         "sync", help="start the workflow of every unfinished invoice whose workflow is not running"
@@ -87,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     invoice_action("write-off", "write off the balance").add_argument("reason")
     invoice_action("resume", "resume dunning").add_argument("--note")
     invoice_action("stop", "stop reminders; wait for payment").add_argument("--note")
+    escalate = invoice_action("escalate", "hand the invoice to a collector now")
+    escalate.add_argument("--queue", help="default: the policy's escalation queue")
+    escalate.add_argument("--priority", default="high", choices=PRIORITIES)
+    escalate.add_argument("--note")
+    note = invoice_action("note", "log a note (or a call, with --call) on the invoice")
+    note.add_argument("text")
+    note.add_argument("--call", action="store_true", help="the note is about a call")
 
     sim = commands.add_parser("simulate", help="what-if: run a policy over invoices")
     sim.add_argument("--policy", type=Path, required=True)
@@ -142,6 +170,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
             asyncio.run(web_command(settings))
         case "paylink":
             paylink_command(settings, args)
+        case "user":
+            user_command(settings, args)
+        case "apikey":
+            apikey_command(settings, args)
         case "migrate":
             upgrade(settings.effective_database_url)
             print(f"ledger at {settings.effective_database_url} is up to date")

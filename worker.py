@@ -47,6 +47,8 @@ def activities_for(engine: sa.Engine, settings: Settings) -> list:
         ledger.open_collector_task,
         ledger.close_collector_tasks,
         ledger.record_timeline,
+        ledger.record_note,
+        ledger.breach_collector_task,
         messaging.send_reminder,
         messaging.send_receipt,
         erp.clear_in_erp,

@@ -15,13 +15,15 @@ from activities.models import (
     CollectorOutcome,
     CollectorTaskRequest,
     LedgerBalance,
+    NoteRequest,
     PaymentApplication,
     StatusChange,
+    TaskBreach,
     TimelineBatch,
 )
-from ledger import lifecycle, operations, timeline
+from ledger import lifecycle, notes, operations, tasks, timeline
 from ledger.db import session_scope
-from ledger.models import Invoice
+from ledger.models import CollectorTask, Invoice
 
 T = TypeVar("T")
 
@@ -67,6 +69,24 @@ class LedgerActivities:
     @activity.defn
     def close_collector_tasks(self, request: CollectorOutcome) -> int:
         return self._run(lambda session: lifecycle.close_collector_tasks(session, request))
+
+    @activity.defn
+    def breach_collector_task(self, request: TaskBreach) -> bool:
+        """Move a task past its SLA to the supervisor queue; False if it is closed already."""
+
+        def breach(session: Session) -> bool:
+            task = session.exec(
+                select(CollectorTask).where(CollectorTask.idempotency_key == request.task_key)
+            ).first()
+            if task is None:
+                return False
+            return tasks.move_breached(session, task.id, request.supervisor_queue, request.at)
+
+        return self._run(breach)
+
+    @activity.defn
+    def record_note(self, request: NoteRequest) -> int:
+        return self._run(lambda session: notes.record_note(session, request))
 
     @activity.defn
     def record_timeline(self, batch: TimelineBatch) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 from sqlmodel import select
 from temporalio.client import (
     Client,
@@ -41,6 +42,9 @@ from workflows.models import (
     Closure,
     Dispute,
     InvoiceState,
+    ManualEscalation,
+    Note,
+    NoteKind,
     PaymentReceived,
     PromiseToPay,
     Resolution,
@@ -58,6 +62,14 @@ async def invoice_command(settings: Settings, args: argparse.Namespace) -> None:
     pay_by = _iso_date(args.pay_by, "promise date") if args.action == "promise" else None
     if args.action in REASON_REQUIRED and not args.reason.strip():
         raise CommandError("a reason is required")
+    if args.action == "note" and not args.text.strip():
+        raise CommandError("a note needs some text")
+    if args.action == "escalate":
+        try:
+            ManualEscalation(queue=args.queue, priority=args.priority)
+        except ValidationError as err:
+            reason = err.errors()[0]["msg"].removeprefix("Value error, ")
+            raise CommandError(f"--queue: {reason}") from None
     request_id = None
     if args.action != "show":
         request_id = _request_id(args.request_id)
@@ -198,6 +210,15 @@ async def _invoice_action(
         case "resume" | "stop":
             update = InvoiceWorkflow.record_outcome
             message = Resolution(action=args.action, note=args.note, actor=actor)
+        case "escalate":
+            update = InvoiceWorkflow.escalate
+            message = ManualEscalation(
+                queue=args.queue, priority=args.priority, note=args.note, actor=actor
+            )
+        case "note":
+            update = InvoiceWorkflow.add_note
+            kind = NoteKind.CALL if args.call else NoteKind.NOTE
+            message = Note(text=args.text, kind=kind, actor=actor)
         case "void" | "write-off":
             update = InvoiceWorkflow.void if args.action == "void" else InvoiceWorkflow.write_off
             message = Closure(reason=args.reason, actor=actor)

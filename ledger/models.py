@@ -90,6 +90,14 @@ class PaymentMethodKind(StrEnum):
     US_BANK_ACCOUNT = "us_bank_account"
 
 
+class Role(StrEnum):
+    """What a console user may see and do; each role may do all the one before it may."""
+
+    VIEWER = "viewer"  # sees cases, tasks and the audit trail
+    COLLECTOR = "collector"  # works tasks: notes, promises, disputes, plans, pauses
+    ADMIN = "admin"  # finance admin: write-offs, users
+
+
 class Customer(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=64)
     name: str = Field(max_length=200)
@@ -192,6 +200,13 @@ class CollectorTask(SQLModel, table=True):
     idempotency_key: str = Field(max_length=200, unique=True)
     created_at: datetime = _aware(default_factory=utcnow)
     closed_at: datetime | None = _aware(default=None)
+    # Who works it: an open task with an assignee is claimed (ledger.tasks).
+    assignee_id: int | None = Field(default=None, foreign_key="app_user.id", index=True)
+    claimed_at: datetime | None = _aware(default=None)
+    # Past its SLA: moved to the supervisor queue, the queue it came from kept.
+    breached_at: datetime | None = _aware(default=None)
+    escalated_from_queue: str | None = Field(default=None, max_length=64)
+    request_id: str | None = Field(default=None, max_length=100, description="of the last change")
 
 
 class Message(SQLModel, table=True):
@@ -320,3 +335,55 @@ class AuditEvent(SQLModel, table=True):
 def _audit_is_append_only(_mapper, _connection, target: AuditEvent) -> None:
     # The database refuses too (triggers in the initial migration); this names the mistake early.
     raise ValueError(f"audit event {target.id} is append-only: it cannot be changed or deleted")
+
+
+class AppUser(SQLModel, table=True):
+    """Someone who logs in to the console or calls the API: email (lower-cased), role, and the
+    password only as an argon2 hash. `failed_logins` counts failures since the last success or
+    lock; `totp_last_step` is the last one-time-code time step accepted, never accepted twice.
+    Secrets and hashes stay out of `repr`, and so out of logs."""
+
+    __tablename__ = "app_user"
+    __table_args__ = (
+        sa.CheckConstraint("email = lower(email)", name="email_lower_case"),
+        sa.CheckConstraint("role IN ('viewer', 'collector', 'admin')", name="role_known"),
+        sa.CheckConstraint("failed_logins >= 0", name="failed_logins_not_negative"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320, unique=True)
+    password_hash: str = Field(max_length=200, repr=False)
+    role: Role = Field(sa_type=sa.String(16))
+    totp_secret: str | None = Field(default=None, max_length=64, repr=False)
+    totp_last_step: int | None = Field(default=None, sa_type=sa.BigInteger)
+    failed_logins: int = 0
+    locked_until: datetime | None = _aware(default=None)
+    created_at: datetime = _aware(default_factory=utcnow)
+    disabled: bool = False
+
+
+class ApiKey(SQLModel, table=True):
+    """An API key of one user, kept only as the SHA-256 of the whole key; `prefix` finds it."""
+
+    __tablename__ = "api_key"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="app_user.id", index=True)
+    prefix: str = Field(max_length=8, index=True)
+    key_hash: str = Field(max_length=64, unique=True, repr=False, description="SHA-256, hex")
+    created_at: datetime = _aware(default_factory=utcnow)
+    last_used_at: datetime | None = _aware(default=None)
+    revoked: bool = False
+
+
+class ConsoleSession(SQLModel, table=True):
+    """A logged-in console browser: the SHA-256 of its cookie and the CSRF token of its forms."""
+
+    __tablename__ = "console_session"
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(max_length=64, unique=True, repr=False, description="SHA-256, hex")
+    user_id: int = Field(foreign_key="app_user.id", index=True)
+    csrf_token: str = Field(max_length=64, repr=False)
+    created_at: datetime = _aware(default_factory=utcnow)
+    expires_at: datetime = _aware()

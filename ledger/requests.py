@@ -73,6 +73,24 @@ class CollectorOutcome(BaseModel):
     actor: str = "system"
 
 
+class TaskBreach(BaseModel):
+    """A collector task past its SLA: it moves, unassigned, to the supervisor queue."""
+
+    task_key: str = Field(description="the idempotency key the task was opened with")
+    supervisor_queue: str
+    at: datetime
+
+
+class NoteRequest(BaseModel):
+    """A collector's note or logged call on an invoice, kept once per key."""
+
+    invoice_number: str
+    kind: str  # a NoteKind: note or call
+    text: str = Field(min_length=1, max_length=4000)
+    actor: str
+    idempotency_key: str
+
+
 class TimelineEntry(BaseModel):
     """One event in an invoice's story; an event repeated as it was is counted, not copied."""
 

@@ -85,6 +85,10 @@ def _check_slug(value: str) -> str:
     return value
 
 
+# How urgent a collector task is, least first.
+Priority = Literal["low", "normal", "high", "urgent"]
+PRIORITIES: tuple[Priority, ...] = ("low", "normal", "high", "urgent")
+
 Slug = Annotated[
     str,
     AfterValidator(_check_slug),
@@ -324,8 +328,15 @@ class LateFee(_Model):
 class Escalation(_Model):
     """Hand the invoice to a human collector."""
 
+    @property
+    def breach_queue(self) -> str:
+        return self.supervisor_queue or f"{self.queue}-supervisor"
+
     queue: Slug
-    priority: Literal["low", "normal", "high", "urgent"] = "normal"
+    supervisor_queue: Slug | None = Field(
+        None, description="where a task past its SLA moves; default <queue>-supervisor"
+    )
+    priority: Priority = "normal"
     sla: Duration = Field(
         timedelta(days=2),
         description="time the collector has to act, like 2d or 12h",

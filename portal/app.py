@@ -1,6 +1,7 @@
-"""The web app: the payer's portal (`/pay/<token>`), its JSON API (`/api/portal/...`) and
-provider webhooks (`/webhooks/...`). Routes are thin: they read the request, call the same
-services the command line uses, and render the answer.
+"""The web app: the payer's portal (`/pay/<token>`), its JSON API (`/api/portal/...`), provider
+webhooks (`/webhooks/...`), and the collector console (`/console`) with its JSON API
+(`/api/invoices/...`, `/api/tasks`, `/api/audit`). Routes are thin: they read the request,
+call the same services the command line uses, and render the answer.
 """
 
 from __future__ import annotations
@@ -12,7 +13,15 @@ from fastapi.responses import JSONResponse, Response
 
 from ledger.checkouts import CheckoutItemError
 from payments.services import PaymentServices
-from portal import payer_api, payer_pages, webhooks
+from portal import (
+    console_api,
+    console_auth,
+    console_pages,
+    payer_api,
+    payer_pages,
+    tasks_api,
+    webhooks,
+)
 from portal.links import LinkProblem
 from portal.pages import render
 
@@ -29,6 +38,10 @@ def create_app(services: PaymentServices) -> FastAPI:
     app.include_router(payer_pages.router)
     app.include_router(payer_api.router)
     app.include_router(webhooks.router)
+    app.include_router(console_auth.router)
+    app.include_router(console_pages.router)
+    app.include_router(console_api.router)
+    app.include_router(tasks_api.router)
 
     @app.exception_handler(LinkProblem)
     async def _link_problem(request: Request, problem: LinkProblem) -> Response:
@@ -59,12 +72,12 @@ def create_app(services: PaymentServices) -> FastAPI:
     @app.middleware("http")
     async def _private_pages(request: Request, call_next) -> Response:
         response = await call_next(request)
-        # The pay token is in the URL: never let it leak through a Referer, a shared cache
-        # or a page framed by another site.
+        # The pay token is in the URL, the console shows customers' affairs: never let either
+        # leak through a Referer, a shared cache or a page framed by another site.
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["X-Frame-Options"] = "DENY"
-        if request.url.path.startswith(("/pay/", "/api/portal/")):
+        if request.url.path.startswith(("/pay/", "/api/", "/console")):
             response.headers["Cache-Control"] = "no-store"
         return response
 

@@ -20,9 +20,11 @@ import sqlalchemy as sa
 from sqlmodel import SQLModel
 
 import ledger.models  # noqa: F401  (registers the tables)
+import ledger.notes  # noqa: F401
 import ledger.timeline  # noqa: F401
 from ledger.db import make_engine
 from ledger.migrate import upgrade
+from tests.browser import chromium  # noqa: F401  (the fixture of the browser tests)
 
 POSTGRES_URL_VARIABLE = "DUNWISE_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"

@@ -40,6 +40,12 @@ from workflows.models import InvoiceState
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 HISTORIES = Path(__file__).resolve().parent / "histories"
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # Monday 2026-03-02, 03:00 in New York
+DUE = date(2026, 3, 16)  # two weeks after START: every step of the standard policy ahead
+
+
+def reminder_templates(state: InvoiceState) -> list[str | None]:
+    """The template of each reminder sent, once per channel, in order."""
+    return [e.template for e in state.timeline if e.event == "reminder"]
 
 
 @dataclass

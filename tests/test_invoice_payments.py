@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from tests.invoice_harness import invoice_harness, local
+from tests.invoice_harness import DUE, invoice_harness, local, reminder_templates
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import (
     PaymentFailed,
@@ -15,12 +15,6 @@ from workflows.models import (
     PortalEventKind,
     Stage,
 )
-
-DUE = date(2026, 3, 16)
-
-
-def reminders(state) -> list[str | None]:
-    return [e.template for e in state.timeline if e.event == "reminder"]
 
 
 async def test_pending_bank_debit_holds_reminders_until_it_fails_or_lands(tmp_path) -> None:
@@ -39,7 +33,7 @@ async def test_pending_bank_debit_holds_reminders_until_it_fails_or_lands(tmp_pa
 
         await h.advance_to(local(date(2026, 3, 17)))
         state = await h.state(handle)
-        assert reminders(state) == []  # courtesy and due-today waited for the debit
+        assert reminder_templates(state) == []  # courtesy and due-today waited for the debit
         [visits] = [e for e in state.timeline if e.event == "portal_visit"]
         assert visits.count == 2
 
@@ -48,7 +42,7 @@ async def test_pending_bank_debit_holds_reminders_until_it_fails_or_lands(tmp_pa
         assert state.stage == Stage.SCHEDULED
         await h.advance_to(local(date(2026, 3, 18), hour=12))
         # Only the latest step that fell due, on its email and SMS: not a burst.
-        assert reminders(await h.state(handle)) == ["due_today", "due_today"]
+        assert reminder_templates(await h.state(handle)) == ["due_today", "due_today"]
 
         second = PaymentPending(reference="pi_2", amount_minor=40_000, method="us_bank_account")
         await handle.execute_update(InvoiceWorkflow.payment_pending, second, id="evt_3")

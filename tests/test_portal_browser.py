@@ -12,27 +12,21 @@ opened; the payment lands in the workflows (one paid, one partly paid) and in th
 the cent; the browser never reaches beyond 127.0.0.1. Playwright never downloads a browser:
 it drives /usr/bin/chromium, and without it the tests skip (under CI they fail).
 
-Two defects of the pages are kept as strict expected failures until their fixes land (then
-they pass, and the marker must go): controls squeezed at phone width, and a refused checkout
-forgetting what the payer entered.
+Two defects found here are checked too: controls squeezed at phone width, and a refused
+checkout forgetting what the payer entered.
 """
 
 from __future__ import annotations
 
 import email
 import email.policy
-import os
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
 import sqlalchemy as sa
-from playwright.async_api import Locator, Page, Route, async_playwright, expect
+from playwright.async_api import Locator, Page, expect
 from sqlmodel import select
 
 from invoices import invoice_input, start_invoice_workflow
@@ -41,21 +35,10 @@ from ledger.models import Checkout, Customer, Invoice, Message, Payment, Payment
 from payments.stripe_gateway import StripeGateway
 from policies.loader import load_policy
 from policies.schedule import build_schedule
+from tests.browser import CRAMPED_CONTROLS, UNLABELLED_CONTROLS, WIDTHS, Phone, phone_browser
 from tests.invoice_harness import POLICIES
 from tests.portal_harness import Portal, portal
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-PHONE = {"width": 390, "height": 844}
 CUSTOMER = "cust-browser"
 TIMEZONE = "America/New_York"
 DUE = date(2026, 3, 5)  # a Thursday: the courtesy reminder (-3d) falls on a Monday
@@ -64,69 +47,6 @@ LEAD = timedelta(seconds=2)
 CARD = {"number": "4242424242424242", "exp_month": "12", "exp_year": "34", "cvc": "123"}
 ZIP = "10001"
 PAY_LINK = re.compile(r"https?://\S+/pay/[A-Za-z0-9._-]+")
-
-# Form controls a screen reader could not name: no <label>, aria-label or aria-labelledby.
-UNLABELLED_CONTROLS = """() => [...document.querySelectorAll("input, select, textarea")]
-  .filter((el) => el.type !== "hidden")
-  .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute("aria-label")
-                  && !el.getAttribute("aria-labelledby"))
-  .map((el) => el.outerHTML)"""
-WIDTHS = "() => [document.documentElement.scrollWidth, window.innerWidth]"
-# Text controls narrower than what they hold, or than a thumb: [id, visible px, content px].
-CRAMPED_CONTROLS = """() => [...document.querySelectorAll("input[type=text], select")]
-  .filter((el) => el.clientWidth < 120 || el.scrollWidth > el.clientWidth)
-  .map((el) => [el.id, el.clientWidth, el.scrollWidth])"""
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-@pytest.fixture
-def chromium() -> Path:
-    if CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK):
-        return CHROMIUM
-    reason = f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
-    if _in_ci():
-        pytest.fail(f"{reason}; CI is set, so this is an error, not a skip", pytrace=False)
-    pytest.skip(reason)
-
-
-@dataclass
-class Phone:
-    page: Page
-    outside: list[str] = field(default_factory=list)  # requests refused: not to 127.0.0.1
-    script_errors: list[str] = field(default_factory=list)
-
-
-@asynccontextmanager
-async def phone_browser(chromium: Path) -> AsyncIterator[Phone]:
-    """A fresh headless Chromium (its own new profile) with one page at a phone's size, kept
-    on loopback: any other address is refused and noted."""
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(chromium), args=CHROMIUM_ARGS
-        )
-        try:
-            context = await browser.new_context(viewport=PHONE)
-            outside: list[str] = []
-
-            async def loopback_only(route: Route) -> None:
-                if urlsplit(route.request.url).hostname == "127.0.0.1":
-                    await route.continue_()
-                else:
-                    outside.append(route.request.url)
-                    await route.abort()
-
-            await context.route("**/*", loopback_only)
-            phone = Phone(page=await context.new_page(), outside=outside)
-            phone.page.on("pageerror", lambda error: phone.script_errors.append(str(error)))
-            phone.page.set_default_timeout(15_000)
-            yield phone
-        finally:
-            await browser.close()
-    assert phone.outside == [], "the pages reached beyond 127.0.0.1"
-    assert phone.script_errors == [], "the pages' scripts failed"
 
 
 def _invoice_row(page: Page, number: str) -> Locator:

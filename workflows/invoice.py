@@ -12,7 +12,7 @@ its whole state, once its history grows long.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         ReceiptRequest,
         ReminderOutcome,
         ReminderRequest,
+        TaskBreach,
         TimelineBatch,
     )
     from activities.planning import (
@@ -43,7 +44,10 @@ with workflow.unsafe.imports_passed_through():
         InvoiceState,
         Stage,
     )
+from workflows.invoice_collector import InvoiceCollectorRequests
 from workflows.invoice_core import (
+    BROKEN_PROMISE_OPENS_TASK,
+    BROKEN_PROMISE_SLA,
     ERP_REJECTED_RETRY_AFTER,
     ERP_RETRY,
     HISTORY_EVENTS_BOUND,
@@ -55,15 +59,15 @@ from workflows.invoice_core import (
     PROMISE_AFTER_LAST_STEP,
     SCHEDULE_FROM_ACTIVITY,
     SERVICE_RETRY,
+    SLA_MOVES_TASK,
     STAGE_FOR_LEDGER_STATUS,
     TIMELINE_IN_LEDGER,
     activity_reason,
 )
-from workflows.invoice_payments import InvoicePayments
 
 
 @workflow.defn
-class InvoiceWorkflow(InvoicePayments):
+class InvoiceWorkflow(InvoiceCollectorRequests):
     @workflow.init
     def __init__(self, invoice: InvoiceInput) -> None:
         self.invoice = invoice
@@ -234,11 +238,32 @@ class InvoiceWorkflow(InvoicePayments):
             f"paid {self._money(s.paid_since_promise_minor)} of {self._money(promised)} "
             f"promised by {s.promise.pay_by}",
         )
+        # An invoice that goes back to an escalation still has its collector task open.
+        reopen = not kept and s.stage_after_pause != Stage.ESCALATED
+        broken_by = s.promise.pay_by if reopen else None
         s.promise = None
         s.paused_until = None
         async with self._ledger_turn():
             await self._set_status("open", "promise to pay ended")
+            if broken_by is not None and workflow.patched(BROKEN_PROMISE_OPENS_TASK):
+                await self._reopen_task_for(broken_by)
         self._set_stage(s.stage_after_pause)
+
+    async def _reopen_task_for(self, broken_by: date) -> None:
+        """A broken promise puts the invoice back on a collector's worklist, by itself."""
+        queue = self._policy_queue()
+        await self._ledger(
+            "open_collector_task",
+            CollectorTaskRequest(
+                invoice_number=self.invoice.number,
+                queue=queue,
+                priority="high",
+                due_at=self._now() + BROKEN_PROMISE_SLA,
+                idempotency_key=keys.broken_promise(self.invoice.number, broken_by.isoformat()),
+            ),
+            result_type=int,
+        )
+        self._record("task_reopened", f"promise of {broken_by} broken: queue {queue}")
 
     async def _run_step(self, planned: PlannedStep, step: Step) -> None:
         # The timeline shows the planned moment of a step that ran on time, not the
@@ -342,6 +367,18 @@ class InvoiceWorkflow(InvoicePayments):
                 "no collector outcome within the SLA",
                 at=at + escalation.sla,
             )
+            if workflow.patched(SLA_MOVES_TASK):
+                # The task goes to the supervisor queue, unassigned, marked breached.
+                async with self._ledger_turn():
+                    await self._ledger(
+                        "breach_collector_task",
+                        TaskBreach(
+                            task_key=keys.escalation(self.invoice.number, planned.index),
+                            supervisor_queue=escalation.breach_queue,
+                            at=at + escalation.sla,
+                        ),
+                        result_type=bool,
+                    )
 
     async def _close(self) -> None:
         self._set_stage(Stage.CLEARING)

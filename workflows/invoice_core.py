@@ -80,6 +80,12 @@ COLLECTOR_OUTCOME_IN_LEDGER = "collector-outcome-in-ledger"
 SCHEDULE_FROM_ACTIVITY = "schedule-from-activity"
 TIMELINE_IN_LEDGER = "timeline-in-ledger"
 SERIALIZED_LEDGER_WRITES = "serialized-ledger-writes"
+SLA_MOVES_TASK = "sla-moves-task"
+BROKEN_PROMISE_OPENS_TASK = "broken-promise-opens-task"
+# The time a collector has for the task a broken promise reopens.
+BROKEN_PROMISE_SLA = timedelta(days=2)
+# A queue for tasks an invoice's policy does not name (it has no escalation step).
+DEFAULT_QUEUE = "collections"
 
 
 class Refused(ApplicationError):
@@ -127,6 +133,13 @@ class InvoiceCore:
 
     def _step(self, planned: PlannedStep) -> Step:
         return self.invoice.policy.steps[planned.index]
+
+    def _policy_queue(self) -> str:
+        """The queue of the policy's first escalation step, else the default queue."""
+        for step in self.invoice.policy.steps:
+            if step.escalate is not None:
+                return step.escalate.queue
+        return DEFAULT_QUEUE
 
     def _now(self) -> datetime:
         return workflow.now() - self.invoice.clock_offset

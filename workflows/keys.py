@@ -41,3 +41,16 @@ def erp_clearing(invoice_number: str) -> str:
 
 def receipt(invoice_number: str) -> str:
     return f"{invoice_number}:receipt"
+
+
+def note(invoice_number: str, request_id: str) -> str:
+    return f"{invoice_number}:note:{request_id}"
+
+
+def manual_escalation(invoice_number: str, request_id: str) -> str:
+    return f"{invoice_number}:escalated-by-hand:{request_id}"
+
+
+def broken_promise(invoice_number: str, pay_by: str) -> str:
+    """The collector task a broken promise reopens; one per promised date."""
+    return f"{invoice_number}:broken-promise:{pay_by}"

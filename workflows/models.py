@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from activities.models import PlannedStep, TimelineEntry
 from ledger.currencies import MAX_MINOR
-from policies.schema import Policy
+from policies.schema import Policy, Priority, Slug
 
 
 class InvoiceInput(BaseModel):
@@ -93,6 +93,29 @@ class BalanceReopened(BaseModel):
     status: str
     amount_minor: int = Field(gt=0, le=MAX_MINOR)
     reason: str
+
+
+class NoteKind(StrEnum):
+    NOTE = "note"
+    CALL = "call"
+
+
+class Note(BaseModel):
+    """A collector's note, or a call they logged, on the invoice's timeline and in the ledger."""
+
+    text: str = Field(min_length=1, max_length=4000)
+    kind: NoteKind = NoteKind.NOTE
+    actor: str = "system"
+
+
+class ManualEscalation(BaseModel):
+    """A collector takes the invoice out of automatic dunning into a queue, now."""
+
+    queue: Slug | None = Field(None, description="default: the policy's escalation queue")
+    priority: Priority = "high"
+    sla: timedelta = timedelta(days=2)
+    note: str | None = None
+    actor: str = "system"
 
 
 class PromiseToPay(BaseModel):

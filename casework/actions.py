@@ -1,0 +1,195 @@
+"""What a collector may do to an invoice, in one place for the console's pages, its JSON API
+and anything else: each action is an update to the invoice's workflow under the caller's
+request id, allowed by role (a viewer reads, a collector acts, only an admin writes off).
+
+Invariants:
+- The role is checked before anything is sent; a refusal by the workflow comes back as
+  `ActionRefused` with its reason, and nothing is recorded.
+- The same request id twice is one change (Temporal's update id, the ledger's keys).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from sqlmodel import select
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from invoices import send_request
+from ledger.db import session_scope
+from ledger.inputs import parse_amount, positive_minor_units
+from ledger.models import Invoice, Role, ShortPayReason
+from payments.services import PaymentServices
+from policies.schema import Priority, Slug
+from workflows.invoice import InvoiceWorkflow
+from workflows.models import (
+    Closure,
+    Dispute,
+    InvoiceState,
+    ManualEscalation,
+    Note,
+    NoteKind,
+    PromiseToPay,
+    Resolution,
+)
+
+RequestId = Field(
+    min_length=1,
+    max_length=100,
+    pattern=r"^[A-Za-z0-9._:-]+$",
+    description="chosen by the caller: the same id again is the same change",
+)
+Action = Literal["notes", "promise", "dispute", "resume", "stop", "escalate", "write-off"]
+
+
+class NoteIn(BaseModel):
+    text: str = Field(min_length=1, max_length=4000)
+    kind: NoteKind = NoteKind.NOTE
+    request_id: str = RequestId
+
+
+class PromiseIn(BaseModel):
+    pay_by: date
+    amount: str | None = Field(None, max_length=40, description="decimal string; default all")
+    note: str | None = Field(None, max_length=2000)
+    request_id: str = RequestId
+
+
+class DisputeIn(BaseModel):
+    reason_code: ShortPayReason
+    note: str | None = Field(None, max_length=2000)
+    request_id: str = RequestId
+
+
+class OutcomeIn(BaseModel):
+    note: str | None = Field(None, max_length=2000)
+    request_id: str = RequestId
+
+
+class EscalateIn(BaseModel):
+    queue: Slug | None = None
+    priority: Priority = "high"
+    sla_days: int = Field(2, ge=1, le=3650)
+    note: str | None = Field(None, max_length=2000)
+    request_id: str = RequestId
+
+
+class WriteOffIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=500)
+    request_id: str = RequestId
+
+
+BODIES: dict[str, type[BaseModel]] = {
+    "notes": NoteIn,
+    "promise": PromiseIn,
+    "dispute": DisputeIn,
+    "resume": OutcomeIn,
+    "stop": OutcomeIn,
+    "escalate": EscalateIn,
+    "write-off": WriteOffIn,
+}
+NEEDS: dict[str, Role] = {action: Role.COLLECTOR for action in BODIES} | {"write-off": Role.ADMIN}
+
+
+@dataclass
+class ActionRefused(Exception):
+    status: int  # 403 role, 404 no invoice, 409 the invoice refused, 422 bad input, 504 no answer
+    message: str
+    field: str | None = None
+
+
+async def perform(
+    services: PaymentServices,
+    *,
+    role: Role,
+    actor: str,
+    number: str,
+    action: str,
+    body: BaseModel,
+) -> InvoiceState:
+    """Do `action` on the invoice for a user of `role`, recorded as done by `actor`."""
+    if action not in BODIES:
+        raise ActionRefused(404, f"no action {action!r}")
+    if not _at_least(role, NEEDS[action]):
+        raise ActionRefused(403, f"{action} needs the {NEEDS[action]} role; you are {role}")
+    update, message = await _message(services, number, action, body, actor)
+    client = await services.temporal()
+    try:
+        return await send_request(
+            client,
+            number,
+            update,
+            message,
+            request_id=body.request_id,  # type: ignore[attr-defined]
+            answer_within=services.settings.request_timeout_seconds,
+        )
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        raise ActionRefused(409, getattr(cause, "message", None) or str(cause)) from None
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise ActionRefused(404, f"no open invoice {number}") from None
+        raise
+    except TimeoutError:
+        raise ActionRefused(
+            504,
+            "no answer in time: nothing is recorded yet; send it again with the same "
+            "request_id to see how it ended",
+        ) from None
+
+
+def _at_least(role: Role, needed: Role) -> bool:
+    order = list(Role)
+    return order.index(role) >= order.index(needed)
+
+
+async def _message(
+    services: PaymentServices, number: str, action: str, body: Any, actor: str
+) -> tuple[Any, Any]:
+    """The workflow update for the action, and its message."""
+    match action:
+        case "notes":
+            return InvoiceWorkflow.add_note, Note(text=body.text, kind=body.kind, actor=actor)
+        case "promise":
+            return InvoiceWorkflow.promise_to_pay, await _promise(services, number, body, actor)
+        case "dispute":
+            reason = body.reason_code.value + (f": {body.note}" if body.note else "")
+            return InvoiceWorkflow.record_dispute, Dispute(reason=reason, actor=actor)
+        case "resume" | "stop":
+            outcome = Resolution(action=action, note=body.note, actor=actor)
+            return InvoiceWorkflow.record_outcome, outcome
+        case "escalate":
+            return InvoiceWorkflow.escalate, ManualEscalation(
+                queue=body.queue,
+                priority=body.priority,
+                sla=timedelta(days=body.sla_days),
+                note=body.note,
+                actor=actor,
+            )
+        case _:  # write-off
+            return InvoiceWorkflow.write_off, Closure(reason=body.reason, actor=actor)
+
+
+async def _promise(
+    services: PaymentServices, number: str, body: PromiseIn, actor: str
+) -> PromiseToPay:
+    amount_minor = None
+    if body.amount is not None:
+        currency = _currency(services, number)
+        try:
+            amount_minor = positive_minor_units(parse_amount(body.amount), currency)
+        except ValueError as err:
+            raise ActionRefused(422, f"amount: {err}", field="amount") from None
+    return PromiseToPay(pay_by=body.pay_by, amount_minor=amount_minor, note=body.note, actor=actor)
+
+
+def _currency(services: PaymentServices, number: str) -> str:
+    with session_scope(services.engine) as session:
+        currency = session.exec(select(Invoice.currency).where(Invoice.number == number)).first()
+    if currency is None:
+        raise ActionRefused(404, f"no open invoice {number}")
+    return currency

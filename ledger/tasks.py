@@ -1,0 +1,411 @@
+"""Collector tasks at work: the worklist, claiming, releasing and reassigning, assignment by
+rule, and the move of a task past its SLA to a supervisor queue.
+
+Callers pass a session whose transaction they commit (`ledger.db.session_scope`).
+
+Invariants:
+
+- A task's stored status is open or closed (`ledger.lifecycle` opens and closes tasks); an
+  open task with an assignee is claimed. The claim lives in `assignee_id` alone, so whatever
+  closes an invoice's open tasks closes claimed ones too, and a closed task keeps the name of
+  who worked it.
+- A task has at most one assignee, who is a console user allowed to work tasks (a collector
+  or an admin, not disabled). Only an open task is claimed, released, reassigned or assigned;
+  a task claimed by one user is refused to another until it is released or reassigned.
+- Every change of assignee or queue writes its audit event in the same savepoint, with the
+  assignee (or queue) before and after and the caller's request id when one is given. Asking
+  for what already is (claiming one's own task, releasing an unclaimed one, reassigning to the
+  assignee, assigning an assigned task, a second breach move) changes and writes nothing.
+- A breached task is moved once: it keeps the queue it came from, loses its assignee, and is
+  never moved again.
+- The worklist is one query however long it is: urgent before high before normal before low,
+  then the soonest SLA, then the largest balance, then the oldest task.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlmodel import Session, select
+
+from ledger.books import LedgerError, record_audit
+from ledger.models import AppUser, CollectorTask, Customer, Invoice, Role, utcnow
+from policies.schema import PRIORITIES, Priority
+
+
+class TaskStatus(StrEnum):
+    OPEN = "open"
+    CLAIMED = "claimed"  # shown, never stored: an open task with an assignee
+    CLOSED = "closed"
+
+
+# How urgent a task is, in the policy language's own words (an escalation step's priority).
+TaskPriority = Priority
+_RANK = {priority: rank for rank, priority in enumerate(PRIORITIES)}  # low 0 ... urgent 3
+
+QUEUE_MAX_LENGTH = 64
+REQUEST_ID_MAX_LENGTH = 100
+# A days-past-due filter beyond a century is a typo, and would overflow date arithmetic.
+DAYS_PAST_DUE_BOUND = 36_500
+_WORKERS = frozenset({Role.COLLECTOR, Role.ADMIN})
+
+
+class UnknownTask(LedgerError):
+    pass
+
+
+class TaskRefused(LedgerError):
+    """The task cannot be changed that way: closed, claimed by someone else, or the like."""
+
+
+class TaskView(BaseModel):
+    """One row of a worklist: the task with its invoice, customer and assignee."""
+
+    id: int
+    invoice: str
+    customer_id: str
+    customer_name: str
+    segment: str | None
+    currency: str
+    balance_minor: int
+    days_past_due: int  # negative while the invoice is not yet due
+    queue: str
+    priority: TaskPriority
+    due_at: datetime  # the SLA: when the task should be worked by
+    status: TaskStatus
+    assignee: str | None  # the assignee's email
+    breached: bool
+    created_at: datetime
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def _listing() -> sa.Select:
+    return (
+        sa.select(
+            CollectorTask,
+            Invoice.number,
+            Invoice.customer_id,
+            Customer.name,
+            Customer.segment,
+            Invoice.currency,
+            Invoice.balance_minor,
+            Invoice.due_on,
+            AppUser.email,
+        )
+        .join(Invoice, Invoice.id == CollectorTask.invoice_id)
+        .join(Customer, Customer.id == Invoice.customer_id)
+        .outerjoin(AppUser, AppUser.id == CollectorTask.assignee_id)
+    )
+
+
+def _view(row: sa.Row, today: date) -> TaskView:
+    task, number, customer_id, name, segment, currency, balance, due_on, email = row
+    if task.priority not in _RANK:
+        raise LedgerError(
+            f"collector task {task.id} on invoice {number} has priority {task.priority!r}, "
+            f"not one of {', '.join(PRIORITIES)}"
+        )
+    if task.status == TaskStatus.CLOSED:
+        status = TaskStatus.CLOSED
+    else:
+        status = TaskStatus.OPEN if task.assignee_id is None else TaskStatus.CLAIMED
+    return TaskView(
+        id=task.id,
+        invoice=number,
+        customer_id=customer_id,
+        customer_name=name,
+        segment=segment,
+        currency=currency,
+        balance_minor=balance,
+        days_past_due=(today - due_on).days,
+        queue=task.queue,
+        priority=task.priority,
+        due_at=task.due_at,
+        status=status,
+        assignee=email,
+        breached=task.breached_at is not None,
+        created_at=task.created_at,
+    )
+
+
+def worklist(
+    session: Session,
+    *,
+    today: date,
+    queue: str | None = None,
+    segment: str | None = None,
+    currency: str | None = None,
+    min_days_past_due: int | None = None,
+    max_days_past_due: int | None = None,
+    assignee_id: int | None = None,
+    include_closed: bool = False,
+    limit: int = 500,
+) -> list[TaskView]:
+    """Tasks to work, most pressing first; each filter given narrows the list."""
+    if limit < 1:
+        raise LedgerError(f"worklist: limit must be at least 1, got {limit}")
+    for name, days in (("min", min_days_past_due), ("max", max_days_past_due)):
+        if days is not None and abs(days) > DAYS_PAST_DUE_BOUND:
+            raise LedgerError(
+                f"worklist: {name}_days_past_due {days} is beyond "
+                f"{DAYS_PAST_DUE_BOUND} days either way"
+            )
+    if (
+        min_days_past_due is not None
+        and max_days_past_due is not None
+        and min_days_past_due > max_days_past_due
+    ):
+        raise LedgerError(
+            f"worklist: min_days_past_due {min_days_past_due} is more than "
+            f"max_days_past_due {max_days_past_due}"
+        )
+    statement = _listing()
+    if not include_closed:
+        statement = statement.where(CollectorTask.status != TaskStatus.CLOSED)
+    if queue is not None:
+        statement = statement.where(CollectorTask.queue == queue)
+    if segment is not None:
+        statement = statement.where(Customer.segment == segment)
+    if currency is not None:
+        statement = statement.where(Invoice.currency == currency)
+    # Days past due at least n: due on or before today - n; at most n: due on or after it.
+    if min_days_past_due is not None:
+        statement = statement.where(Invoice.due_on <= today - timedelta(days=min_days_past_due))
+    if max_days_past_due is not None:
+        statement = statement.where(Invoice.due_on >= today - timedelta(days=max_days_past_due))
+    if assignee_id is not None:
+        statement = statement.where(CollectorTask.assignee_id == assignee_id)
+    rank = sa.case(_RANK, value=CollectorTask.priority, else_=-1)
+    statement = statement.order_by(
+        rank.desc(),
+        CollectorTask.due_at,
+        Invoice.balance_minor.desc(),
+        CollectorTask.id,
+    ).limit(limit)
+    return [_view(row, today) for row in session.exec(statement)]
+
+
+def get_task(session: Session, task_id: int, *, today: date | None = None) -> TaskView:
+    """One task as the worklist shows it (days past due counted to `today`, UTC by default)."""
+    row = session.exec(_listing().where(CollectorTask.id == task_id)).first()
+    if row is None:
+        raise UnknownTask(f"collector task {task_id} does not exist")
+    return _view(row, today or utcnow().date())
+
+
+# --- changing ------------------------------------------------------------------------------
+
+
+def claim(
+    session: Session, task_id: int, user_id: int, actor: str, *, request_id: str | None = None
+) -> TaskView:
+    """Take an open task to work; claiming one's own task again changes nothing."""
+    _check_request_id(request_id)
+    task = _load(session, task_id)
+    _check_open(session, task, "claimed")
+    user = _worker(session, user_id, f"collector task {task_id}")
+    if task.assignee_id == user.id:
+        return get_task(session, task_id)
+    if task.assignee_id is not None:
+        raise TaskRefused(
+            f"{_named(session, task)} is already claimed by {_email(session, task.assignee_id)}: "
+            "they or an admin must release it first, or an admin reassign it"
+        )
+    _set_assignee(session, task, user, actor, "collector_task_claimed", request_id)
+    return get_task(session, task_id)
+
+
+def release(
+    session: Session,
+    task_id: int,
+    user_id: int,
+    actor: str,
+    *,
+    admin: bool = False,
+    request_id: str | None = None,
+) -> TaskView:
+    """Give a claimed task back to its queue: its assignee may, or an admin."""
+    _check_request_id(request_id)
+    task = _load(session, task_id)
+    _check_open(session, task, "released")
+    if task.assignee_id is None:
+        return get_task(session, task_id)
+    if task.assignee_id != user_id and not admin:
+        raise TaskRefused(
+            f"{_named(session, task)} is claimed by {_email(session, task.assignee_id)}: "
+            "only they or an admin may release it"
+        )
+    _set_assignee(session, task, None, actor, "collector_task_released", request_id)
+    return get_task(session, task_id)
+
+
+def reassign(
+    session: Session, task_id: int, to_user_id: int, actor: str, *, request_id: str | None = None
+) -> TaskView:
+    """Give an open task to another user, claimed or not; to its assignee changes nothing."""
+    _check_request_id(request_id)
+    task = _load(session, task_id)
+    _check_open(session, task, "reassigned")
+    user = _worker(session, to_user_id, f"collector task {task_id}")
+    if task.assignee_id != user.id:
+        _set_assignee(session, task, user, actor, "collector_task_reassigned", request_id)
+    return get_task(session, task_id)
+
+
+def assign_round_robin(
+    session: Session, task_id: int, queue_members: list[int], *, actor: str = "system"
+) -> int:
+    """Give an unassigned task to the queue member with the fewest open tasks claimed in its
+    queue (ties: the lowest user id); the assignee's id. An assigned task keeps its assignee."""
+    task = _load(session, task_id)
+    _check_open(session, task, "assigned")
+    if task.assignee_id is not None:
+        return task.assignee_id
+    members = sorted(set(queue_members))
+    if not members:
+        raise TaskRefused(f"{_named(session, task)}: queue {task.queue!r} has no members")
+    users = {user.id: user for user in session.exec(select(AppUser).where(AppUser.id.in_(members)))}
+    for member in members:
+        _check_worker(users.get(member), member, f"queue {task.queue!r}")
+    load = dict(
+        session.exec(
+            sa.select(CollectorTask.assignee_id, sa.func.count())
+            .where(
+                CollectorTask.queue == task.queue,
+                CollectorTask.status != TaskStatus.CLOSED,
+                CollectorTask.assignee_id.in_(members),
+            )
+            .group_by(CollectorTask.assignee_id)
+        ).all()
+    )
+    chosen = min(members, key=lambda member: (load.get(member, 0), member))
+    _set_assignee(session, task, users[chosen], actor, "collector_task_assigned", None)
+    return chosen
+
+
+def move_breached(
+    session: Session, task_id: int, supervisor_queue: str, now: datetime, *, actor: str = "system"
+) -> bool:
+    """Mark an open task past its SLA breached and move it, unassigned, to the supervisor
+    queue; whether it moved. A task already breached or closed is left as it is."""
+    if now.tzinfo is None:
+        raise LedgerError(f"collector task {task_id}: the breach time must be timezone-aware")
+    if not supervisor_queue.strip() or len(supervisor_queue) > QUEUE_MAX_LENGTH:
+        raise TaskRefused(
+            f"collector task {task_id}: the supervisor queue must be 1 to "
+            f"{QUEUE_MAX_LENGTH} characters, got {supervisor_queue!r}"
+        )
+    task = _load(session, task_id)
+    if task.breached_at is not None or task.status == TaskStatus.CLOSED:
+        return False
+    if now < task.due_at:
+        raise TaskRefused(
+            f"{_named(session, task)} is due by {task.due_at.isoformat()}: at "
+            f"{now.isoformat()} it has not passed its SLA"
+        )
+    before = _email(session, task.assignee_id) if task.assignee_id is not None else None
+    with session.begin_nested():
+        task.escalated_from_queue, task.queue = task.queue, supervisor_queue
+        task.breached_at, task.assignee_id, task.claimed_at = now, None, None
+        session.add(task)
+        record_audit(
+            session,
+            actor,
+            "collector_task_breached",
+            task.invoice_id,
+            {
+                "task_id": task.id,
+                "before": task.escalated_from_queue,
+                "after": supervisor_queue,
+                "assignee_before": before,
+                "due_at": task.due_at.isoformat(),
+                "breached_at": now.isoformat(),
+            },
+        )
+        session.flush()
+    return True
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _load(session: Session, task_id: int) -> CollectorTask:
+    # Row lock on PostgreSQL so two claims of one task queue up; SQLite serializes writers.
+    task = session.exec(
+        select(CollectorTask)
+        .where(CollectorTask.id == task_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+    if task is None:
+        raise UnknownTask(f"collector task {task_id} does not exist")
+    return task
+
+
+def _named(session: Session, task: CollectorTask) -> str:
+    invoice = session.get(Invoice, task.invoice_id)
+    return f"collector task {task.id} on invoice {invoice.number if invoice else '?'}"
+
+
+def _email(session: Session, user_id: int) -> str:
+    user = session.get(AppUser, user_id)
+    return user.email if user is not None else f"user {user_id}"
+
+
+def _check_open(session: Session, task: CollectorTask, doing: str) -> None:
+    if task.status == TaskStatus.CLOSED:
+        raise TaskRefused(f"{_named(session, task)} is closed: it cannot be {doing}")
+
+
+def _check_request_id(request_id: str | None) -> None:
+    if request_id is not None and not 0 < len(request_id) <= REQUEST_ID_MAX_LENGTH:
+        raise TaskRefused(
+            f"request id must be 1 to {REQUEST_ID_MAX_LENGTH} characters, got {len(request_id)}"
+        )
+
+
+def _worker(session: Session, user_id: int, place: str) -> AppUser:
+    user = session.get(AppUser, user_id)
+    _check_worker(user, user_id, place)
+    return user  # type: ignore[return-value]
+
+
+def _check_worker(user: AppUser | None, user_id: int, place: str) -> None:
+    if user is None:
+        raise TaskRefused(f"{place}: user {user_id} does not exist")
+    if user.disabled:
+        raise TaskRefused(f"{place}: user {user.email} is disabled")
+    if user.role not in _WORKERS:
+        raise TaskRefused(f"{place}: user {user.email} is a {user.role} and cannot work tasks")
+
+
+def _set_assignee(
+    session: Session,
+    task: CollectorTask,
+    user: AppUser | None,
+    actor: str,
+    action: str,
+    request_id: str | None,
+) -> None:
+    before = _email(session, task.assignee_id) if task.assignee_id is not None else None
+    detail: dict[str, Any] = {
+        "task_id": task.id,
+        "queue": task.queue,
+        "before": before,
+        "after": user.email if user is not None else None,
+    }
+    if request_id is not None:
+        detail["request_id"] = request_id
+    with session.begin_nested():
+        task.assignee_id = user.id if user is not None else None
+        task.claimed_at = utcnow() if user is not None else None
+        task.request_id = request_id
+        session.add(task)
+        record_audit(session, actor, action, task.invoice_id, detail)
+        session.flush()

@@ -1,0 +1,371 @@
+"""Console users: passwords, one-time codes, API keys and login sessions.
+
+Invariants:
+
+- No secret is stored: a password only as its argon2 hash; an API key and a session cookie
+  only as the SHA-256 of the whole value (each carries 32 random bytes, so a fast hash is
+  enough). No secret goes into an audit event.
+- Emails are validated, stored lower-cased, and name one user each.
+- `authenticate` refuses every failure (unknown email, wrong password, missing or wrong code,
+  locked or disabled account) with the one message of `LoginRefused`, and spends one argon2
+  verification whether the email is known or not, so neither words nor timing tell which
+  accounts exist.
+- `MAX_FAILED_LOGINS` failures in a row lock an account for `LOCKOUT`; a success resets the
+  count. A counted failure is committed before `LoginRefused` is raised, so it stands even
+  though the caller's transaction rolls back on the exception. Attempts on a locked account
+  are refused, whatever the password, and are not counted.
+- A one-time code is accepted for its time step at most once: a code seen on the wire cannot
+  log in again.
+- A console session ends `SESSION_LIFETIME` after login, or at logout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from datetime import datetime, timedelta
+from functools import cache
+
+import pyotp
+import sqlalchemy as sa
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from ledger.books import record_audit
+from ledger.models import ApiKey, AppUser, ConsoleSession, Role, utcnow
+
+HASHER = PasswordHasher()  # argon2id with the library's default (recommended) parameters
+MIN_PASSWORD = 12
+MAX_PASSWORD = 1024
+# An AppUser's email names them in audit events and collectors' notes (128 characters).
+MAX_EMAIL = 128
+MAX_FAILED_LOGINS = 5
+LOCKOUT = timedelta(minutes=15)
+SESSION_LIFETIME = timedelta(hours=12)
+TOTP_WINDOW = 1  # steps (of 30 s) accepted either side of now, for clocks a little apart
+# Writing `last_used_at` on every API call would make each call a write; once a minute will do.
+LAST_USED_PRECISION = timedelta(minutes=1)
+API_KEY_PATTERN = re.compile(r"dw_([0-9a-f]{8})_[0-9a-f]{64}")
+LOGIN_REFUSED = (
+    "Sign-in failed: check the email, password and code. "
+    f"After {MAX_FAILED_LOGINS} failed attempts an account is locked for "
+    f"{int(LOCKOUT.total_seconds() // 60)} minutes."
+)
+
+
+class UserError(ValueError):
+    """A user-management request the ledger refuses; the message names the user and problem."""
+
+
+class UnknownUser(UserError):
+    pass
+
+
+class DuplicateUser(UserError):
+    pass
+
+
+class InvalidUserInput(UserError):
+    """A bad email, password or role."""
+
+
+class LoginRefused(Exception):
+    """Any failed login, always with the same message (`LOGIN_REFUSED`)."""
+
+    def __init__(self) -> None:
+        super().__init__(LOGIN_REFUSED)
+
+
+# --- users ---------------------------------------------------------------------------------
+
+
+def normalize_email(email: str) -> str:
+    """The address as stored: validated (no DNS lookup) and lower-cased."""
+    try:
+        normalized = validate_email(email.strip(), check_deliverability=False).normalized
+    except EmailNotValidError as err:
+        raise InvalidUserInput(f"{email!r} is not an email address: {err}") from None
+    if len(normalized) > MAX_EMAIL:
+        raise InvalidUserInput(
+            f"the email address is {len(normalized)} characters long; at most {MAX_EMAIL}"
+        )
+    return normalized.lower()
+
+
+def parse_role(role: str | Role) -> Role:
+    try:
+        return Role(role)
+    except ValueError:
+        choices = ", ".join(r.value for r in Role)
+        raise InvalidUserInput(f"unknown role {role!r}: choose one of {choices}") from None
+
+
+def check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise InvalidUserInput(
+            f"the password has {len(password)} characters; it needs at least {MIN_PASSWORD}"
+        )
+    if len(password) > MAX_PASSWORD:
+        raise InvalidUserInput(f"the password is longer than {MAX_PASSWORD} characters")
+
+
+def find_user(session: Session, email: str) -> AppUser | None:
+    return session.exec(select(AppUser).where(AppUser.email == _lookup_key(email))).first()
+
+
+def add_user(
+    session: Session, email: str, password: str, role: str | Role, *, actor: str = "operator"
+) -> AppUser:
+    """A new user; refused for a bad email, a short password, an unknown role or a taken email."""
+    address = normalize_email(email)
+    check_password(password)
+    user_role = parse_role(role)
+    if find_user(session, address) is not None:
+        raise DuplicateUser(f"a user {address} already exists")
+    user = AppUser(email=address, password_hash=HASHER.hash(password), role=user_role)
+    try:
+        # A concurrent add of the same email loses here, on the unique key.
+        with session.begin_nested():
+            session.add(user)
+    except IntegrityError:
+        raise DuplicateUser(f"a user {address} already exists") from None
+    record_audit(
+        session,
+        actor,
+        "user_added",
+        None,
+        {"user_id": user.id, "email": address, "role": user_role.value},
+    )
+    return user
+
+
+def enable_totp(
+    session: Session, email: str, *, issuer: str = "dunwise", actor: str = "operator"
+) -> str:
+    """Give the user a new one-time-code secret (replacing any earlier one); the provisioning
+    URI (`otpauth://...`) an authenticator app scans. From now on logging in needs a code."""
+    user = _user_named(session, email)
+    secret = pyotp.random_base32()
+    user.totp_secret = secret
+    user.totp_last_step = None
+    session.add(user)
+    record_audit(session, actor, "totp_enabled", None, {"user_id": user.id, "email": user.email})
+    return pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=issuer)
+
+
+# --- logging in ----------------------------------------------------------------------------
+
+
+def authenticate(
+    session: Session, email: str, password: str, totp_code: str | None, now: datetime
+) -> AppUser:
+    """The user these credentials log in; `LoginRefused` (one message) for any failure."""
+    user = session.exec(
+        select(AppUser)
+        .where(AppUser.email == _lookup_key(email))
+        .with_for_update()  # parallel guesses queue up, so none escapes the count
+        .execution_options(populate_existing=True)
+    ).first()
+    # Always one verification, against a dummy hash for an unknown email: same time either way.
+    password_ok = _verify(user.password_hash if user else _dummy_hash(), password)
+    if user is None or user.disabled:
+        raise LoginRefused()
+    if user.locked_until is not None and now < user.locked_until:
+        raise LoginRefused()
+    if not (password_ok and _code_accepted(user, totp_code, now)):
+        _count_failure(session, user, now)
+        raise LoginRefused()
+    user.failed_logins = 0
+    user.locked_until = None
+    if HASHER.check_needs_rehash(user.password_hash):
+        user.password_hash = HASHER.hash(password)
+    session.add(user)
+    return user
+
+
+def _lookup_key(email: str) -> str:
+    try:
+        return normalize_email(email)
+    except InvalidUserInput:
+        return email.strip().lower()
+
+
+@cache
+def _dummy_hash() -> str:
+    return HASHER.hash(secrets.token_hex(16))
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return HASHER.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _code_accepted(user: AppUser, code: str | None, now: datetime) -> bool:
+    """No secret: no code needed. Otherwise pyotp's `verify(code, valid_window=TOTP_WINDOW)`,
+    plus: the matching time step must be later than the last one accepted (no replay)."""
+    if user.totp_secret is None:
+        return True
+    code = (code or "").replace(" ", "")
+    if not re.fullmatch(r"[0-9]{6}", code):
+        return False
+    totp = pyotp.TOTP(user.totp_secret)
+    current = totp.timecode(now)
+    for step in range(current - TOTP_WINDOW, current + TOTP_WINDOW + 1):
+        if hmac.compare_digest(totp.generate_otp(step), code):
+            if user.totp_last_step is not None and step <= user.totp_last_step:
+                return False
+            user.totp_last_step = step
+            return True
+    return False
+
+
+def _count_failure(session: Session, user: AppUser, now: datetime) -> None:
+    user.failed_logins += 1
+    if user.failed_logins >= MAX_FAILED_LOGINS:
+        user.failed_logins = 0
+        user.locked_until = now + LOCKOUT
+        record_audit(
+            session,
+            "login",
+            "user_locked",
+            None,
+            {"user_id": user.id, "email": user.email, "until": user.locked_until.isoformat()},
+        )
+    session.add(user)
+    session.commit()
+
+
+# --- API keys ------------------------------------------------------------------------------
+
+
+def create_api_key(session: Session, email: str, *, actor: str = "operator") -> str:
+    """A new key for the user, `dw_<prefix>_<secret>`: returned once, kept only as a hash."""
+    user = _user_named(session, email)
+    if user.disabled:
+        raise UserError(f"user {user.email} is disabled: no new API keys for them")
+    prefix = secrets.token_hex(4)
+    key = f"dw_{prefix}_{secrets.token_hex(32)}"
+    session.add(ApiKey(user_id=user.id, prefix=prefix, key_hash=_sha256(key)))
+    session.flush()
+    record_audit(
+        session,
+        actor,
+        "api_key_created",
+        None,
+        {"user_id": user.id, "email": user.email, "prefix": prefix},
+    )
+    return key
+
+
+def user_for_api_key(session: Session, key: str, *, now: datetime | None = None) -> AppUser | None:
+    """The user of a valid key; None for a malformed, unknown or revoked key or a disabled user."""
+    match = API_KEY_PATTERN.fullmatch(key)
+    if match is None:
+        return None
+    digest = _sha256(key)
+    for api_key in session.exec(select(ApiKey).where(ApiKey.prefix == match[1])):
+        if hmac.compare_digest(api_key.key_hash, digest):
+            break
+    else:
+        return None
+    user = session.get(AppUser, api_key.user_id)
+    if api_key.revoked or user is None or user.disabled:
+        return None
+    moment = now or utcnow()
+    if api_key.last_used_at is None or moment - api_key.last_used_at >= LAST_USED_PRECISION:
+        api_key.last_used_at = moment
+        session.add(api_key)
+    return user
+
+
+def revoke_api_key(
+    session: Session, key_or_prefix: str, *, actor: str = "operator"
+) -> list[ApiKey]:
+    """Revoke the key given whole, as `dw_<prefix>`, or by its 8-character prefix (every key
+    with that prefix); the keys revoked."""
+    prefix = key_or_prefix.strip().removeprefix("dw_")[:8]
+    if not re.fullmatch(r"[0-9a-f]{8}", prefix):
+        raise UserError(f"{key_or_prefix!r} is not an API key or the 8-character prefix of one")
+    keys = session.exec(select(ApiKey).where(ApiKey.prefix == prefix)).all()
+    if not keys:
+        raise UserError(f"no API key starting dw_{prefix}")
+    for api_key in keys:
+        api_key.revoked = True
+        session.add(api_key)
+        record_audit(
+            session,
+            actor,
+            "api_key_revoked",
+            None,
+            {"user_id": api_key.user_id, "prefix": prefix, "api_key_id": api_key.id},
+        )
+    return list(keys)
+
+
+def _sha256(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _user_named(session: Session, email: str) -> AppUser:
+    user = find_user(session, email)
+    if user is None:
+        raise UnknownUser(f"no user {email.strip()!r} in the ledger")
+    return user
+
+
+# --- console sessions ----------------------------------------------------------------------
+
+
+def open_session(session: Session, user: AppUser, now: datetime) -> tuple[str, str]:
+    """A new console session: (cookie value, CSRF token for its forms). The user's expired
+    sessions are cleared on the way."""
+    cookie_value = secrets.token_urlsafe(32)
+    csrf_token = secrets.token_urlsafe(32)
+    session.exec(
+        sa.delete(ConsoleSession).where(
+            ConsoleSession.user_id == user.id, ConsoleSession.expires_at <= now
+        )
+    )
+    session.add(
+        ConsoleSession(
+            token_hash=_sha256(cookie_value),
+            user_id=user.id,
+            csrf_token=csrf_token,
+            created_at=now,
+            expires_at=now + SESSION_LIFETIME,
+        )
+    )
+    session.flush()
+    return cookie_value, csrf_token
+
+
+def session_user(
+    session: Session, cookie_value: str | None, now: datetime
+) -> tuple[AppUser, str] | None:
+    """(user, CSRF token) of a live session; None when unknown, expired or the user disabled."""
+    if not cookie_value:
+        return None
+    row = session.exec(
+        select(ConsoleSession).where(ConsoleSession.token_hash == _sha256(cookie_value))
+    ).first()
+    if row is None or now >= row.expires_at:
+        return None
+    user = session.get(AppUser, row.user_id)
+    if user is None or user.disabled:
+        return None
+    return user, row.csrf_token
+
+
+def close_session(session: Session, cookie_value: str | None) -> None:
+    """End the session of this cookie (logout); nothing happens for an unknown one."""
+    if cookie_value:
+        session.exec(
+            sa.delete(ConsoleSession).where(ConsoleSession.token_hash == _sha256(cookie_value))
+        )
