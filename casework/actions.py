@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 from sqlmodel import select
@@ -29,10 +29,12 @@ from workflows.invoice import InvoiceWorkflow
 from workflows.models import (
     Closure,
     Dispute,
+    Installment,
     InvoiceState,
     ManualEscalation,
     Note,
     NoteKind,
+    PaymentPlanOffer,
     PromiseToPay,
     Resolution,
 )
@@ -43,7 +45,6 @@ RequestId = Field(
     pattern=r"^[A-Za-z0-9._:-]+$",
     description="chosen by the caller: the same id again is the same change",
 )
-Action = Literal["notes", "promise", "dispute", "resume", "stop", "escalate", "write-off"]
 
 
 class NoteIn(BaseModel):
@@ -78,6 +79,17 @@ class EscalateIn(BaseModel):
     request_id: str = RequestId
 
 
+class InstallmentIn(BaseModel):
+    due_on: date
+    amount: str = Field(max_length=40, description="decimal string, e.g. 100.00")
+
+
+class PlanIn(BaseModel):
+    installments: list[InstallmentIn] = Field(min_length=1, max_length=60)
+    note: str | None = Field(None, max_length=2000)
+    request_id: str = RequestId
+
+
 class WriteOffIn(BaseModel):
     reason: str = Field(min_length=1, max_length=500)
     request_id: str = RequestId
@@ -90,6 +102,7 @@ BODIES: dict[str, type[BaseModel]] = {
     "resume": OutcomeIn,
     "stop": OutcomeIn,
     "escalate": EscalateIn,
+    "plan": PlanIn,
     "write-off": WriteOffIn,
 }
 NEEDS: dict[str, Role] = {action: Role.COLLECTOR for action in BODIES} | {"write-off": Role.ADMIN}
@@ -114,7 +127,7 @@ async def perform(
     """Do `action` on the invoice for a user of `role`, recorded as done by `actor`."""
     if action not in BODIES:
         raise ActionRefused(404, f"no action {action!r}")
-    if not _at_least(role, NEEDS[action]):
+    if not role.includes(NEEDS[action]):
         raise ActionRefused(403, f"{action} needs the {NEEDS[action]} role; you are {role}")
     update, message = await _message(services, number, action, body, actor)
     client = await services.temporal()
@@ -142,11 +155,6 @@ async def perform(
         ) from None
 
 
-def _at_least(role: Role, needed: Role) -> bool:
-    order = list(Role)
-    return order.index(role) >= order.index(needed)
-
-
 async def _message(
     services: PaymentServices, number: str, action: str, body: Any, actor: str
 ) -> tuple[Any, Any]:
@@ -170,6 +178,12 @@ async def _message(
                 note=body.note,
                 actor=actor,
             )
+        case "plan":
+            return InvoiceWorkflow.offer_plan, PaymentPlanOffer(
+                installments=_installments(services, number, body),
+                note=body.note,
+                actor=actor,
+            )
         case _:  # write-off
             return InvoiceWorkflow.write_off, Closure(reason=body.reason, actor=actor)
 
@@ -185,6 +199,19 @@ async def _promise(
         except ValueError as err:
             raise ActionRefused(422, f"amount: {err}", field="amount") from None
     return PromiseToPay(pay_by=body.pay_by, amount_minor=amount_minor, note=body.note, actor=actor)
+
+
+def _installments(services: PaymentServices, number: str, body: PlanIn) -> list[Installment]:
+    currency = _currency(services, number)
+    installments = []
+    for index, item in enumerate(body.installments):
+        try:
+            amount_minor = positive_minor_units(parse_amount(item.amount), currency)
+        except ValueError as err:
+            field = f"installments[{index}].amount"
+            raise ActionRefused(422, f"{field}: {err}", field=field) from None
+        installments.append(Installment(due_on=item.due_on, amount_minor=amount_minor))
+    return installments
 
 
 def _currency(services: PaymentServices, number: str) -> str:

@@ -97,6 +97,11 @@ class Role(StrEnum):
     COLLECTOR = "collector"  # works tasks: notes, promises, disputes, plans, pauses
     ADMIN = "admin"  # finance admin: write-offs, users
 
+    def includes(self, needed: Role) -> bool:
+        """Whether this role may do what `needed` may."""
+        order = list(Role)
+        return order.index(self) >= order.index(needed)
+
 
 class Customer(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=64)

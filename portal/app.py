@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledger.checkouts import CheckoutItemError
 from payments.services import PaymentServices
@@ -53,6 +55,19 @@ def create_app(services: PaymentServices) -> FastAPI:
             {"problem": problem, "token": request.path_params.get("token")},
             status_code=problem.status,
         )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _refused(request: Request, err: StarletteHTTPException) -> Response:
+        # A console page refused (a role, a missing CSRF token) answers as a page; the rest,
+        # and every API route, as FastAPI's JSON.
+        if request.url.path.startswith("/console") and err.status_code in (403, 404):
+            return render(
+                request,
+                "console_refused.html",
+                {"message": err.detail},
+                status_code=err.status_code,
+            )
+        return await http_exception_handler(request, err)
 
     @app.exception_handler(CheckoutItemError)
     async def _bad_item(request: Request, err: CheckoutItemError) -> Response:

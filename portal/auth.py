@@ -39,7 +39,6 @@ CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CONSOLE_HOME = "/console"
 LOGIN_PATH = "/console/login"
-_RANK = {role: rank for rank, role in enumerate(Role)}
 
 bearer_scheme = HTTPBearer(
     auto_error=False,
@@ -57,7 +56,7 @@ class Actor:
     csrf_token: str | None = None  # of the console session; None when calling with an API key
 
     def can(self, role: Role) -> bool:
-        return _RANK[self.role] >= _RANK[role]
+        return self.role.includes(role)
 
     @property
     def audit_name(self) -> str:

@@ -14,7 +14,15 @@ from temporalio.client import WorkflowQueryFailedError
 from temporalio.service import RPCError
 
 from casework import actions
-from casework.actions import DisputeIn, EscalateIn, NoteIn, OutcomeIn, PromiseIn, WriteOffIn
+from casework.actions import (
+    DisputeIn,
+    EscalateIn,
+    NoteIn,
+    OutcomeIn,
+    PlanIn,
+    PromiseIn,
+    WriteOffIn,
+)
 from invoices import invoice_state_from_ledger, workflow_id
 from ledger.models import Role
 from portal.auth import Actor, api_actor
@@ -92,6 +100,13 @@ async def stop(request: Request, number: str, body: OutcomeIn, actor: Viewer) ->
 async def escalate(request: Request, number: str, body: EscalateIn, actor: Viewer) -> InvoiceState:
     """Hand the invoice to a collector now: a task opens and reminders wait."""
     return await _act(request, actor, number, "escalate", body)
+
+
+@router.post("/{number}/plan", response_model=InvoiceState)
+async def plan(request: Request, number: str, body: PlanIn, actor: Viewer) -> InvoiceState:
+    """A payment plan: installments by date that add up to the balance; reminders wait while
+    they are kept, and a missed one resumes dunning and reopens a collector task."""
+    return await _act(request, actor, number, "plan", body)
 
 
 @router.post("/{number}/write-off", response_model=InvoiceState)

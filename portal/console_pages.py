@@ -96,6 +96,8 @@ async def act(request: Request, number: str, action: str, actor: Viewer) -> Resp
         model = actions.BODIES.get(action)
         if model is None:
             raise actions.ActionRefused(404, f"no action {action!r}")
+        if action == "plan":
+            fields["installments"] = _installment_lines(str(fields.get("installments", "")))
         body = model.model_validate(fields)
         await actions.perform(
             request.app.state.services,
@@ -115,6 +117,22 @@ async def act(request: Request, number: str, action: str, actor: Viewer) -> Resp
             request, customer_id, actor, error=refused.message, status_code=refused.status
         )
     return RedirectResponse(f"/console/customers/{customer_id}", status_code=303)
+
+
+def _installment_lines(text: str) -> list[dict[str, str]]:
+    """The plan form's installments, one `YYYY-MM-DD AMOUNT` a line."""
+    installments = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2:
+            raise actions.ActionRefused(
+                422,
+                f"installments, line {number}: write a date and an amount, like 2026-12-24 100.00",
+            )
+        installments.append({"due_on": parts[0], "amount": parts[1]})
+    return installments
 
 
 @router.post("/tasks/{task_id}/{change}")

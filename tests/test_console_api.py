@@ -133,3 +133,35 @@ async def test_every_role_does_what_it_may_and_nothing_more(tmp_path) -> None:
         }
         assert any(a == "adjustment_write_off" and b == "admin@example.com" for a, b, _, _ in done)
         assert sum(1 for r in rows if r["action"] == "call_logged") == 1
+
+
+async def test_a_collector_offers_a_payment_plan_through_the_api(tmp_path) -> None:
+    async with portal(tmp_path) as p:
+        await p.harness.start("A-1", due_on=DUE, amount_minor=10_000, customer_id="cust-1")
+        key = keys_for_every_role(p)
+        url = "/api/invoices/A-1/plan"
+        bad = {
+            "installments": [{"due_on": "2099-01-01", "amount": "40.001"}],
+            "request_id": "plan-0",
+        }
+        refused = await p.http.post(url, json=bad, headers=key["collector"])
+        assert refused.status_code == 422
+        assert refused.json()["detail"][0]["loc"] == ["body", "installments[0].amount"]
+        short = {"installments": [{"due_on": "2099-01-01", "amount": "40.00"}], "request_id": "p-1"}
+        refused = await p.http.post(url, json=short, headers=key["collector"])
+        assert (
+            refused.status_code == 409 and "the balance is 100.00 USD" in refused.json()["detail"]
+        )
+        assert (await p.http.post(url, json=short, headers=key["viewer"])).status_code == 403
+        good = {
+            "installments": [
+                {"due_on": "2099-01-01", "amount": "40.00"},
+                {"due_on": "2099-02-01", "amount": "60.00"},
+            ],
+            "note": "agreed on the phone",
+            "request_id": "p-2",
+        }
+        offered = await p.http.post(url, json=good, headers=key["collector"])
+        assert offered.status_code == 200, offered.text
+        state = offered.json()
+        assert state["stage"] == "on_plan" and len(state["plan"]["installments"]) == 2

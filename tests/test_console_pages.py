@@ -39,7 +39,7 @@ async def test_actions_need_the_session_csrf_token_and_the_role(tmp_path) -> Non
         csrf = await log_in(http, "cole@example.com")
         note = {"customer_id": "cust-1", "text": "left a voicemail", "request_id": "n-1"}
         forged = await http.post("/console/invoices/A-1/notes", data=note)
-        assert forged.status_code == 403
+        assert forged.status_code == 403 and "This cannot be done here" in forged.text
         wrong = await http.post("/console/invoices/A-1/notes", data={**note, "csrf_token": "x"})
         assert wrong.status_code == 403
         posted = await http.post("/console/invoices/A-1/notes", data={**note, "csrf_token": csrf})
@@ -51,6 +51,23 @@ async def test_actions_need_the_session_csrf_token_and_the_role(tmp_path) -> Non
         bad = {"customer_id": "cust-1", "pay_by": "soon", "request_id": "p-1", "csrf_token": csrf}
         refused = await http.post("/console/invoices/A-1/promise", data=bad)
         assert refused.status_code == 422 and "pay_by" in refused.text
+
+        lines = {"customer_id": "cust-1", "request_id": "pl-1", "csrf_token": csrf}
+        refused = await http.post(
+            "/console/invoices/A-1/plan", data={**lines, "installments": "2099-01-01"}
+        )
+        assert refused.status_code == 422 and "write a date and an amount" in refused.text
+        offered = await http.post(
+            "/console/invoices/A-1/plan",
+            data={
+                **lines,
+                "request_id": "pl-2",
+                "installments": "2099-01-01 40.00\n2099-02-01 60.00",
+            },
+        )
+        assert offered.status_code == 303
+        case = await http.get(offered.headers["location"])
+        assert "Payment plan: 0 of 2 installments kept; next $40.00 due 2099-01-01" in case.text
 
         http.cookies.clear()
         csrf = await log_in(http, "vera@example.com")

@@ -44,7 +44,6 @@ with workflow.unsafe.imports_passed_through():
         InvoiceState,
         Stage,
     )
-from workflows.invoice_collector import InvoiceCollectorRequests
 from workflows.invoice_core import (
     BROKEN_PROMISE_OPENS_TASK,
     BROKEN_PROMISE_SLA,
@@ -64,10 +63,11 @@ from workflows.invoice_core import (
     TIMELINE_IN_LEDGER,
     activity_reason,
 )
+from workflows.invoice_plans import InvoicePlans
 
 
 @workflow.defn
-class InvoiceWorkflow(InvoiceCollectorRequests):
+class InvoiceWorkflow(InvoicePlans):
     @workflow.init
     def __init__(self, invoice: InvoiceInput) -> None:
         self.invoice = invoice
@@ -183,6 +183,8 @@ class InvoiceWorkflow(InvoiceCollectorRequests):
             await self._continue_as_new_if_due()
             if self.s.stage == Stage.PAUSED:
                 await self._wait_out_promise()
+            elif self.s.stage == Stage.ON_PLAN:
+                await self._follow_plan()
             elif self.s.stage in PAUSING_STAGES:
                 stage = self.s.stage
                 await workflow.wait_condition(
@@ -211,11 +213,15 @@ class InvoiceWorkflow(InvoiceCollectorRequests):
             if self.s.stage == Stage.PAUSED and workflow.patched(PROMISE_AFTER_LAST_STEP):
                 await self._wait_out_promise()
                 continue
+            if self.s.stage == Stage.ON_PLAN:
+                await self._follow_plan()
+                continue
             paused = self.s.stage == Stage.PAUSED
             await workflow.wait_condition(
                 lambda paused=paused: (
                     self._settled()
                     or (not paused and self.s.stage == Stage.PAUSED)
+                    or self.s.stage == Stage.ON_PLAN
                     or self._history_full()
                 )
             )

@@ -59,7 +59,14 @@ REMEMBERED_REQUESTS = 500
 TERMINAL_STATUSES = frozenset({"paid", "void", "written_off", "closed"})
 # Stages in which no reminder goes out until a message moves the invoice on.
 PAUSING_STAGES = frozenset(
-    {Stage.PAUSED, Stage.DISPUTED, Stage.ESCALATED, Stage.STOPPED, Stage.PAYMENT_PENDING}
+    {
+        Stage.PAUSED,
+        Stage.DISPUTED,
+        Stage.ESCALATED,
+        Stage.STOPPED,
+        Stage.PAYMENT_PENDING,
+        Stage.ON_PLAN,
+    }
 )
 # Events that may repeat unchanged for as long as an invoice lives: counted, not copied.
 REPEATING_EVENTS = frozenset(
@@ -118,6 +125,7 @@ class InvoiceCore:
             next_step_at=s.next_step_at,
             paused_until=s.paused_until,
             promise=s.promise,
+            plan=s.plan,
             policy_name=self.invoice.policy.name,
             policy_version=self.invoice.policy.version,
             days_past_due=days_past_due(self.invoice.due_on, self._now(), self.zone),

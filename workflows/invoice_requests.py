@@ -73,6 +73,8 @@ class InvoiceRequests(InvoiceCore):
         self._apply_balance(balance)
         self._payment_landed_or_failed(payment.reference)
         self.s.paid_since_promise_minor += payment.amount_minor
+        if self.s.plan is not None:
+            self.s.plan.paid_minor += payment.amount_minor
         self.s.received_minor += payment.amount_minor
         credit = max(payment.amount_minor - before, 0)
         kind = "full" if balance.balance_minor <= 0 else "partial"
@@ -212,6 +214,11 @@ class InvoiceRequests(InvoiceCore):
         if self._repeated_request():
             return
         self._require_open("record a promise on")
+        if self.s.plan is not None:
+            raise ValueError(
+                f"invoice {self.invoice.number} is on a payment plan: its installments are "
+                "the promise"
+            )
         today = self._now().astimezone(self.zone).date()
         if promise.pay_by < today:
             raise ValueError(f"promise date {promise.pay_by} is in the past (today is {today})")
@@ -310,6 +317,7 @@ class InvoiceRequests(InvoiceCore):
     def _end_pause(self, stopped: bool, resolution: Resolution) -> None:
         self.s.promise = None
         self.s.paused_until = None
+        self.s.plan = None  # a collector's outcome ends a payment plan too
         self._set_stage(Stage.STOPPED if stopped else Stage.SCHEDULED)
         self._record("dunning_stopped" if stopped else "resumed", resolution.note or "")
 

@@ -54,3 +54,8 @@ def manual_escalation(invoice_number: str, request_id: str) -> str:
 def broken_promise(invoice_number: str, pay_by: str) -> str:
     """The collector task a broken promise reopens; one per promised date."""
     return f"{invoice_number}:broken-promise:{pay_by}"
+
+
+def broken_plan(invoice_number: str, due_on: str) -> str:
+    """The collector task a missed installment reopens; one per installment date."""
+    return f"{invoice_number}:broken-plan:{due_on}"

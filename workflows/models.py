@@ -44,6 +44,7 @@ class Stage(StrEnum):
     ESCALATED = "escalated"  # a collector owns it
     STOPPED = "stopped"  # no more reminders; waits for payment
     PAYMENT_PENDING = "payment_pending"  # a bank debit is on its way: reminders wait for it
+    ON_PLAN = "on_plan"  # a payment plan: reminders wait while its installments are kept
     CLEARING = "clearing"  # paid, being posted to the ERP
     CLOSED = "closed"
 
@@ -118,6 +119,25 @@ class ManualEscalation(BaseModel):
     actor: str = "system"
 
 
+class Installment(BaseModel):
+    due_on: date
+    amount_minor: int = Field(gt=0, le=MAX_MINOR)
+
+
+class PaymentPlanOffer(BaseModel):
+    """Installments, by date, that add up to the balance; dunning waits while they are kept."""
+
+    installments: list[Installment] = Field(min_length=1, max_length=60)
+    note: str | None = None
+    actor: str = "system"
+
+
+class PaymentPlan(BaseModel):
+    installments: list[Installment]
+    kept: int = Field(0, description="installments kept so far")
+    paid_minor: int = Field(0, description="received since the plan began")
+
+
 class PromiseToPay(BaseModel):
     pay_by: date
     amount_minor: int | None = Field(
@@ -166,6 +186,7 @@ class InvoiceState(BaseModel):
     next_step_at: datetime | None = None
     paused_until: datetime | None = None
     promise: PromiseToPay | None = None
+    plan: PaymentPlan | None = None
     policy_name: str
     policy_version: int
     days_past_due: int
@@ -192,6 +213,7 @@ class InvoiceProgress(BaseModel):
     handled_requests: list[str] = Field(
         default_factory=list, description="recent request ids: the same id twice is one change"
     )
+    plan: PaymentPlan | None = None
     pending_payments: list[str] = Field(
         default_factory=list, description="references of payments on their way (bank debits)"
     )
