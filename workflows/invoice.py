@@ -12,7 +12,7 @@ its whole state, once its history grows long.
 from __future__ import annotations
 
 import asyncio
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -46,7 +46,6 @@ with workflow.unsafe.imports_passed_through():
     )
 from workflows.invoice_core import (
     BROKEN_PROMISE_OPENS_TASK,
-    BROKEN_PROMISE_SLA,
     ERP_REJECTED_RETRY_AFTER,
     ERP_RETRY,
     HISTORY_EVENTS_BOUND,
@@ -252,24 +251,11 @@ class InvoiceWorkflow(InvoicePlans):
         async with self._ledger_turn():
             await self._set_status("open", "promise to pay ended")
             if broken_by is not None and workflow.patched(BROKEN_PROMISE_OPENS_TASK):
-                await self._reopen_task_for(broken_by)
+                await self._reopen_task(
+                    keys.broken_promise(self.invoice.number, broken_by.isoformat()),
+                    f"promise of {broken_by} broken",
+                )
         self._set_stage(s.stage_after_pause)
-
-    async def _reopen_task_for(self, broken_by: date) -> None:
-        """A broken promise puts the invoice back on a collector's worklist, by itself."""
-        queue = self._policy_queue()
-        await self._ledger(
-            "open_collector_task",
-            CollectorTaskRequest(
-                invoice_number=self.invoice.number,
-                queue=queue,
-                priority="high",
-                due_at=self._now() + BROKEN_PROMISE_SLA,
-                idempotency_key=keys.broken_promise(self.invoice.number, broken_by.isoformat()),
-            ),
-            result_type=int,
-        )
-        self._record("task_reopened", f"promise of {broken_by} broken: queue {queue}")
 
     async def _run_step(self, planned: PlannedStep, step: Step) -> None:
         # The timeline shows the planned moment of a step that ran on time, not the

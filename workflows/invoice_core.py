@@ -21,6 +21,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from activities.models import (
+        CollectorTaskRequest,
         LedgerBalance,
         PlannedStep,
         StatusChange,
@@ -148,6 +149,22 @@ class InvoiceCore:
             if step.escalate is not None:
                 return step.escalate.queue
         return DEFAULT_QUEUE
+
+    async def _reopen_task(self, idempotency_key: str, why: str) -> None:
+        """A broken promise or plan puts the invoice back on a collector's worklist."""
+        queue = self._policy_queue()
+        await self._ledger(
+            "open_collector_task",
+            CollectorTaskRequest(
+                invoice_number=self.invoice.number,
+                queue=queue,
+                priority="high",
+                due_at=self._now() + BROKEN_PROMISE_SLA,
+                idempotency_key=idempotency_key,
+            ),
+            result_type=int,
+        )
+        self._record("task_reopened", f"{why}: queue {queue}")
 
     def _now(self) -> datetime:
         return workflow.now() - self.invoice.clock_offset

@@ -15,11 +15,10 @@ from datetime import date, datetime, time, timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.models import CollectorOutcome, CollectorTaskRequest
+    from activities.models import CollectorOutcome
     from workflows import keys
     from workflows.models import InvoiceState, PaymentPlan, PaymentPlanOffer, Stage
 from workflows.invoice_collector import InvoiceCollectorRequests
-from workflows.invoice_core import BROKEN_PROMISE_SLA
 
 # A plan can be offered while the invoice is dunned, with a collector, or stopped.
 PLANNABLE_STAGES = frozenset({Stage.SCHEDULED, Stage.ESCALATED, Stage.STOPPED})
@@ -121,19 +120,8 @@ class InvoicePlans(InvoiceCollectorRequests):
         async with self._ledger_turn():
             await self._set_status("open", "payment plan ended")
             if broken_on is not None:
-                queue = self._policy_queue()
-                await self._ledger(
-                    "open_collector_task",
-                    CollectorTaskRequest(
-                        invoice_number=self.invoice.number,
-                        queue=queue,
-                        priority="high",
-                        due_at=self._now() + BROKEN_PROMISE_SLA,
-                        idempotency_key=keys.broken_plan(
-                            self.invoice.number, broken_on.isoformat()
-                        ),
-                    ),
-                    result_type=int,
+                await self._reopen_task(
+                    keys.broken_plan(self.invoice.number, broken_on.isoformat()),
+                    f"installment of {broken_on} missed",
                 )
-                self._record("task_reopened", f"installment of {broken_on} missed: queue {queue}")
         self._set_stage(Stage.SCHEDULED)
