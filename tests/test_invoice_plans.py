@@ -79,3 +79,21 @@ async def test_a_plan_that_does_not_add_up_is_refused(tmp_path):
                 await handle.execute_update(InvoiceWorkflow.offer_plan, offer, id=f"bad-{index}")
             assert words in str(refused.value.cause)
         assert (await h.state(handle)).stage == Stage.SCHEDULED
+
+
+async def test_a_plan_takes_the_place_of_a_promise(tmp_path):
+    from workflows.models import PromiseToPay
+
+    async with invoice_harness(tmp_path) as h:
+        handle = await h.start("INV-PL4", due_on=DUE)
+        promise = PromiseToPay(pay_by=date(2026, 3, 20))
+        await handle.execute_update(InvoiceWorkflow.promise_to_pay, promise, id="p-1")
+        offer = plan((date(2026, 3, 25), 30_000), (date(2026, 4, 25), 70_000))
+        state = await handle.execute_update(InvoiceWorkflow.offer_plan, offer, id="plan-1")
+        assert (state.stage, state.promise, state.paused_until) == (Stage.ON_PLAN, None, None)
+        await handle.execute_update(InvoiceWorkflow.record_payment, pay(30_000), id="pay-1")
+        await h.advance_to(local(date(2026, 3, 30)))  # past the promise's date and grace
+        state = await h.state(handle)
+        events = [e.event for e in state.timeline]
+        assert "promise_broken" not in events and "installment_kept" in events
+        assert state.stage == Stage.ON_PLAN and reminder_templates(state) == []

@@ -20,8 +20,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.models import InvoiceState, PaymentPlan, PaymentPlanOffer, Stage
 from workflows.invoice_collector import InvoiceCollectorRequests
 
-# A plan can be offered while the invoice is dunned, with a collector, or stopped.
-PLANNABLE_STAGES = frozenset({Stage.SCHEDULED, Stage.ESCALATED, Stage.STOPPED})
+# A plan can be offered while the invoice is dunned, with a collector, stopped, or waiting on a
+# promise to pay (which the plan replaces).
+PLANNABLE_STAGES = frozenset({Stage.SCHEDULED, Stage.ESCALATED, Stage.STOPPED, Stage.PAUSED})
 
 
 class InvoicePlans(InvoiceCollectorRequests):
@@ -30,8 +31,10 @@ class InvoicePlans(InvoiceCollectorRequests):
         async with self._request("offer a payment plan on") as request_id:
             if request_id is None:
                 return self.state()
-            escalated = self.s.stage == Stage.ESCALATED
             installments = offer.installments
+            # A plan takes the place of a promise to pay.
+            self.s.promise = None
+            self.s.paused_until = None
             self.s.plan = PaymentPlan(installments=installments)
             self._pause_for(Stage.ON_PLAN)
             detail = (
@@ -40,18 +43,18 @@ class InvoicePlans(InvoiceCollectorRequests):
             )
             self._record("payment_plan", detail, amount_minor=self.s.balance_minor)
             await self._set_status("paused", f"payment plan of {len(installments)}", True)
-            if escalated:  # the plan is the collector's outcome
-                await self._ledger(
-                    "close_collector_tasks",
-                    CollectorOutcome(
-                        invoice_number=self.invoice.number,
-                        outcome="plan",
-                        note=offer.note,
-                        actor=offer.actor,
-                    ),
-                    result_type=int,
-                    caller_waits=True,
-                )
+            # The plan is the collector's outcome: the invoice's open tasks close with it.
+            await self._ledger(
+                "close_collector_tasks",
+                CollectorOutcome(
+                    invoice_number=self.invoice.number,
+                    outcome="plan",
+                    note=offer.note,
+                    actor=offer.actor,
+                ),
+                result_type=int,
+                caller_waits=True,
+            )
         return self.state()
 
     @offer_plan.validator
