@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import socket
 import sys
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import IO
 
 import httpx
 
+from child_process import last_log_line, lock_data_folder, stop
 from payments.stripe_webhooks import WEBHOOK_EVENTS
 from settings import Settings
 
@@ -39,7 +39,6 @@ STATE_FILE = "localstripe.pickle"
 LOG_FILE = "localstripe.log"
 WEBHOOK_NAME = "dunwise"
 READY_TIMEOUT_SECONDS = 20.0
-STOP_GRACE_SECONDS = 3.0
 
 
 class EmbeddedStripeError(RuntimeError):
@@ -111,15 +110,7 @@ class EmbeddedStripe:
 
     async def close(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.terminate()
-            try:
-                await asyncio.wait_for(asyncio.shield(process.wait()), STOP_GRACE_SECONDS)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
+        await stop(process)
         if self._lock is not None:
             self._lock.close()  # releases the lock
             self._lock = None
@@ -127,18 +118,12 @@ class EmbeddedStripe:
     # ------------------------------------------------------------------ internals
 
     def _hold_data_folder(self) -> None:
-        data_dir = self.settings.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
-        lock = (data_dir / LOCK_FILE).open("a+")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
+        self._lock = lock_data_folder(self.settings.data_dir, LOCK_FILE)
+        if self._lock is None:
             raise EmbeddedStripeError(
-                f"another dunwise process runs the local Stripe server of {data_dir}; a data "
-                "folder has one at a time, so stop that one first"
-            ) from None
-        self._lock = lock
+                f"another dunwise process runs the local Stripe server of "
+                f"{self.settings.data_dir}; a data folder has one at a time, so stop that one first"
+            )
 
     def _bind(self) -> socket.socket:
         wanted = self.settings.local_stripe_port
@@ -209,8 +194,4 @@ class EmbeddedStripe:
             )
 
     def _last_log_line(self) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").strip().splitlines()
-        except FileNotFoundError:
-            return "no log"
-        return lines[-1] if lines else "nothing in its log"
+        return last_log_line(self.log_path)

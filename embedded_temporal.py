@@ -14,7 +14,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import shutil
 import signal
@@ -26,6 +25,7 @@ from typing import IO
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from child_process import last_log_line, lock_data_folder, stop
 from settings import Settings
 from workflows import search_attributes
 
@@ -33,7 +33,6 @@ LOCK_FILE = "temporal.lock"
 DATABASE_FILE = "temporal.db"
 LOG_FILE = "temporal.log"
 READY_TIMEOUT_SECONDS = 30.0
-STOP_GRACE_SECONDS = 3.0
 
 
 class EmbeddedServerError(RuntimeError):
@@ -164,19 +163,14 @@ class EmbeddedServer:
     # ------------------------------------------------------------------ internals
 
     def _hold_data_folder(self) -> None:
-        data_dir = self.settings.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
-        lock = (data_dir / LOCK_FILE).open("a+")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            port = running_port(data_dir)
+        self._lock = lock_data_folder(self.settings.data_dir, LOCK_FILE)
+        if self._lock is None:
+            port = running_port(self.settings.data_dir)
             raise EmbeddedServerError(
-                f"another dunwise process runs the embedded Temporal server of {data_dir} "
-                f"(port {port}); a data folder has one server at a time, so stop that one first"
-            ) from None
-        self._lock = lock
+                f"another dunwise process runs the embedded Temporal server of "
+                f"{self.settings.data_dir} (port {port}); a data folder has one server at a "
+                "time, so stop that one first"
+            )
 
     def _choose_ports(self) -> None:
         wanted = self.settings.temporal_dev_port
@@ -273,20 +267,7 @@ class EmbeddedServer:
 
     async def _stop_process(self) -> None:
         process, self._process, self.client = self._process, None, None
-        if process is None or process.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            process.terminate()
-        try:
-            await asyncio.wait_for(asyncio.shield(process.wait()), STOP_GRACE_SECONDS)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
+        await stop(process)
 
     def _last_log_line(self) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").strip().splitlines()
-        except FileNotFoundError:
-            return "no log"
-        return lines[-1] if lines else "nothing in its log"
+        return last_log_line(self.log_path)
