@@ -1,5 +1,5 @@
-"""The `dunwise` command line: run, web, paylink, user, apikey, import, invoice, simulate, demo,
-policy."""
+"""The `dunwise` command line: run, web, paylink, user, apikey, queue, customer, import, invoice,
+simulate, demo, policy."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from commands.importing import import_invoices_file, start_open_invoices
 from commands.invoice import invoice_command
 from commands.paylink import paylink_command
 from commands.policy import policy_check
+from commands.queues import add_routing_parsers, customer_command, queue_command
 from commands.run import run, web_command
 from commands.simulate import demo_command, simulate_command
 from commands.users import apikey_command, user_command
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     key_actions.add_parser(
         "revoke", help="revoke a key, given whole or as dw_<prefix>"
     ).add_argument("key")
+    add_routing_parsers(commands)
     commands.add_parser("migrate", help="create or upgrade the ledger database")
     commands.add_parser(
         "sync", help="start the workflow of every unfinished invoice whose workflow is not running"
@@ -115,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     note = invoice_action("note", "log a note (or a call, with --call) on the invoice")
     note.add_argument("text")
     note.add_argument("--call", action="store_true", help="the note is about a call")
+    message = invoice_action("message", "send the payer one message from a template now")
+    message.add_argument("template", help="e.g. overdue_friendly")
+    message.add_argument(
+        "--channel",
+        action="append",
+        choices=["email", "sms"],
+        help="email or sms; repeat for both (default: email)",
+    )
 
     sim = commands.add_parser("simulate", help="what-if: run a policy over invoices")
     sim.add_argument("--policy", type=Path, required=True)
@@ -174,6 +184,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
             user_command(settings, args)
         case "apikey":
             apikey_command(settings, args)
+        case "queue":
+            queue_command(settings, args)
+        case "customer":
+            customer_command(settings, args)
         case "migrate":
             upgrade(settings.effective_database_url)
             print(f"ledger at {settings.effective_database_url} is up to date")

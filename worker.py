@@ -48,6 +48,8 @@ def activities_for(engine: sa.Engine, settings: Settings) -> list:
         ledger.close_collector_tasks,
         ledger.record_timeline,
         ledger.record_note,
+        ledger.record_payment_plan,
+        ledger.end_payment_plan,
         ledger.breach_collector_task,
         messaging.send_reminder,
         messaging.send_receipt,

@@ -17,11 +17,13 @@ from activities.models import (
     LedgerBalance,
     NoteRequest,
     PaymentApplication,
+    PaymentPlanEnd,
+    PaymentPlanRecord,
     StatusChange,
     TaskBreach,
     TimelineBatch,
 )
-from ledger import lifecycle, notes, operations, tasks, timeline
+from ledger import lifecycle, notes, operations, plans, tasks, timeline
 from ledger.db import session_scope
 from ledger.models import CollectorTask, Invoice
 
@@ -87,6 +89,16 @@ class LedgerActivities:
     @activity.defn
     def record_note(self, request: NoteRequest) -> int:
         return self._run(lambda session: notes.record_note(session, request))
+
+    @activity.defn
+    def record_payment_plan(self, request: PaymentPlanRecord) -> int:
+        """Keep the plan the payer's portal shows; the plan's id, the same for a repeated key."""
+        return self._run(lambda session: plans.record_plan(session, request))
+
+    @activity.defn
+    def end_payment_plan(self, request: PaymentPlanEnd) -> bool:
+        """End the plan with its outcome; False if it had ended already."""
+        return self._run(lambda session: plans.end_plan(session, request))
 
     @activity.defn
     def record_timeline(self, batch: TimelineBatch) -> int:

@@ -47,7 +47,7 @@ from activities.rendering import (
     available_templates,
     render_message,
 )
-from ledger.books import record_audit
+from ledger.books import AWAITING_PAYMENT, record_audit
 from ledger.db import session_scope
 from ledger.models import (
     Adjustment,
@@ -84,6 +84,7 @@ class _Job:
     as_of: datetime
     is_receipt: bool
     step_index: int | None = None
+    one_off: bool = False  # a collector's message: never grouped, sent while dunning waits
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ class MessagingActivities:
                     as_of=req.scheduled_for,
                     is_receipt=False,
                     step_index=req.step_index,
+                    one_off=req.one_off,
                 )
             )
             for channel in dict.fromkeys(req.channels)
@@ -202,7 +204,7 @@ class MessagingActivities:
                 return _result_of(row)
             assert recipient is not None  # no address is a suppression reason
             # A row already "sending" on its own may have gone out: never regroup it.
-            grouping = row is None and not job.is_receipt
+            grouping = row is None and not job.is_receipt and not job.one_off
             siblings = self._siblings(session, invoice) if grouping else []
             if siblings:
                 row = row or _new_row(job, invoice, recipient)
@@ -441,7 +443,9 @@ def _suppression_reason(
         if not payments:
             return "no payments recorded for this invoice"
     else:
-        if invoice.status != InvoiceStatus.OPEN:
+        # A collector may write while dunning waits (a promise, a plan, a dispute).
+        sendable = AWAITING_PAYMENT if job.one_off else {InvoiceStatus.OPEN}
+        if invoice.status not in sendable:
             return f"invoice is {invoice.status}"
         if invoice.balance_minor <= 0:
             return "nothing is due on this invoice"

@@ -11,9 +11,13 @@ from ledger.requests import (
     AdjustmentApplication,
     CollectorOutcome,
     CollectorTaskRequest,
+    Installment,
     LedgerBalance,
     NoteRequest,
     PaymentApplication,
+    PaymentPlanEnd,
+    PaymentPlanRecord,
+    PlanOutcome,
     StatusChange,
     TaskBreach,
     TimelineBatch,
@@ -28,6 +32,9 @@ class ReminderRequest(BaseModel):
     step_index: int
     scheduled_for: datetime
     idempotency_key: str  # per step; the channel is appended for each message
+    one_off: bool = Field(
+        False, description="a collector's message: sent at once, never grouped, even if paused"
+    )
 
 
 class ChannelResult(BaseModel):
@@ -72,9 +79,13 @@ __all__ = [
     "CollectorTaskRequest",
     "ErpClearingRequest",
     "ErpClearingResult",
+    "Installment",
     "LedgerBalance",
     "NoteRequest",
     "PaymentApplication",
+    "PaymentPlanEnd",
+    "PaymentPlanRecord",
+    "PlanOutcome",
     "PlannedStep",
     "ReceiptRequest",
     "ReminderOutcome",

@@ -1,32 +1,36 @@
 """What a collector may do to an invoice, in one place for the console's pages, its JSON API
 and anything else: each action is an update to the invoice's workflow under the caller's
-request id, allowed by role (a viewer reads, a collector acts, only an admin writes off).
+request id, allowed by role (a viewer reads, a collector acts, only an admin voids or writes
+off).
 
 Invariants:
 - The role is checked before anything is sent; a refusal by the workflow comes back as
   `ActionRefused` with its reason, and nothing is recorded.
 - The same request id twice is one change (Temporal's update id, the ledger's keys).
+- A one-off message names a template that exists for both channels and is not a receipt.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints, field_validator
 from sqlmodel import select
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.rendering import available_templates
 from invoices import send_request
 from ledger.db import session_scope
 from ledger.inputs import parse_amount, positive_minor_units
 from ledger.models import Invoice, Role, ShortPayReason
 from payments.services import PaymentServices
-from policies.schema import Priority, Slug
+from policies.schema import Channel, Priority, Slug
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import (
+    Adjustment,
     Closure,
     Dispute,
     Installment,
@@ -34,6 +38,7 @@ from workflows.models import (
     ManualEscalation,
     Note,
     NoteKind,
+    OneOffMessage,
     PaymentPlanOffer,
     PromiseToPay,
     Resolution,
@@ -45,6 +50,14 @@ RequestId = Field(
     pattern=r"^[A-Za-z0-9._:-]+$",
     description="chosen by the caller: the same id again is the same change",
 )
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+# Sent by the workflow itself once money arrives; never by hand.
+RECEIPT_TEMPLATES = frozenset({"receipt", "checkout_receipt"})
+
+
+def message_templates() -> list[str]:
+    """The templates a collector may send the payer by hand, by name."""
+    return sorted(available_templates() - RECEIPT_TEMPLATES)
 
 
 class NoteIn(BaseModel):
@@ -95,6 +108,31 @@ class WriteOffIn(BaseModel):
     request_id: str = RequestId
 
 
+class CreditIn(BaseModel):
+    amount: str = Field(max_length=40, description="decimal string of the credit, e.g. 25.00")
+    reason: Reason
+    request_id: str = RequestId
+
+
+class VoidIn(BaseModel):
+    reason: Reason
+    request_id: str = RequestId
+
+
+class MessageIn(BaseModel):
+    template: str = Field(min_length=1, max_length=64, description="e.g. overdue_friendly")
+    channels: list[Channel] = Field(default_factory=lambda: ["email"], min_length=1, max_length=2)
+    request_id: str = RequestId
+
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _once_each(cls, channels: Any) -> Any:
+        """A channel named twice is sent to once."""
+        if isinstance(channels, list) and all(isinstance(c, str) for c in channels):
+            return list(dict.fromkeys(channels))
+        return channels
+
+
 BODIES: dict[str, type[BaseModel]] = {
     "notes": NoteIn,
     "promise": PromiseIn,
@@ -104,8 +142,14 @@ BODIES: dict[str, type[BaseModel]] = {
     "escalate": EscalateIn,
     "plan": PlanIn,
     "write-off": WriteOffIn,
+    "credit": CreditIn,
+    "void": VoidIn,
+    "message": MessageIn,
 }
-NEEDS: dict[str, Role] = {action: Role.COLLECTOR for action in BODIES} | {"write-off": Role.ADMIN}
+NEEDS: dict[str, Role] = {action: Role.COLLECTOR for action in BODIES} | {
+    "write-off": Role.ADMIN,
+    "void": Role.ADMIN,
+}
 
 
 @dataclass
@@ -184,6 +228,18 @@ async def _message(
                 note=body.note,
                 actor=actor,
             )
+        case "credit":
+            amount_minor = _amount(services, number, body.amount, "amount")
+            credit = Adjustment(
+                amount_minor=-amount_minor, kind="credit", reason=body.reason, actor=actor
+            )
+            return InvoiceWorkflow.adjust, credit
+        case "void":
+            return InvoiceWorkflow.void, Closure(reason=body.reason, actor=actor)
+        case "message":
+            _check_template(body.template)
+            message = OneOffMessage(template=body.template, channels=body.channels, actor=actor)
+            return InvoiceWorkflow.send_message, message
         case _:  # write-off
             return InvoiceWorkflow.write_off, Closure(reason=body.reason, actor=actor)
 
@@ -193,11 +249,7 @@ async def _promise(
 ) -> PromiseToPay:
     amount_minor = None
     if body.amount is not None:
-        currency = _currency(services, number)
-        try:
-            amount_minor = positive_minor_units(parse_amount(body.amount), currency)
-        except ValueError as err:
-            raise ActionRefused(422, f"amount: {err}", field="amount") from None
+        amount_minor = _amount(services, number, body.amount, "amount")
     return PromiseToPay(pay_by=body.pay_by, amount_minor=amount_minor, note=body.note, actor=actor)
 
 
@@ -205,13 +257,32 @@ def _installments(services: PaymentServices, number: str, body: PlanIn) -> list[
     currency = _currency(services, number)
     installments = []
     for index, item in enumerate(body.installments):
-        try:
-            amount_minor = positive_minor_units(parse_amount(item.amount), currency)
-        except ValueError as err:
-            field = f"installments[{index}].amount"
-            raise ActionRefused(422, f"{field}: {err}", field=field) from None
+        amount_minor = _amount(
+            services, number, item.amount, f"installments[{index}].amount", currency=currency
+        )
         installments.append(Installment(due_on=item.due_on, amount_minor=amount_minor))
     return installments
+
+
+def _amount(
+    services: PaymentServices, number: str, text: str, field: str, *, currency: str | None = None
+) -> int:
+    """A positive amount typed in the invoice's currency, in minor units; 422 naming `field`."""
+    currency = currency or _currency(services, number)
+    try:
+        return positive_minor_units(parse_amount(text), currency)
+    except ValueError as err:
+        raise ActionRefused(422, f"{field}: {err}", field=field) from None
+
+
+def _check_template(template: str) -> None:
+    available = message_templates()
+    if template not in available:
+        raise ActionRefused(
+            422,
+            f"template: no message template {template!r}; available: {', '.join(available)}",
+            field="template",
+        )
 
 
 def _currency(services: PaymentServices, number: str) -> str:

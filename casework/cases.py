@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlmodel import select
 from temporalio.client import WorkflowQueryFailedError
 from temporalio.service import RPCError
@@ -20,7 +20,8 @@ from temporalio.service import RPCError
 from invoices import invoice_state_from_ledger, workflow_id
 from ledger.books import AWAITING_PAYMENT
 from ledger.db import session_scope
-from ledger.models import Customer, Invoice, InvoiceStatus
+from ledger.models import Customer, Invoice, InvoiceStatus, utcnow
+from ledger.plans import PlanView, customer_plans
 from payments.services import PaymentServices
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import InvoiceState
@@ -46,6 +47,9 @@ class Case(BaseModel):
     customer: Customer
     invoices: list[InvoiceState]  # open first (by due date), then recently settled
     timeline: list[CaseEntry]  # newest first
+    plans: dict[str, PlanView] = Field(
+        default_factory=dict, description="active payment plans, by invoice number"
+    )
 
 
 class UnknownCase(LookupError):
@@ -70,6 +74,7 @@ async def load_case(services: PaymentServices, customer_id: str) -> Case:
             .order_by(Invoice.updated_at.desc())  # type: ignore[attr-defined]
             .limit(RECENTLY_SETTLED)
         ).all()
+        plans = customer_plans(session, customer_id, utcnow().date())
     client = await services.temporal()
     gate = asyncio.Semaphore(CONCURRENT_QUERIES)
 
@@ -101,4 +106,4 @@ async def load_case(services: PaymentServices, customer_id: str) -> Case:
         for entry in state.timeline
     ]
     timeline.sort(key=lambda entry: entry.at, reverse=True)
-    return Case(customer=customer, invoices=states, timeline=timeline)
+    return Case(customer=customer, invoices=states, timeline=timeline, plans=plans)

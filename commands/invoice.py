@@ -24,6 +24,7 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.currency import format_money
+from casework.actions import message_templates
 from commands.errors import CommandError, error_reason
 from commands.importing import policy_folder
 from invoices import invoice_state_from_ledger, send_request, workflow_id
@@ -45,6 +46,7 @@ from workflows.models import (
     ManualEscalation,
     Note,
     NoteKind,
+    OneOffMessage,
     PaymentReceived,
     PromiseToPay,
     Resolution,
@@ -64,6 +66,10 @@ async def invoice_command(settings: Settings, args: argparse.Namespace) -> None:
         raise CommandError("a reason is required")
     if args.action == "note" and not args.text.strip():
         raise CommandError("a note needs some text")
+    if args.action == "message" and args.template not in message_templates():
+        raise CommandError(
+            f"no message template {args.template!r}; available: {', '.join(message_templates())}"
+        )
     if args.action == "escalate":
         try:
             ManualEscalation(queue=args.queue, priority=args.priority)
@@ -219,6 +225,10 @@ async def _invoice_action(
             update = InvoiceWorkflow.add_note
             kind = NoteKind.CALL if args.call else NoteKind.NOTE
             message = Note(text=args.text, kind=kind, actor=actor)
+        case "message":
+            update = InvoiceWorkflow.send_message
+            channels = list(dict.fromkeys(args.channel or ["email"]))
+            message = OneOffMessage(template=args.template, channels=channels, actor=actor)
         case "void" | "write-off":
             update = InvoiceWorkflow.void if args.action == "void" else InvoiceWorkflow.write_off
             message = Closure(reason=args.reason, actor=actor)

@@ -35,7 +35,14 @@ from ledger.models import AuditEvent, Invoice
 CSV_HEADER = ("at", "actor", "action", "invoice", "before", "after", "request_id", "detail")
 # Idempotency key forms that end in the caller's request id, "<invoice>:<form>:<request id>"
 # (built by workflows.keys; ledger/ imports nothing above it, so the forms are named here).
-REQUEST_KEY_FORMS = ("payment", "adjustment", "note", "escalated-by-hand")
+REQUEST_KEY_FORMS = (
+    "payment",
+    "adjustment",
+    "note",
+    "escalated-by-hand",
+    "payment-plan",
+    "one-off",
+)
 
 
 class AuditRow(BaseModel):

@@ -7,7 +7,8 @@ Invariants:
   request id with other lines or another method is refused.
 - Every item is on an open invoice of the checkout's customer, at most once, for more than 0
   and at most its balance less what processing checkouts already carry. A short payment names
-  a reason, and reason "other" a note. One checkout is one currency.
+  a reason, and reason "other" a note; on an invoice with an active payment plan, paying at
+  least what the plan asks for now is no short payment. One checkout is one currency.
 - charge = items - credit + surcharge: the customer's credit pays first; a card surcharge is
   on the rest only, rounded half up to the minor unit and capped.
 
@@ -42,7 +43,9 @@ from ledger.models import (
     Invoice,
     PaymentMethodKind,
     ShortPayReason,
+    utcnow,
 )
+from ledger.plans import active_plans
 
 NOTE_MAX_LENGTH = 500
 
@@ -187,7 +190,10 @@ def _checked_lines(session: Session, draft: CheckoutDraft) -> list[tuple[Invoice
             )
         )
     }
-    pending = _pending_by_invoice(session, [invoice.id for invoice in invoices.values()])
+    invoice_ids = [invoice.id for invoice in invoices.values()]
+    pending = _pending_by_invoice(session, invoice_ids)
+    # What a plan asks for now does not depend on the day, only the installments' statuses do.
+    plans = active_plans(session, invoice_ids, utcnow().date())
     first_index: dict[str, int] = {}
     checked: list[tuple[Invoice, CheckoutLine]] = []
     for index, line in enumerate(draft.lines):
@@ -209,12 +215,18 @@ def _checked_lines(session: Session, draft: CheckoutDraft) -> list[tuple[Invoice
                 f"invoice {number} is in {invoice.currency}, items[0] in {currency}: "
                 "one checkout is one currency",
             )
-        _check_amount(index, line, invoice, pending.get(invoice.id, 0))
+        plan = plans.get(invoice.id)
+        plan_due = plan.due_now_minor if plan is not None else None
+        _check_amount(index, line, invoice, pending.get(invoice.id, 0), plan_due)
         checked.append((invoice, line))
     return checked
 
 
-def _check_amount(index: int, line: CheckoutLine, invoice: Invoice, pending: int) -> None:
+def _check_amount(
+    index: int, line: CheckoutLine, invoice: Invoice, pending: int, plan_due: int | None = None
+) -> None:
+    """`plan_due`: what the invoice's active payment plan asks for now, if it has one."""
+
     def text(amount: int) -> str:
         return money_text(amount, invoice.currency)
 
@@ -230,13 +242,16 @@ def _check_amount(index: int, line: CheckoutLine, invoice: Invoice, pending: int
                 f" ({text(pending)} of its balance {text(balance)} is already being paid)"
             )
         raise CheckoutItemError(index, "amount", problem)
-    if amount < payable and line.reason_code is None:
-        raise CheckoutItemError(
-            index,
-            "reason",
+    # Payments still processing count towards the installment as they do towards the balance.
+    keeps_plan = plan_due is not None and amount + pending >= plan_due
+    if amount < payable and line.reason_code is None and not keeps_plan:
+        problem = (
             f"paying {text(amount)} of the {text(payable)} due on invoice {number} needs a "
-            "reason for paying less",
+            "reason for paying less"
         )
+        if plan_due is not None:
+            problem += f" (its payment plan asks for {text(plan_due - pending)} now)"
+        raise CheckoutItemError(index, "reason", problem)
     if line.reason_code == ShortPayReason.OTHER and _clean_note(line.note) is None:
         raise CheckoutItemError(index, "note", "reason 'other' needs a note saying why")
     if line.note is not None and len(line.note.strip()) > NOTE_MAX_LENGTH:

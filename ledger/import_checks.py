@@ -2,8 +2,9 @@
 
 Each check returns every problem it finds as RowErrors and writes nothing: an invoice number
 that repeats in the file or is already in the ledger, rows of one customer that disagree on a
-detail both give, and rows the caller's policy_for refuses. Messages stay short however large
-the file: a repeated number names only the first _ROWS_NAMED other rows and counts the rest.
+detail both give, an owner who is not a user able to work tasks, and rows the caller's
+policy_for refuses. Messages stay short however large the file: a repeated number names only
+the first _ROWS_NAMED other rows and counts the rest.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from sqlmodel import Session, select
 
 from ledger.import_rows import CUSTOMER_FIELDS, InvoiceRow, RowError
 from ledger.inputs import shown
-from ledger.models import Invoice
+from ledger.models import AppUser, Invoice
+from ledger.routing import WORKING_ROLES
 
 PolicyFor = Callable[["InvoiceRow"], tuple[str, int]]
 
@@ -83,6 +85,34 @@ def already_in_ledger(session: Session, numbered: list[tuple[int, InvoiceRow]]) 
         for row_number, row in numbered
         if row.invoice_number in existing
     ]
+
+
+def owners_who_cannot_work(
+    session: Session, numbered: list[tuple[int, InvoiceRow]]
+) -> list[RowError]:
+    """An owner must be a user who can work tasks: a collector or an admin, not disabled."""
+    emails = sorted({row.owner for _, row in numbered if row.owner is not None})
+    users: dict[str, AppUser] = {}
+    for start in range(0, len(emails), _LOOKUP_BATCH):
+        batch = emails[start : start + _LOOKUP_BATCH]
+        users.update(
+            (u.email, u) for u in session.exec(select(AppUser).where(AppUser.email.in_(batch)))
+        )
+    errors = []
+    for row_number, row in numbered:
+        if row.owner is None:
+            continue
+        user = users.get(row.owner)
+        if user is None:
+            problem = f"no user {row.owner!r} in the ledger"
+        elif user.disabled:
+            problem = f"user {user.email} is disabled and cannot work tasks"
+        elif user.role not in WORKING_ROLES:
+            problem = f"user {user.email} is a {user.role} and cannot work tasks"
+        else:
+            continue
+        errors.append(RowError(row_number, "owner", problem))
+    return errors
 
 
 def choose_policies(

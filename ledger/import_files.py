@@ -35,7 +35,7 @@ REQUIRED_COLUMNS = (
     "due_on",
 )
 # email and phone are columns too, but a file may carry only one of them: each row needs one.
-OPTIONAL_COLUMNS = ("email", "phone", "segment", "locale", "policy")
+OPTIONAL_COLUMNS = ("email", "phone", "segment", "locale", "policy", "owner")
 _JSON_INT_DIGITS = 40  # longer JSON integers stay Decimal: int() refuses > 4300 digits
 
 

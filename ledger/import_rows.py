@@ -49,7 +49,7 @@ _LOCALE = re.compile(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*")
 # an escape sequence in a name would travel into every message and console line.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # The row fields that describe the customer rather than the invoice.
-CUSTOMER_FIELDS = ("customer_name", "email", "phone", "timezone", "locale", "segment")
+CUSTOMER_FIELDS = ("customer_name", "email", "phone", "timezone", "locale", "segment", "owner")
 
 
 class JsonFraction(str):
@@ -78,6 +78,8 @@ class InvoiceRow(BaseModel):
     segment: Annotated[str, StringConstraints(max_length=64)] | None = None
     locale: Annotated[str, StringConstraints(max_length=16)] | None = None
     policy: Annotated[str, StringConstraints(max_length=64)] | None = None
+    # The email of the collector who owns the account (ledger.routing); empty: left as it is.
+    owner: Annotated[EmailStr, StringConstraints(max_length=320)] | None = None
 
     _row: int | None = PrivateAttr(None)
 
@@ -181,6 +183,11 @@ class InvoiceRow(BaseModel):
         if issued_on is not None and value < issued_on:
             raise _problem(f"{value} is before issued_on {issued_on}")
         return value
+
+    @field_validator("owner")
+    @classmethod
+    def _owner_lower_case(cls, value: str | None) -> str | None:
+        return None if value is None else value.lower()
 
     @field_validator("locale")
     @classmethod

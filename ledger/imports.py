@@ -28,6 +28,7 @@ from ledger.import_checks import (
     customer_conflicts,
     duplicate_numbers,
     numbered_rows,
+    owners_who_cannot_work,
 )
 from ledger.import_files import load_records
 from ledger.import_rows import (
@@ -39,6 +40,9 @@ from ledger.import_rows import (
     row_errors,
 )
 from ledger.models import Customer, Invoice
+
+# Row fields stored under another name on the customer.
+_CUSTOMER_COLUMNS = {"customer_name": "name", "owner": "owner_email"}
 
 
 @dataclass
@@ -101,6 +105,7 @@ def _check(
     errors = duplicate_numbers([(n, row.invoice_number) for n, row in numbered])
     errors += customer_conflicts(numbered)
     errors += already_in_ledger(session, numbered)
+    errors += owners_who_cannot_work(session, numbered)
     policies, policy_errors = choose_policies(numbered, policy_for)
     return policies, in_order(errors + policy_errors)
 
@@ -178,7 +183,7 @@ def _upsert_customers(
         for name in CUSTOMER_FIELDS:
             value = getattr(row, name)
             if value is not None:
-                profile.setdefault("name" if name == "customer_name" else name, value)
+                profile.setdefault(_CUSTOMER_COLUMNS.get(name, name), value)
     for customer_id, profile in profiles.items():
         customer = session.get(Customer, customer_id)
         if customer is None:

@@ -9,13 +9,18 @@ Invariants:
   marks paid an invoice awaiting payment whose balance is already zero. Closed is final.
 - Setting the current status, or closing tasks that are already closed, changes nothing, so a
   retried request is harmless; a collector task opens once per idempotency key.
+- An invoice has at most one open collector task: a new one supersedes the others and gets
+  its assignee by the rule of `ledger.assignment`, once, when it is written.
 - Nothing is left to collect on a paid, void or written-off invoice: its open tasks are closed.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlmodel import Session, select
 
+from ledger.assignment import assign_new_task
 from ledger.books import (
     AWAITING_PAYMENT,
     FINAL_STATUSES,
@@ -79,7 +84,9 @@ def set_status(session: Session, req: StatusChange) -> LedgerBalance:
             req.actor,
             "status_changed",
             invoice.id,
-            {"from": str(current), "to": str(target), "reason": req.reason},
+            _with_request_id(
+                {"from": str(current), "to": str(target), "reason": req.reason}, req.request_id
+            ),
         )
         session.flush()
     return balance_of(session, invoice)
@@ -92,7 +99,8 @@ def open_collector_task(session: Session, req: CollectorTaskRequest) -> int:
         raise LedgerError(f"collector task for invoice {number}: due_at must be timezone-aware")
 
     def write() -> int:
-        invoice = load_invoice(session, number)
+        # Locked, so two tasks opening on one invoice at once queue up: one supersedes the other.
+        invoice = load_invoice(session, number, for_update=True)
         task = CollectorTask(
             invoice_id=invoice.id,
             queue=req.queue,
@@ -115,6 +123,7 @@ def open_collector_task(session: Session, req: CollectorTaskRequest) -> int:
                 "due_at": req.due_at.isoformat(),
             },
         )
+        assign_new_task(session, task, invoice)
         return int(task.id)
 
     def repeat(task: CollectorTask) -> int:
@@ -137,7 +146,7 @@ def close_collector_tasks(session: Session, req: CollectorOutcome) -> int:
     if not req.outcome.strip():
         raise LedgerError(f"invoice {req.invoice_number}: a collector outcome must be named")
     invoice = load_invoice(session, req.invoice_number, for_update=True)
-    return _close_tasks(session, invoice, req.outcome, req.actor, req.note)
+    return _close_tasks(session, invoice, req.outcome, req.actor, req.note, req.request_id)
 
 
 def close_tasks_if_settled(session: Session, invoice: Invoice, actor: str) -> None:
@@ -147,7 +156,12 @@ def close_tasks_if_settled(session: Session, invoice: Invoice, actor: str) -> No
 
 
 def _close_tasks(
-    session: Session, invoice: Invoice, outcome: str, actor: str, note: str | None = None
+    session: Session,
+    invoice: Invoice,
+    outcome: str,
+    actor: str,
+    note: str | None = None,
+    request_id: str | None = None,
 ) -> int:
     tasks = session.exec(
         select(CollectorTask).where(
@@ -164,6 +178,10 @@ def _close_tasks(
             actor,
             "collector_task_closed",
             invoice.id,
-            {"task_id": task.id, "outcome": outcome, "note": note},
+            _with_request_id({"task_id": task.id, "outcome": outcome, "note": note}, request_id),
         )
     return len(tasks)
+
+
+def _with_request_id(detail: dict[str, Any], request_id: str | None) -> dict[str, Any]:
+    return detail if request_id is None else {**detail, "request_id": request_id}

@@ -117,6 +117,8 @@ class Customer(SQLModel, table=True):
     stripe_customer_id: str | None = Field(default=None, max_length=64)
     # `dunwise paylink --revoke`: links signed before this moment no longer open the account.
     pay_links_revoked_before: datetime | None = _aware(default=None)
+    # The collector who owns the account (lower-cased email): new tasks go to them first.
+    owner_email: str | None = Field(default=None, max_length=320)
 
 
 class Invoice(SQLModel, table=True):
@@ -212,6 +214,18 @@ class CollectorTask(SQLModel, table=True):
     breached_at: datetime | None = _aware(default=None)
     escalated_from_queue: str | None = Field(default=None, max_length=64)
     request_id: str | None = Field(default=None, max_length=100, description="of the last change")
+
+
+class QueueMember(SQLModel, table=True):
+    """A user who may be given a queue's tasks by round robin (ledger.routing)."""
+
+    __tablename__ = "queue_member"
+    __table_args__ = (sa.UniqueConstraint("queue", "user_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    queue: str = Field(max_length=64)
+    user_id: int = Field(foreign_key="app_user.id", index=True)
+    created_at: datetime = _aware(default_factory=utcnow)
 
 
 class Message(SQLModel, table=True):

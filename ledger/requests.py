@@ -7,9 +7,12 @@ safe inside the workflow sandbox.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from enum import StrEnum
 
 from pydantic import BaseModel, Field
+
+from ledger.currencies import MAX_MINOR
 
 
 class LedgerBalance(BaseModel):
@@ -54,6 +57,7 @@ class StatusChange(BaseModel):
     status: str
     reason: str | None = None
     actor: str = "system"
+    request_id: str | None = Field(None, description="the caller's, for the audit trail")
 
 
 class CollectorTaskRequest(BaseModel):
@@ -71,6 +75,7 @@ class CollectorOutcome(BaseModel):
     outcome: str
     note: str | None = None
     actor: str = "system"
+    request_id: str | None = Field(None, description="the caller's, for the audit trail")
 
 
 class TaskBreach(BaseModel):
@@ -79,6 +84,39 @@ class TaskBreach(BaseModel):
     task_key: str = Field(description="the idempotency key the task was opened with")
     supervisor_queue: str
     at: datetime
+
+
+class Installment(BaseModel):
+    """One payment of a plan: what is due by the end of which day."""
+
+    due_on: date
+    amount_minor: int = Field(gt=0, le=MAX_MINOR)
+
+
+class PlanOutcome(StrEnum):
+    """How a payment plan ended; a plan still running is `active`."""
+
+    ACTIVE = "active"
+    KEPT = "kept"  # every installment paid by its day
+    BROKEN = "broken"  # an installment missed: dunning resumed
+    CANCELLED = "cancelled"  # a collector took the invoice elsewhere (dispute, stop, ...)
+    REPLACED = "replaced"  # a newer plan took its place
+
+
+class PaymentPlanRecord(BaseModel):
+    """A plan a collector offered, kept in the ledger so the payer's portal can show it."""
+
+    invoice_number: str
+    installments: list[Installment] = Field(min_length=1, max_length=60)
+    note: str | None = None
+    actor: str = "system"
+    idempotency_key: str
+
+
+class PaymentPlanEnd(BaseModel):
+    invoice_number: str
+    plan_key: str = Field(description="the idempotency key the plan was recorded with")
+    outcome: PlanOutcome
 
 
 class NoteRequest(BaseModel):

@@ -16,8 +16,9 @@ Invariants:
   assignee (or queue) before and after and the caller's request id when one is given. Asking
   for what already is (claiming one's own task, releasing an unclaimed one, reassigning to the
   assignee, assigning an assigned task, a second breach move) changes and writes nothing.
-- A breached task is moved once: it keeps the queue it came from, loses its assignee, and is
-  never moved again.
+- A breached task is moved once: it keeps the queue it came from, loses its assignee, goes
+  round robin to the supervisor queue's members (not back to whoever had it) or stays
+  unassigned, and is never moved again.
 - The worklist is one query however long it is: urgent before high before normal before low,
   then the soonest SLA, then the largest balance, then the oldest task.
 """
@@ -33,7 +34,8 @@ from pydantic import BaseModel
 from sqlmodel import Session, select
 
 from ledger.books import LedgerError, record_audit
-from ledger.models import AppUser, CollectorTask, Customer, Invoice, Role, utcnow
+from ledger.models import AppUser, CollectorTask, Customer, Invoice, utcnow
+from ledger.routing import WORKING_ROLES, working_members
 from policies.schema import PRIORITIES, Priority
 
 
@@ -51,7 +53,6 @@ QUEUE_MAX_LENGTH = 64
 REQUEST_ID_MAX_LENGTH = 100
 # A days-past-due filter beyond a century is a typo, and would overflow date arithmetic.
 DAYS_PAST_DUE_BOUND = 36_500
-_WORKERS = frozenset({Role.COLLECTOR, Role.ADMIN})
 
 
 class UnknownTask(LedgerError):
@@ -217,7 +218,7 @@ def claim(
             f"{_named(session, task)} is already claimed by {_email(session, task.assignee_id)}: "
             "they or an admin must release it first, or an admin reassign it"
         )
-    _set_assignee(session, task, user, actor, "collector_task_claimed", request_id)
+    set_assignee(session, task, user, actor, "collector_task_claimed", request_id)
     return get_task(session, task_id)
 
 
@@ -241,7 +242,7 @@ def release(
             f"{_named(session, task)} is claimed by {_email(session, task.assignee_id)}: "
             "only they or an admin may release it"
         )
-    _set_assignee(session, task, None, actor, "collector_task_released", request_id)
+    set_assignee(session, task, None, actor, "collector_task_released", request_id)
     return get_task(session, task_id)
 
 
@@ -254,7 +255,7 @@ def reassign(
     _check_open(session, task, "reassigned")
     user = _worker(session, to_user_id, f"collector task {task_id}")
     if task.assignee_id != user.id:
-        _set_assignee(session, task, user, actor, "collector_task_reassigned", request_id)
+        set_assignee(session, task, user, actor, "collector_task_reassigned", request_id)
     return get_task(session, task_id)
 
 
@@ -285,15 +286,16 @@ def assign_round_robin(
         ).all()
     )
     chosen = min(members, key=lambda member: (load.get(member, 0), member))
-    _set_assignee(session, task, users[chosen], actor, "collector_task_assigned", None)
+    set_assignee(session, task, users[chosen], actor, "collector_task_assigned", rule="round_robin")
     return chosen
 
 
 def move_breached(
     session: Session, task_id: int, supervisor_queue: str, now: datetime, *, actor: str = "system"
 ) -> bool:
-    """Mark an open task past its SLA breached and move it, unassigned, to the supervisor
-    queue; whether it moved. A task already breached or closed is left as it is."""
+    """Mark an open task past its SLA breached and move it to the supervisor queue, round robin
+    to that queue's members who can work tasks (never back to whoever had it), else
+    unassigned; whether it moved. A task already breached or closed is left as it is."""
     if now.tzinfo is None:
         raise LedgerError(f"collector task {task_id}: the breach time must be timezone-aware")
     if not supervisor_queue.strip() or len(supervisor_queue) > QUEUE_MAX_LENGTH:
@@ -309,7 +311,8 @@ def move_breached(
             f"{_named(session, task)} is due by {task.due_at.isoformat()}: at "
             f"{now.isoformat()} it has not passed its SLA"
         )
-    before = _email(session, task.assignee_id) if task.assignee_id is not None else None
+    let_breach = task.assignee_id
+    before = _email(session, let_breach) if let_breach is not None else None
     with session.begin_nested():
         task.escalated_from_queue, task.queue = task.queue, supervisor_queue
         task.breached_at, task.assignee_id, task.claimed_at = now, None, None
@@ -329,6 +332,9 @@ def move_breached(
             },
         )
         session.flush()
+    members = [user for user in working_members(session, supervisor_queue) if user != let_breach]
+    if members:
+        assign_round_robin(session, task.id, members, actor=actor)
     return True
 
 
@@ -381,18 +387,22 @@ def _check_worker(user: AppUser | None, user_id: int, place: str) -> None:
         raise TaskRefused(f"{place}: user {user_id} does not exist")
     if user.disabled:
         raise TaskRefused(f"{place}: user {user.email} is disabled")
-    if user.role not in _WORKERS:
+    if user.role not in WORKING_ROLES:
         raise TaskRefused(f"{place}: user {user.email} is a {user.role} and cannot work tasks")
 
 
-def _set_assignee(
+def set_assignee(
     session: Session,
     task: CollectorTask,
     user: AppUser | None,
     actor: str,
     action: str,
-    request_id: str | None,
+    request_id: str | None = None,
+    *,
+    rule: str | None = None,
 ) -> None:
+    """Give the task to `user` (None: nobody) with its audit event; `rule` names the
+    assignment rule that chose, for `ledger.assignment`. Callers check the user may work it."""
     before = _email(session, task.assignee_id) if task.assignee_id is not None else None
     detail: dict[str, Any] = {
         "task_id": task.id,
@@ -402,6 +412,8 @@ def _set_assignee(
     }
     if request_id is not None:
         detail["request_id"] = request_id
+    if rule is not None:
+        detail["rule"] = rule
     with session.begin_nested():
         task.assignee_id = user.id if user is not None else None
         task.claimed_at = utcnow() if user is not None else None

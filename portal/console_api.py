@@ -15,12 +15,15 @@ from temporalio.service import RPCError
 
 from casework import actions
 from casework.actions import (
+    CreditIn,
     DisputeIn,
     EscalateIn,
+    MessageIn,
     NoteIn,
     OutcomeIn,
     PlanIn,
     PromiseIn,
+    VoidIn,
     WriteOffIn,
 )
 from invoices import invoice_state_from_ledger, workflow_id
@@ -113,3 +116,22 @@ async def plan(request: Request, number: str, body: PlanIn, actor: Viewer) -> In
 async def write_off(request: Request, number: str, body: WriteOffIn, actor: Viewer) -> InvoiceState:
     """Finance admins only."""
     return await _act(request, actor, number, "write-off", body)
+
+
+@router.post("/{number}/credit", response_model=InvoiceState)
+async def credit(request: Request, number: str, body: CreditIn, actor: Viewer) -> InvoiceState:
+    """A credit note: lowers the balance by `amount`, for example to settle a dispute."""
+    return await _act(request, actor, number, "credit", body)
+
+
+@router.post("/{number}/void", response_model=InvoiceState)
+async def void(request: Request, number: str, body: VoidIn, actor: Viewer) -> InvoiceState:
+    """Cancel an invoice issued in error (none of it paid). Finance admins only."""
+    return await _act(request, actor, number, "void", body)
+
+
+@router.post("/{number}/message", response_model=InvoiceState)
+async def message(request: Request, number: str, body: MessageIn, actor: Viewer) -> InvoiceState:
+    """Send the payer one message from a template now, outside the schedule (even while
+    dunning is paused); the timeline records it sent, or why not."""
+    return await _act(request, actor, number, "message", body)

@@ -14,9 +14,11 @@ from pydantic import ValidationError
 
 from casework import actions
 from casework.cases import UnknownCase, load_case
-from ledger import audit_export, tasks
+from ledger import audit_export, routing, tasks
+from ledger.books import LedgerError
 from ledger.db import session_scope
 from ledger.models import Role, ShortPayReason
+from ledger.users import find_user
 from policies.schema import PRIORITIES
 from portal.auth import Actor, console_actor
 from portal.links import now
@@ -24,6 +26,7 @@ from portal.pages import render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 Viewer = Annotated[Actor, Depends(console_actor(Role.VIEWER))]
+TASK_CHANGES = ("claim", "release", "reassign")
 REASON_CODES = [(r.value, r.value.replace("_", " ").capitalize()) for r in ShortPayReason]
 
 
@@ -34,23 +37,45 @@ async def worklist(
     queue: str | None = None,
     segment: str | None = None,
     currency: str | None = None,
+    min_days_past_due: str | None = None,
+    max_days_past_due: str | None = None,
     mine: bool = False,
 ) -> Response:
-    with session_scope(request.app.state.services.engine) as session:
-        views = tasks.worklist(
-            session,
-            today=now().date(),
-            queue=queue or None,
-            segment=segment or None,
-            currency=currency.upper() if currency else None,
-            assignee_id=actor.user_id if mine else None,
-        )
-    filters = {"queue": queue or "", "segment": segment or "", "currency": currency or ""}
-    return render(
-        request,
-        "console_worklist.html",
-        {"actor": actor, "tasks": views, "filters": filters, "mine": mine},
-    )
+    filters = {
+        "queue": queue or "",
+        "segment": segment or "",
+        "currency": currency or "",
+        "min_days_past_due": min_days_past_due or "",
+        "max_days_past_due": max_days_past_due or "",
+    }
+    page = {"actor": actor, "tasks": [], "filters": filters, "mine": mine, "workers": []}
+    try:
+        with session_scope(request.app.state.services.engine) as session:
+            page["workers"] = routing.task_workers(session)
+            page["tasks"] = tasks.worklist(
+                session,
+                today=now().date(),
+                queue=queue or None,
+                segment=segment or None,
+                currency=currency.upper() if currency else None,
+                min_days_past_due=_whole_days("min_days_past_due", min_days_past_due),
+                max_days_past_due=_whole_days("max_days_past_due", max_days_past_due),
+                assignee_id=actor.user_id if mine else None,
+            )
+    except LedgerError as err:
+        return render(request, "console_worklist.html", {**page, "error": str(err)}, 422)
+    return render(request, "console_worklist.html", page)
+
+
+def _whole_days(name: str, text: str | None) -> int | None:
+    """A days-past-due filter from the form: blank is no filter."""
+    if text is None or not text.strip():
+        return None
+    try:
+        return int(text.strip())
+    except ValueError:
+        message = f"worklist: {name} must be a whole number of days, got {text!r}"
+        raise LedgerError(message) from None
 
 
 @router.get("/customers/{customer_id}")
@@ -79,6 +104,7 @@ async def _case_view(
             "error": error,
             "reason_codes": REASON_CODES,
             "priorities": PRIORITIES,
+            "message_templates": actions.message_templates(),
             "request_id": lambda: str(uuid.uuid4()),
             "can_act": actor.can(Role.COLLECTOR),
             "can_write_off": actor.can(Role.ADMIN),
@@ -98,6 +124,10 @@ async def act(request: Request, number: str, action: str, actor: Viewer) -> Resp
             raise actions.ActionRefused(404, f"no action {action!r}")
         if action == "plan":
             fields["installments"] = _installment_lines(str(fields.get("installments", "")))
+        if action == "message":  # checkboxes: every one ticked
+            fields["channels"] = form.getlist("channels")
+            if not fields["channels"]:
+                raise actions.ActionRefused(422, "channels: tick email, SMS or both")
         body = model.model_validate(fields)
         await actions.perform(
             request.app.state.services,
@@ -144,6 +174,10 @@ async def task_change(request: Request, task_id: int, change: str, actor: Viewer
             {"actor": actor, "message": "viewers cannot claim"},
             403,
         )
+    if change not in TASK_CHANGES:
+        message = {"actor": actor, "message": f"no such change to a task: {change!r}"}
+        return render(request, "console_message.html", message, 404)
+    to = str((await request.form()).get("to", ""))
     with session_scope(request.app.state.services.engine) as session:
         try:
             if change == "claim":
@@ -152,6 +186,11 @@ async def task_change(request: Request, task_id: int, change: str, actor: Viewer
                 tasks.release(
                     session, task_id, actor.user_id, actor.audit_name, admin=actor.can(Role.ADMIN)
                 )
+            else:
+                user = find_user(session, to)
+                if user is None:
+                    raise tasks.TaskRefused(f"collector task {task_id}: no user {to!r}")
+                tasks.reassign(session, task_id, user.id, actor.audit_name)
         except (tasks.UnknownTask, tasks.TaskRefused) as err:
             message = {"actor": actor, "message": str(err)}
             return render(request, "console_message.html", message, 409)

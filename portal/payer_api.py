@@ -10,10 +10,10 @@ import asyncio
 from datetime import date
 
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from activities.currency import to_major
-from ledger import accounts, checkouts
+from ledger import accounts, checkouts, plans
 from ledger.db import session_scope
 from payments import checkout as checkout_service
 from payments.stripe_gateway import GatewayError
@@ -27,6 +27,24 @@ def decimal(amount_minor: int, currency: str) -> str:
     return str(to_major(amount_minor, currency))
 
 
+class InstallmentOut(BaseModel):
+    due_on: date
+    amount: str
+    status: str = Field(description="paid, part_paid, due, overdue or upcoming")
+
+
+class PlanOut(BaseModel):
+    """A payment plan the payer agreed with a collector: pay installment by installment."""
+
+    next_due_on: date = Field(description="the day of the first installment not fully paid")
+    due_now: str = Field(
+        description="what pays every installment through that one, at most the balance; "
+        "paying at least this, less the invoice's `pending`, needs no reason"
+    )
+    paid: str = Field(description="paid since the plan began")
+    installments: list[InstallmentOut]
+
+
 class InvoiceOut(BaseModel):
     number: str
     currency: str
@@ -38,6 +56,7 @@ class InvoiceOut(BaseModel):
     status: str
     days_past_due: int
     aging: str
+    plan: PlanOut | None = Field(None, description="the active payment plan, if any")
 
 
 class MoneyOut(BaseModel):
@@ -98,11 +117,30 @@ def account_view(request: Request, customer_id: str) -> accounts.CustomerAccount
         return accounts.customer_account(session, customer_id, now().date())
 
 
+def plan_out(plan: plans.PlanView | None) -> PlanOut | None:
+    if plan is None:
+        return None
+    currency = plan.currency
+    return PlanOut(
+        next_due_on=plan.next_due_on,
+        due_now=decimal(plan.due_now_minor, currency),
+        paid=decimal(plan.paid_minor, currency),
+        installments=[
+            InstallmentOut(
+                due_on=i.due_on, amount=decimal(i.amount_minor, currency), status=str(i.status)
+            )
+            for i in plan.installments
+        ],
+    )
+
+
 @router.get("/{token}", response_model=PortalOut)
 async def portal(request: Request, token: str) -> PortalOut:
     """The customer's open invoices, credit and pending payments."""
     pay = open_link(request, token)
     account = account_view(request, pay.customer_id)
+    with session_scope(request.app.state.services.engine) as session:
+        on_plan = plans.customer_plans(session, pay.customer_id, now().date())
     return PortalOut(
         customer=CustomerOut(id=account.customer_id, name=account.name),
         selected=pay.invoice_numbers,
@@ -118,6 +156,7 @@ async def portal(request: Request, token: str) -> PortalOut:
                 status=i.status,
                 days_past_due=i.days_past_due,
                 aging=str(i.aging),
+                plan=plan_out(on_plan.get(i.number)),
             )
             for i in account.open_invoices
         ],

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from activities.currency import to_major
-from ledger import accounts, checkout_events, checkouts
+from ledger import accounts, checkout_events, checkouts, plans
 from ledger.books import UnknownInvoice
 from ledger.checkouts import CheckoutItemError
 from ledger.db import session_scope
@@ -132,7 +132,10 @@ def _account_view(
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
-    settings = request.app.state.services.settings
+    services = request.app.state.services
+    settings = services.settings
+    with session_scope(services.engine) as session:
+        on_plan = plans.customer_plans(session, account.customer_id, now().date())
     # The invoices the link was sent for come first; then by due date.
     ordered = sorted(account.open_invoices, key=lambda i: i.number not in selected)
     pages = max(1, -(-len(ordered) // PAGE_SIZE))
@@ -155,6 +158,7 @@ def _account_view(
             "pages": pages,
             "pay_all": sorted(due.items()),
             "selected": selected,
+            "plans": on_plan,
             "entered": entered or {},
             "reasons": REASONS,
             "request_id": str(uuid.uuid4()),

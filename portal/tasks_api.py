@@ -11,12 +11,12 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
-from sqlmodel import select
 
 from ledger import audit_export, tasks
 from ledger.books import LedgerError
 from ledger.db import session_scope
-from ledger.models import AppUser, Role
+from ledger.models import Role
+from ledger.users import find_user
 from portal.auth import Actor, api_actor
 from portal.links import now
 
@@ -126,7 +126,7 @@ async def release(
 @router.post("/tasks/{task_id}/reassign", response_model=TaskOut)
 async def reassign(request: Request, task_id: int, actor: Collector, body: ReassignIn) -> TaskOut:
     with session_scope(request.app.state.services.engine) as session, _refusals():
-        user = session.exec(select(AppUser).where(AppUser.email == body.to.strip().lower())).first()
+        user = find_user(session, body.to)
         if user is None or user.disabled:
             raise HTTPException(422, f"to: no active user {body.to}")
         view = tasks.reassign(

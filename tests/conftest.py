@@ -21,6 +21,7 @@ from sqlmodel import SQLModel
 
 import ledger.models  # noqa: F401  (registers the tables)
 import ledger.notes  # noqa: F401
+import ledger.plans  # noqa: F401
 import ledger.timeline  # noqa: F401
 from ledger.db import make_engine
 from ledger.migrate import upgrade

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from temporalio.testing import WorkflowEnvironment
 
 from commands.web import serving_web
 from paylinks import make_pay_token
@@ -57,12 +58,17 @@ class Portal:
 
 @asynccontextmanager
 async def portal(
-    tmp_path: Path, database_url: str | None = None, **settings
+    tmp_path: Path,
+    database_url: str | None = None,
+    environment: Callable[[], Awaitable[WorkflowEnvironment]] = dev_server_environment,
+    **settings,
 ) -> AsyncIterator[Portal]:
+    """The web app over a worker and a server: the dev server, or the time-skipping one for
+    walks through weeks of an invoice's life."""
     async with invoice_harness(
         tmp_path,
         database_url,
-        environment=dev_server_environment,
+        environment=environment,
         web_port=0,
         local_stripe_port=0,
         **settings,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 from sqlmodel import select
@@ -17,6 +17,7 @@ from workflows.models import (
     ManualEscalation,
     Note,
     NoteKind,
+    OneOffMessage,
     PaymentReceived,
     PromiseToPay,
     Resolution,
@@ -132,3 +133,80 @@ async def test_a_kept_promise_opens_no_task(tmp_path) -> None:
         assert "promise_kept" in [e.event for e in (await h.state(handle)).timeline]
         with session_scope(h.engine) as session:
             assert session.exec(select(CollectorTask)).all() == []
+
+
+async def test_a_task_escalated_by_hand_moves_past_its_sla(tmp_path, ledger_url) -> None:
+    async with invoice_harness(tmp_path, ledger_url) as h:
+        handle = await h.start("INV-C6", due_on=DUE)
+        by_hand = ManualEscalation(queue="key-accounts", sla=timedelta(hours=12), actor="user:ann")
+        await handle.execute_update(InvoiceWorkflow.escalate, by_hand, id="esc-1")
+        await h.advance(timedelta(hours=11))
+        with session_scope(h.engine) as session:
+            task = session.exec(select(CollectorTask)).one()
+            assert (task.queue, task.breached_at) == ("key-accounts", None)
+        await h.advance(timedelta(hours=2))
+        with session_scope(h.engine) as session:
+            task = session.exec(select(CollectorTask)).one()
+        assert (task.queue, task.escalated_from_queue, task.status) == (
+            "key-accounts-supervisor",
+            "key-accounts",
+            "open",
+        )
+        state = await h.state(handle)
+        assert state.stage == Stage.ESCALATED  # still with a collector, now a supervisor
+        assert "escalation_sla_breached" in [e.event for e in state.timeline]
+        resume = Resolution(action="resume", actor="user:ann")
+        await handle.execute_update(InvoiceWorkflow.record_outcome, resume, id="out-1")
+        with session_scope(h.engine) as session:
+            assert session.exec(select(CollectorTask)).one().status == "closed"
+        await h.assert_replays(handle)
+
+
+async def test_a_task_worked_within_its_sla_does_not_move(tmp_path) -> None:
+    async with invoice_harness(tmp_path) as h:
+        handle = await h.start("INV-C7", due_on=DUE)
+        by_hand = ManualEscalation(sla=timedelta(days=1), actor="user:ann")
+        await handle.execute_update(InvoiceWorkflow.escalate, by_hand, id="esc-1")
+        await h.advance(timedelta(hours=3))
+        stop = Resolution(action="stop", note="lawyer", actor="user:ann")
+        await handle.execute_update(InvoiceWorkflow.record_outcome, stop, id="out-1")
+        await h.advance(timedelta(days=3))
+        with session_scope(h.engine) as session:
+            task = session.exec(select(CollectorTask)).one()
+        assert (task.queue, task.breached_at, task.status) == ("collections", None, "closed")
+        events = [e.event for e in (await h.state(handle)).timeline]
+        assert "escalation_sla_breached" not in events
+        # Escalated again by hand: a new SLA, watched again.
+        again = ManualEscalation(sla=timedelta(hours=6), actor="user:ann")
+        await handle.execute_update(InvoiceWorkflow.escalate, again, id="esc-2")
+        await h.advance(timedelta(hours=7))
+        with session_scope(h.engine) as session:
+            queues = session.exec(select(CollectorTask.queue).order_by(CollectorTask.id)).all()
+        assert queues == ["collections", "collections-supervisor"]
+        await h.assert_replays(handle)
+
+
+async def test_a_one_off_message_goes_out_at_once_even_while_dunning_waits(tmp_path) -> None:
+    async with invoice_harness(tmp_path) as h:
+        handle = await h.start("INV-C8", due_on=DUE)
+        promise = PromiseToPay(pay_by=date(2026, 3, 30), actor="user:bo")
+        await handle.execute_update(InvoiceWorkflow.promise_to_pay, promise, id="p-1")
+        message = OneOffMessage(template="overdue_friendly", channels=["email", "sms"], actor="bo")
+        state = await handle.execute_update(InvoiceWorkflow.send_message, message, id="m-1")
+        again = await handle.execute_update(InvoiceWorkflow.send_message, message, id="m-1")
+        assert state.stage == Stage.PAUSED  # the promise still holds the reminders
+        sent = [(e.event, e.channel, e.template) for e in again.timeline if "message" in e.event]
+        assert sent == [
+            ("message", "email", "overdue_friendly"),
+            ("message", "sms", "overdue_friendly"),
+        ]
+        rows = h.messages("INV-C8")
+        assert [(m.template, m.channel, m.status) for m in rows] == [
+            ("overdue_friendly", "email", "sent"),
+            ("overdue_friendly", "sms", "sent"),
+        ]
+        missing = OneOffMessage(template="no_such_template", actor="bo")
+        state = await handle.execute_update(InvoiceWorkflow.send_message, missing, id="m-2")
+        failed = [e for e in state.timeline if e.event == "message_failed"]
+        assert len(failed) == 1 and "no_such_template" in failed[0].detail
+        await h.assert_replays(handle)

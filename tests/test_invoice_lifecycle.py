@@ -426,14 +426,16 @@ async def test_promise_after_escalation_is_checked_when_it_ends(tmp_path, ledger
         assert broken.detail == "paid 100.00 USD of 400.00 USD promised by 2026-04-20"
         assert (state.stage, state.status, state.paused_until) == (Stage.ESCALATED, "open", None)
         assert h.invoice("INV-20").status == "open"
-        [task] = collector_tasks(h)
-        assert task.status == "open"  # back with the collector
+        # The promise was the collector's outcome; broken, it puts the invoice back with them.
+        promised, reopened = collector_tasks(h)
+        assert (promised.status, promised.outcome) == ("closed", "promise")
+        assert (reopened.status, reopened.priority) == ("open", "high")
 
         await handle.execute_update(InvoiceWorkflow.record_payment, pay(91_500))  # with late fee
         final = await handle.result()
         assert final.stage == Stage.CLOSED
-        [task] = collector_tasks(h)
-        assert (task.status, task.outcome) == ("closed", "paid")
+        _, reopened = collector_tasks(h)
+        assert (reopened.status, reopened.outcome) == ("closed", "paid")
         await h.assert_replays(handle)
 
 

@@ -166,7 +166,8 @@ def test_worklist_sorts_by_priority_then_sla_then_balance(engine: sa.Engine) -> 
 
 def test_worklist_ties_go_to_the_oldest_task(engine: sa.Engine) -> None:
     add_invoice(engine, "INV-1")
-    first = add_task(engine, "INV-1", queue="a")
+    add_invoice(engine, "INV-2")
+    first = add_task(engine, "INV-2", queue="a")
     second = add_task(engine, "INV-1", queue="b")
     with Session(engine) as session:
         assert [view.id for view in worklist(session, today=TODAY)] == [first, second]
@@ -547,8 +548,10 @@ def test_unknown_tasks_and_bad_request_ids_are_refused(
 
 def test_round_robin_gives_each_task_to_the_least_loaded_member(engine: sa.Engine) -> None:
     members = [add_user(engine, f"m{n}@example.com") for n in range(3)]
-    add_invoice(engine, "INV-1")
-    tasks = [add_task(engine, "INV-1", due_at=NOW + timedelta(hours=n)) for n in range(7)]
+    tasks = []
+    for n in range(7):  # one invoice each: an invoice has one open task
+        add_invoice(engine, f"INV-{n}")
+        tasks.append(add_task(engine, f"INV-{n}", due_at=NOW + timedelta(hours=n)))
     chosen = [do(engine, assign_round_robin, t, list(reversed(members))) for t in tasks]
     first, second, third = members
     assert chosen == [first, second, third, first, second, third, first]
@@ -558,16 +561,17 @@ def test_round_robin_gives_each_task_to_the_least_loaded_member(engine: sa.Engin
 
 def test_round_robin_counts_open_claims_in_the_task_queue_only(engine: sa.Engine) -> None:
     first, second, third = (add_user(engine, f"m{n}@example.com") for n in range(3))
-    add_invoice(engine, "INV-1")
-    add_invoice(engine, "INV-2")
+    numbers = ["INV-S1", "INV-S2", "INV-F", "INV-T", *(f"INV-N{n}" for n in range(4))]
+    for number in numbers:  # one invoice per task: an invoice has one open task
+        add_invoice(engine, number)
     # second holds two open tasks in the queue; first's task is in another queue; third's is
     # in the queue but closed: neither of the last two counts.
-    for n in range(2):
-        do(engine, claim, add_task(engine, "INV-1", due_at=NOW + timedelta(minutes=n)), second, "x")
-    do(engine, claim, add_task(engine, "INV-1", queue="other"), first, "x")
-    do(engine, claim, add_task(engine, "INV-2"), third, "x")
-    do(engine, close_collector_tasks, CollectorOutcome(invoice_number="INV-2", outcome="paid"))
-    new = [add_task(engine, "INV-1", due_at=NOW + timedelta(days=3, hours=n)) for n in range(4)]
+    for number in ("INV-S1", "INV-S2"):
+        do(engine, claim, add_task(engine, number), second, "x")
+    do(engine, claim, add_task(engine, "INV-F", queue="other"), first, "x")
+    do(engine, claim, add_task(engine, "INV-T"), third, "x")
+    do(engine, close_collector_tasks, CollectorOutcome(invoice_number="INV-T", outcome="paid"))
+    new = [add_task(engine, f"INV-N{n}") for n in range(4)]
     chosen = [do(engine, assign_round_robin, t, [first, second, third]) for t in new]
     # loads (first, second, third): 0,2,0 -> first; 1,2,0 -> third; 1,2,1 -> first; 2,2,1 -> third
     assert chosen == [first, third, first, third]

@@ -400,7 +400,9 @@ class LedgerMachine(RuleBasedStateMachine):
             lifecycle.open_collector_task, request
         )
         self.requests.append(request)
-        self.model.invoices[number].open_tasks += 1
+        # One open task per invoice: the new one supersedes the one open before.
+        self.model.audit["collector_task_closed", number] += self.model.invoices[number].open_tasks
+        self.model.invoices[number].open_tasks = 1
         self.model.audit["collector_task_opened", number] += 1
 
     @rule(

@@ -184,6 +184,8 @@ class InvoiceWorkflow(InvoicePlans):
                 await self._wait_out_promise()
             elif self.s.stage == Stage.ON_PLAN:
                 await self._follow_plan()
+            elif self.s.stage == Stage.ESCALATED and self.s.sla_watch is not None:
+                await self._watch_sla()
             elif self.s.stage in PAUSING_STAGES:
                 stage = self.s.stage
                 await workflow.wait_condition(
@@ -215,12 +217,16 @@ class InvoiceWorkflow(InvoicePlans):
             if self.s.stage == Stage.ON_PLAN:
                 await self._follow_plan()
                 continue
+            if self.s.stage == Stage.ESCALATED and self.s.sla_watch is not None:
+                await self._watch_sla()
+                continue
             paused = self.s.stage == Stage.PAUSED
             await workflow.wait_condition(
                 lambda paused=paused: (
                     self._settled()
                     or (not paused and self.s.stage == Stage.PAUSED)
                     or self.s.stage == Stage.ON_PLAN
+                    or (self.s.stage == Stage.ESCALATED and self.s.sla_watch is not None)
                     or self._history_full()
                 )
             )
@@ -243,10 +249,12 @@ class InvoiceWorkflow(InvoicePlans):
             f"paid {self._money(s.paid_since_promise_minor)} of {self._money(promised)} "
             f"promised by {s.promise.pay_by}",
         )
-        # An invoice that goes back to an escalation still has its collector task open.
-        reopen = not kept and s.stage_after_pause != Stage.ESCALATED
+        # An invoice going back to an escalation has its task open still, unless the promise
+        # closed it as the collector's outcome.
+        reopen = not kept and (s.stage_after_pause != Stage.ESCALATED or s.promise_closed_tasks)
         broken_by = s.promise.pay_by if reopen else None
         s.promise = None
+        s.promise_closed_tasks = False
         s.paused_until = None
         async with self._ledger_turn():
             await self._set_status("open", "promise to pay ended")
@@ -302,8 +310,7 @@ class InvoiceWorkflow(InvoicePlans):
     async def _send_reminder(self, planned: PlannedStep, step: Step, at: datetime) -> None:
         assert step.template is not None
         try:
-            outcome: ReminderOutcome = await workflow.execute_activity(
-                "send_reminder",
+            outcome = await self._send(
                 ReminderRequest(
                     invoice_number=self.invoice.number,
                     template=step.template,
@@ -311,10 +318,7 @@ class InvoiceWorkflow(InvoicePlans):
                     step_index=planned.index,
                     scheduled_for=planned.send_at,
                     idempotency_key=keys.reminder(self.invoice.number, planned.index),
-                ),
-                result_type=ReminderOutcome,
-                start_to_close_timeout=MESSAGE_TIMEOUT,
-                retry_policy=SERVICE_RETRY,
+                )
             )
         except ActivityError as err:
             # Refused for good (say a template removed after the policy was loaded): the

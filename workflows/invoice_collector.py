@@ -5,7 +5,10 @@ Invariants:
 - Each is an update under the caller's request id: the same id twice is one note, one task.
 - A note is written to the ledger (with its audit event) before it is on the timeline.
 - Escalating by hand opens the collector task at once and holds the reminders exactly as an
-  escalation step does, until a collector's outcome (resume or stop).
+  escalation step does, until a collector's outcome (resume or stop). Its SLA is watched by
+  the workflow's own timer: past it, the task moves to the supervisor queue.
+- A one-off message goes out at once on the channels asked for, never grouped with other
+  reminders, and also while dunning waits (a promise, a plan, a dispute).
 """
 
 from __future__ import annotations
@@ -13,16 +16,35 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.models import CollectorTaskRequest, NoteRequest
+    from activities.models import (
+        CollectorTaskRequest,
+        NoteRequest,
+        ReminderRequest,
+        TaskBreach,
+    )
     from workflows import keys
-    from workflows.models import InvoiceState, ManualEscalation, Note, Stage
+    from workflows.models import (
+        InvoiceState,
+        ManualEscalation,
+        Note,
+        OneOffMessage,
+        SlaWatch,
+        Stage,
+    )
+from workflows.invoice_core import (
+    MANUAL_ESCALATION_SLA,
+    activity_reason,
+)
 from workflows.invoice_payments import InvoicePayments
 
 # Only an invoice being dunned, or one whose dunning stopped, can be escalated by hand; the
 # other stages are with a collector already or wait on the payer.
 ESCALATABLE_STAGES = frozenset({Stage.SCHEDULED, Stage.STOPPED})
+# The step index one-off messages are filed under in the outbox: no policy step has it.
+ONE_OFF_STEP = -1
 
 
 class InvoiceCollectorRequests(InvoicePayments):
@@ -61,18 +83,24 @@ class InvoiceCollectorRequests(InvoicePayments):
             if request_id is None:
                 return self.state()
             queue = escalation.queue or self._policy_queue()
+            task_key = keys.manual_escalation(self.invoice.number, request_id)
+            due_at = self._now() + escalation.sla
             await self._ledger(
                 "open_collector_task",
                 CollectorTaskRequest(
                     invoice_number=self.invoice.number,
                     queue=queue,
                     priority=escalation.priority,
-                    due_at=self._now() + escalation.sla,
-                    idempotency_key=keys.manual_escalation(self.invoice.number, request_id),
+                    due_at=due_at,
+                    idempotency_key=task_key,
                 ),
                 result_type=int,
                 caller_waits=True,
             )
+            if workflow.patched(MANUAL_ESCALATION_SLA):
+                self.s.sla_watch = SlaWatch(
+                    task_key=task_key, due_at=due_at, supervisor_queue=self._breach_queue(queue)
+                )
             self._pause_for(Stage.ESCALATED)
             detail = f"by hand: queue {queue}, priority {escalation.priority}"
             self._record("escalation", detail + (f": {escalation.note}" if escalation.note else ""))
@@ -90,3 +118,78 @@ class InvoiceCollectorRequests(InvoicePayments):
             )
         if not timedelta(0) < escalation.sla <= timedelta(days=3650):
             raise ValueError("the SLA must be more than 0 and at most 3650 days")
+
+    def _breach_queue(self, queue: str) -> str:
+        """Where a task of `queue` goes past its SLA: as the policy's step says, or its own."""
+        for step in self.invoice.policy.steps:
+            if step.escalate is not None and step.escalate.queue == queue:
+                return step.escalate.breach_queue
+        return f"{queue}-supervisor"
+
+    async def _watch_sla(self) -> None:
+        """While escalated by hand: past the SLA, the task moves to the supervisor queue."""
+        watch = self.s.sla_watch
+        assert watch is not None
+        try:
+            await workflow.wait_condition(
+                lambda: (
+                    self.s.stage != Stage.ESCALATED
+                    or self._settled()
+                    or self.s.sla_watch is not watch  # escalated by hand again
+                    or self._history_full()
+                ),
+                timeout=max(watch.due_at - self._now(), timedelta(0)),
+            )
+            if self.s.sla_watch is watch and (self.s.stage != Stage.ESCALATED or self._settled()):
+                self.s.sla_watch = None
+            return
+        except TimeoutError:
+            pass
+        self.s.sla_watch = None
+        self._record("escalation_sla_breached", "no collector outcome within the SLA")
+        async with self._ledger_turn():
+            await self._ledger(
+                "breach_collector_task",
+                TaskBreach(
+                    task_key=watch.task_key,
+                    supervisor_queue=watch.supervisor_queue,
+                    at=watch.due_at,
+                ),
+                result_type=bool,
+            )
+
+    @workflow.update
+    async def send_message(self, message: OneOffMessage) -> InvoiceState:
+        async with self._request("send a message about") as request_id:
+            if request_id is None:
+                return self.state()
+            try:
+                outcome = await self._send(
+                    ReminderRequest(
+                        invoice_number=self.invoice.number,
+                        template=message.template,
+                        channels=list(message.channels),
+                        step_index=ONE_OFF_STEP,
+                        scheduled_for=self._now(),
+                        idempotency_key=keys.one_off_message(self.invoice.number, request_id),
+                        one_off=True,
+                    )
+                )
+            except ActivityError as err:
+                self._record("message_failed", activity_reason(err), template=message.template)
+                return self.state()
+            for result in outcome.results:
+                sent = result.status == "sent"
+                self._record(
+                    "message" if sent else f"message_{result.status}",
+                    f"by {message.actor}" if sent else result.reason or "",
+                    channel=result.channel,
+                    template=message.template,
+                )
+        return self.state()
+
+    @send_message.validator
+    def _validate_message(self, message: OneOffMessage) -> None:
+        if self._repeated_request():
+            return
+        self._require_open("send a message about")

@@ -21,9 +21,12 @@ from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from activities.models import (
+        CollectorOutcome,
         CollectorTaskRequest,
         LedgerBalance,
         PlannedStep,
+        ReminderOutcome,
+        ReminderRequest,
         StatusChange,
     )
     from policies.money import from_minor
@@ -90,6 +93,9 @@ TIMELINE_IN_LEDGER = "timeline-in-ledger"
 SERIALIZED_LEDGER_WRITES = "serialized-ledger-writes"
 SLA_MOVES_TASK = "sla-moves-task"
 BROKEN_PROMISE_OPENS_TASK = "broken-promise-opens-task"
+MANUAL_ESCALATION_SLA = "manual-escalation-sla"
+PLAN_IN_LEDGER = "plan-in-ledger"
+PROMISE_CLOSES_TASK = "promise-closes-task"
 # The time a collector has for the task a broken promise reopens.
 BROKEN_PROMISE_SLA = timedelta(days=2)
 # A queue for tasks an invoice's policy does not name (it has no escalation step).
@@ -166,6 +172,33 @@ class InvoiceCore:
         )
         self._record("task_reopened", f"{why}: queue {queue}")
 
+    async def _send(self, request: ReminderRequest) -> ReminderOutcome:
+        """The messaging activity: one message per channel, once per idempotency key."""
+        return await workflow.execute_activity(
+            "send_reminder",
+            request,
+            result_type=ReminderOutcome,
+            start_to_close_timeout=MESSAGE_TIMEOUT,
+            retry_policy=SERVICE_RETRY,
+        )
+
+    async def _close_tasks(
+        self, outcome: str, note: str | None, actor: str, caller_waits: bool = False
+    ) -> None:
+        """The invoice's open collector tasks close with a collector's outcome."""
+        await self._ledger(
+            "close_collector_tasks",
+            CollectorOutcome(
+                invoice_number=self.invoice.number,
+                outcome=outcome,
+                note=note,
+                actor=actor,
+                request_id=caller_request_id(),
+            ),
+            result_type=int,
+            caller_waits=caller_waits,
+        )
+
     def _now(self) -> datetime:
         return workflow.now() - self.invoice.clock_offset
 
@@ -211,11 +244,17 @@ class InvoiceCore:
         self._publish()
 
     async def _set_status(
-        self, status: str, reason: str | None, caller_waits: bool = False
+        self, status: str, reason: str | None, caller_waits: bool = False, actor: str = "system"
     ) -> None:
         balance = await self._ledger(
             "set_status",
-            StatusChange(invoice_number=self.invoice.number, status=status, reason=reason),
+            StatusChange(
+                invoice_number=self.invoice.number,
+                status=status,
+                reason=reason,
+                actor=actor,
+                request_id=caller_request_id(),
+            ),
             caller_waits=caller_waits,
         )
         self.s.status = balance.status
@@ -302,3 +341,9 @@ def activity_reason(err: ActivityError) -> str:
     """The activity's own message, without Temporal's wrapping."""
     cause = err.cause
     return cause.message if isinstance(cause, ApplicationError) else str(err)
+
+
+def caller_request_id() -> str | None:
+    """The request id of the update being handled, for the audit trail; None in the lifecycle."""
+    info = workflow.current_update_info()
+    return info.id if info is not None else None

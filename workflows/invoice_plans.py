@@ -6,6 +6,8 @@ Invariants:
   promise grace: everything due by then must have been paid since the plan began.
 - A missed installment breaks the plan: dunning resumes at once and a collector task opens by
   itself. A plan paid in full settles the invoice like any payment.
+- The ledger keeps the plan, for the payer's portal, from its offer until it ends, however
+  it ends (kept, broken, or cancelled when the invoice leaves the plan otherwise).
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from datetime import date, datetime, time, timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.models import CollectorOutcome
+    from activities.models import PaymentPlanEnd, PaymentPlanRecord, PlanOutcome
     from workflows import keys
     from workflows.models import InvoiceState, PaymentPlan, PaymentPlanOffer, Stage
 from workflows.invoice_collector import InvoiceCollectorRequests
+from workflows.invoice_core import PLAN_IN_LEDGER
 
 # A plan can be offered while the invoice is dunned, with a collector, stopped, or waiting on a
 # promise to pay (which the plan replaces).
@@ -42,19 +45,25 @@ class InvoicePlans(InvoiceCollectorRequests):
                 f"to {installments[-1].due_on}" + (f": {offer.note}" if offer.note else "")
             )
             self._record("payment_plan", detail, amount_minor=self.s.balance_minor)
-            await self._set_status("paused", f"payment plan of {len(installments)}", True)
-            # The plan is the collector's outcome: the invoice's open tasks close with it.
-            await self._ledger(
-                "close_collector_tasks",
-                CollectorOutcome(
-                    invoice_number=self.invoice.number,
-                    outcome="plan",
-                    note=offer.note,
-                    actor=offer.actor,
-                ),
-                result_type=int,
-                caller_waits=True,
+            await self._set_status(
+                "paused", f"payment plan of {len(installments)}", True, actor=offer.actor
             )
+            if workflow.patched(PLAN_IN_LEDGER):
+                self.s.plan.ledger_key = keys.payment_plan(self.invoice.number, request_id)
+                await self._ledger(
+                    "record_payment_plan",
+                    PaymentPlanRecord(
+                        invoice_number=self.invoice.number,
+                        installments=installments,
+                        note=offer.note,
+                        actor=offer.actor,
+                        idempotency_key=self.s.plan.ledger_key,
+                    ),
+                    result_type=int,
+                    caller_waits=True,
+                )
+            # The plan is the collector's outcome: the invoice's open tasks close with it.
+            await self._close_tasks("plan", offer.note, offer.actor, caller_waits=True)
         return self.state()
 
     @offer_plan.validator
@@ -92,6 +101,10 @@ class InvoicePlans(InvoiceCollectorRequests):
                     lambda: s.stage != Stage.ON_PLAN or self._settled(),
                     timeout=max(self._checked_at(installment.due_on) - self._now(), timedelta(0)),
                 )
+                # Paid off early, or taken elsewhere by a collector (who may have ended s.plan).
+                paid = self._settled() and s.status == "paid"
+                outcome = PlanOutcome.KEPT if paid else PlanOutcome.CANCELLED
+                await self._end_plan_in_ledger(plan, outcome)
                 return
             except TimeoutError:
                 pass
@@ -119,6 +132,9 @@ class InvoicePlans(InvoiceCollectorRequests):
 
     async def _end_plan(self, broken_on: date | None) -> None:
         """Back to dunning; a missed installment puts the invoice on a worklist again."""
+        if self.s.plan is not None:
+            outcome = PlanOutcome.KEPT if broken_on is None else PlanOutcome.BROKEN
+            await self._end_plan_in_ledger(self.s.plan, outcome)
         self.s.plan = None
         async with self._ledger_turn():
             await self._set_status("open", "payment plan ended")
@@ -128,3 +144,14 @@ class InvoicePlans(InvoiceCollectorRequests):
                     f"installment of {broken_on} missed",
                 )
         self._set_stage(Stage.SCHEDULED)
+
+    async def _end_plan_in_ledger(self, plan: PaymentPlan, outcome: PlanOutcome) -> None:
+        if plan.ledger_key is None:
+            return  # offered before plans were kept in the ledger, or ended there already
+        key, plan.ledger_key = plan.ledger_key, None
+        async with self._ledger_turn():
+            await self._ledger(
+                "end_payment_plan",
+                PaymentPlanEnd(invoice_number=self.invoice.number, plan_key=key, outcome=outcome),
+                result_type=bool,
+            )

@@ -21,7 +21,6 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.models import (
         AdjustmentApplication,
-        CollectorOutcome,
         PaymentApplication,
     )
     from workflows import keys
@@ -37,10 +36,12 @@ with workflow.unsafe.imports_passed_through():
     )
 from workflows.invoice_core import (
     COLLECTOR_OUTCOME_IN_LEDGER,
+    PROMISE_CLOSES_TASK,
     REMEMBERED_REQUESTS,
     SERIALIZED_LEDGER_WRITES,
     InvoiceCore,
     Refused,
+    caller_request_id,
 )
 
 
@@ -206,7 +207,13 @@ class InvoiceRequests(InvoiceCore):
                 f"by {promise.pay_by}" + (f": {promise.note}" if promise.note else ""),
                 amount_minor=promise.amount_minor,
             )
-            await self._set_status("paused", f"promise to pay by {promise.pay_by}", True)
+            await self._set_status(
+                "paused", f"promise to pay by {promise.pay_by}", True, actor=promise.actor
+            )
+            if workflow.patched(PROMISE_CLOSES_TASK):
+                # The promise is the collector's outcome; a broken one reopens a task.
+                await self._close_tasks("promise", promise.note, promise.actor, caller_waits=True)
+                s.promise_closed_tasks = True
         return self.state()
 
     @promise_to_pay.validator
@@ -288,7 +295,7 @@ class InvoiceRequests(InvoiceCore):
         self._record("dispute", dispute.reason)
         if self.invoice.policy.on_dispute == "pause":
             self._pause_for(Stage.DISPUTED)
-            await self._set_status("disputed", dispute.reason, caller_waits)
+            await self._set_status("disputed", dispute.reason, caller_waits, actor=dispute.actor)
 
     async def _resolve(self, resolution: Resolution, *, caller_waits: bool = False) -> None:
         if self._settled():
@@ -297,22 +304,13 @@ class InvoiceRequests(InvoiceCore):
         if workflow.patched(COLLECTOR_OUTCOME_IN_LEDGER):
             # The ledger first: the main loop wakes on the stage change and may send at once,
             # and the sending activity must not find the invoice still disputed.
-            await self._reopen(resolution.note, caller_waits)
-            await self._ledger(
-                "close_collector_tasks",
-                CollectorOutcome(
-                    invoice_number=self.invoice.number,
-                    outcome="stopped" if stopped else "resumed",
-                    note=resolution.note,
-                    actor=resolution.actor,
-                ),
-                result_type=int,
-                caller_waits=caller_waits,
-            )
+            await self._reopen(resolution, caller_waits)
+            outcome = "stopped" if stopped else "resumed"
+            await self._close_tasks(outcome, resolution.note, resolution.actor, caller_waits)
             self._end_pause(stopped, resolution)
             return
         self._end_pause(stopped, resolution)
-        await self._reopen(resolution.note, caller_waits)
+        await self._reopen(resolution, caller_waits)
 
     def _end_pause(self, stopped: bool, resolution: Resolution) -> None:
         self.s.promise = None
@@ -321,9 +319,9 @@ class InvoiceRequests(InvoiceCore):
         self._set_stage(Stage.STOPPED if stopped else Stage.SCHEDULED)
         self._record("dunning_stopped" if stopped else "resumed", resolution.note or "")
 
-    async def _reopen(self, reason: str | None, caller_waits: bool) -> None:
+    async def _reopen(self, resolution: Resolution, caller_waits: bool) -> None:
         if self.s.status in ("disputed", "paused"):
-            await self._set_status("open", reason, caller_waits)
+            await self._set_status("open", resolution.note, caller_waits, resolution.actor)
 
     # ----------------------------------------------------------------- requests
 
@@ -366,6 +364,6 @@ class InvoiceRequests(InvoiceCore):
 
 def _request_id() -> str:
     """The caller's request id: the id of the update being handled."""
-    info = workflow.current_update_info()
-    assert info is not None, "only update handlers and validators have a request id"
-    return info.id
+    request_id = caller_request_id()
+    assert request_id is not None, "only update handlers and validators have a request id"
+    return request_id

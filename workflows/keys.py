@@ -59,3 +59,12 @@ def broken_promise(invoice_number: str, pay_by: str) -> str:
 def broken_plan(invoice_number: str, due_on: str) -> str:
     """The collector task a missed installment reopens; one per installment date."""
     return f"{invoice_number}:broken-plan:{due_on}"
+
+
+def payment_plan(invoice_number: str, request_id: str) -> str:
+    return f"{invoice_number}:payment-plan:{request_id}"
+
+
+def one_off_message(invoice_number: str, request_id: str) -> str:
+    """Per request; the messaging activity appends the channel for each message."""
+    return f"{invoice_number}:one-off:{request_id}"

@@ -7,9 +7,9 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from activities.models import PlannedStep, TimelineEntry
+from activities.models import Installment, PlannedStep, TimelineEntry
 from ledger.currencies import MAX_MINOR
-from policies.schema import Policy, Priority, Slug
+from policies.schema import Channel, Policy, Priority, Slug
 
 
 class InvoiceInput(BaseModel):
@@ -119,9 +119,12 @@ class ManualEscalation(BaseModel):
     actor: str = "system"
 
 
-class Installment(BaseModel):
-    due_on: date
-    amount_minor: int = Field(gt=0, le=MAX_MINOR)
+class OneOffMessage(BaseModel):
+    """A collector sends the payer one message from a template now, outside the schedule."""
+
+    template: str = Field(min_length=1, max_length=64)
+    channels: list[Channel] = Field(default_factory=lambda: ["email"], min_length=1, max_length=2)
+    actor: str = "system"
 
 
 class PaymentPlanOffer(BaseModel):
@@ -134,6 +137,9 @@ class PaymentPlanOffer(BaseModel):
 
 class PaymentPlan(BaseModel):
     installments: list[Installment]
+    ledger_key: str | None = Field(
+        None, description="the key the ledger keeps the plan under, for the payer's portal"
+    )
     kept: int = Field(0, description="installments kept so far")
     paid_minor: int = Field(0, description="received since the plan began")
 
@@ -194,6 +200,14 @@ class InvoiceState(BaseModel):
     timeline: list[TimelineEntry]
 
 
+class SlaWatch(BaseModel):
+    """A task escalated by hand: when its SLA passes it moves to the supervisor queue."""
+
+    task_key: str
+    due_at: datetime
+    supervisor_queue: str
+
+
 class InvoiceProgress(BaseModel):
     """Everything the invoice workflow knows; carried whole when it continues as new."""
 
@@ -214,6 +228,10 @@ class InvoiceProgress(BaseModel):
         default_factory=list, description="recent request ids: the same id twice is one change"
     )
     plan: PaymentPlan | None = None
+    promise_closed_tasks: bool = Field(
+        False, description="the promise was the collector's outcome: broken, a task reopens"
+    )
+    sla_watch: SlaWatch | None = None
     pending_payments: list[str] = Field(
         default_factory=list, description="references of payments on their way (bank debits)"
     )

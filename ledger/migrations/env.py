@@ -12,6 +12,7 @@ from sqlmodel import SQLModel
 
 import ledger.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 import ledger.notes  # noqa: F401
+import ledger.plans  # noqa: F401
 import ledger.timeline  # noqa: F401
 from ledger.db import make_engine
 
