@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run demo test lint bench bench-portal
+.PHONY: install run demo test lint bench bench-portal bench-import bench-burst
 
 $(BIN)/dunwise: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,3 +29,9 @@ bench: install
 
 bench-portal: install
 	$(BIN)/python bench/portal.py
+
+bench-import: install
+	$(BIN)/python bench/import.py
+
+bench-burst: install
+	$(BIN)/python bench/burst.py

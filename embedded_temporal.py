@@ -242,6 +242,11 @@ class EmbeddedServer:
                 f"the embedded Temporal server did not answer on port {self.port} within "
                 f"{READY_TIMEOUT_SECONDS:.0f} s; its log: {self.log_path}"
             ) from None
+        # `--search-attribute` registers only on a new database: a data folder whose server
+        # predates an attribute gets it here.
+        from temporal_client import register_search_attributes  # it imports this module
+
+        await register_search_attributes(self.client, self.settings.temporal_namespace)
 
     async def _connect_when_ready(self) -> Client:
         process = self._process

@@ -24,6 +24,7 @@ from policies.schema import Policy
 from settings import Settings
 from workflows import search_attributes as sa
 from workflows.invoice import InvoiceWorkflow
+from workflows.invoice_core import STAGE_FOR_LEDGER_STATUS
 from workflows.models import InvoiceInput, InvoiceState, Stage
 
 # Once its workflow is gone, an invoice's stage is the one its ledger status implies.
@@ -107,6 +108,28 @@ def due_at(invoice: InvoiceInput) -> datetime:
     return datetime.combine(invoice.due_on, time(0), zone)
 
 
+def start_search_attributes(
+    invoice: InvoiceInput, now: datetime | None = None
+) -> TypedSearchAttributes:
+    """The invoice's search attributes as its workflow will first publish them, so that in
+    the common case its first upsert has nothing to change. `now` is the wall clock (the
+    workflow's own clock may differ by a moment; it corrects what it must)."""
+    now = (now or datetime.now(UTC)) - invoice.clock_offset
+    zone = calendar_zone(invoice.policy.calendar, invoice.customer_timezone)
+    stage = STAGE_FOR_LEDGER_STATUS.get(invoice.status, Stage.SCHEDULED)
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(sa.STATUS, invoice.status),
+            SearchAttributePair(sa.STAGE, stage.value),
+            SearchAttributePair(sa.CUSTOMER, invoice.customer_id),
+            SearchAttributePair(sa.CURRENCY, invoice.currency),
+            SearchAttributePair(sa.AMOUNT_DUE, invoice.balance_minor),
+            SearchAttributePair(sa.DAYS_PAST_DUE, days_past_due(invoice.due_on, now, zone)),
+            SearchAttributePair(sa.DUE_ON, due_at(invoice)),
+        ]
+    )
+
+
 async def start_invoice_workflow(
     client: Client, settings: Settings, invoice: InvoiceInput
 ) -> WorkflowHandle:
@@ -117,16 +140,7 @@ async def start_invoice_workflow(
         id=workflow_id(invoice.number),
         task_queue=settings.temporal_task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(sa.STATUS, invoice.status),
-                SearchAttributePair(sa.STAGE, "scheduled"),
-                SearchAttributePair(sa.CUSTOMER, invoice.customer_id),
-                SearchAttributePair(sa.AMOUNT_DUE, invoice.balance_minor),
-                SearchAttributePair(sa.DAYS_PAST_DUE, 0),
-                SearchAttributePair(sa.DUE_ON, due_at(invoice)),
-            ]
-        ),
+        search_attributes=start_search_attributes(invoice),
     )
 
 

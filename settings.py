@@ -57,9 +57,13 @@ class Settings(BaseSettings):
     outbox_dir: Path | None = None
     email_from: str = "billing@example.com"
     company_name: str = "Example Co"
-    # Reminders of one customer's invoices due the same day go out as one message; each
-    # waits up to this long for the others to join. 0 sends every invoice on its own.
+    # Reminders of one customer's invoices due the same day go out as one message: the
+    # customer's coordinator waits up to this long for the others to join. 0 sends each
+    # reminder as soon as it falls due.
     message_group_window_seconds: float = Field(5.0, ge=0, le=60)
+    # At most this many reminders a day per channel to one customer across their invoices
+    # (receipts and one-off messages don't count); 0, the default, for no limit.
+    reminders_per_channel_per_day: int = Field(0, ge=0, le=100)
 
     # Pay links
     public_base_url: str = "http://127.0.0.1:8000"

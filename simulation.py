@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -176,7 +176,13 @@ async def simulate(
     *,
     payments_path: Path | None = None,
     days: int = 120,
+    on_days: Callable[[int], object] | None = None,
 ) -> SimulationResult:
+    """Run `policy` over the invoices for `days` of virtual time from the first issue date.
+
+    `on_days`, if given, is told each time more days have been simulated, with how many more
+    (they add up to `days`), so a terminal can show how far the run is.
+    """
     try:
         rows = read_invoice_rows(invoices_path)
     except ImportRejected as rejected:
@@ -197,7 +203,7 @@ async def simulate(
     env = await time_skipping_environment()
     async with env, build_worker(env.client, settings, engine):
         offset = await env.get_current_time() - start
-        run = _Run(env, settings, policy, by_number, offset)
+        run = _Run(env, settings, policy, by_number, offset, start, on_days)
         # Each invoice starts on its issue date and each payment lands at noon on its date,
         # both in the customer's timezone; at the same moment, the start comes first.
         actions = [(issue_times[invoice.number], 0, invoice) for invoice in invoices]
@@ -237,12 +243,24 @@ def _local(day: date, at: time, row: InvoiceRow) -> datetime:
 class _Run:
     """The workflows of one simulation, on a server whose clock runs `offset` ahead."""
 
-    def __init__(self, env, settings: Settings, policy: Policy, rows, offset: timedelta) -> None:
+    def __init__(
+        self,
+        env,
+        settings: Settings,
+        policy: Policy,
+        rows,
+        offset: timedelta,
+        start: datetime,
+        on_days: Callable[[int], object] | None = None,
+    ) -> None:
         self.env = env
         self.settings = settings
         self.policy = policy
         self.rows: dict[str, InvoiceRow] = rows
         self.offset = offset
+        self.first_issue = start
+        self.on_days = on_days
+        self.days_told = 0
         self.handles: dict[str, WorkflowHandle] = {}
         self.refused: list[SimulationEvent] = []
 
@@ -251,8 +269,20 @@ class _Run:
         # In UTC: adding the offset to a local time would add wall-clock time, an hour off
         # when the server's date and the simulated one are on different sides of a DST change.
         target = moment.astimezone(UTC) + self.offset
-        while (remaining := target - await self.env.get_current_time()) > ZERO:
+        while (remaining := target - (now := await self.env.get_current_time())) > ZERO:
+            self._tell_days(now)
             await self.env.sleep(min(remaining, SKIP_STEP))
+        self._tell_days(now)
+
+    def _tell_days(self, now: datetime) -> None:
+        # Days as the end of the run counts them, on the first invoice's wall clock: a DST
+        # change in between makes one of them 23 or 25 hours long.
+        simulated = (now - self.offset).astimezone(self.first_issue.tzinfo)
+        wall_clock = simulated.replace(tzinfo=None) - self.first_issue.replace(tzinfo=None)
+        days = wall_clock // SKIP_STEP
+        if self.on_days is not None and days > self.days_told:
+            self.on_days(days - self.days_told)
+            self.days_told = days
 
     async def start(self, invoice: Invoice) -> None:
         timezone = self.rows[invoice.number].timezone

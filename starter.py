@@ -4,29 +4,33 @@ simulate, demo, policy."""
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from commands.errors import CommandError, error_line
-from commands.importing import import_invoices_file, start_open_invoices
-from commands.invoice import invoice_command
-from commands.paylink import paylink_command
-from commands.policy import policy_check
-from commands.queues import add_routing_parsers, customer_command, queue_command
-from commands.run import run, web_command
-from commands.simulate import demo_command, simulate_command
-from commands.users import apikey_command, user_command
-from ledger.import_rows import ImportRejected
-from ledger.migrate import upgrade
-from policies.errors import PolicyFileError
-from policies.loader import policy_json_schema
-from policies.schema import PRIORITIES
-from settings import Settings, get_settings
-from temporal_client import quiet_core_logs
+from commands.errors import CommandError, error_line, loaded_classes
+from commands.queues import add_routing_parsers
+from policies.priorities import PRIORITIES
+
+if TYPE_CHECKING:
+    from settings import Settings
+
+# Everything above is light: a command imports what it needs in the branch that runs it,
+# so `dunwise --help` or `dunwise policy check` never loads Temporal, the database or the web.
+
+# Commands that may start Temporal's core, whose log lines are kept to errors.
+TEMPORAL_COMMANDS = frozenset({"run", "web", "sync", "import", "invoice", "simulate", "demo"})
+# Refusals reported in one line (exit status 1), by the modules that raise them.
+REFUSALS = ("policies.errors.PolicyFileError", "ledger.import_rows.ImportRejected")
+# Names other code takes from this module, with the module that has them.
+_ELSEWHERE = {
+    "import_invoices_file": "commands.importing",
+    "start_open_invoices": "commands.importing",
+}
+
+T = TypeVar("T")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,58 +164,117 @@ def main(argv: Sequence[str] | None = None) -> None:
 def run_command(argv: Sequence[str] | None = None) -> int:
     """Run one command line; the exit status."""
     args = build_parser().parse_args(argv)
-    quiet_core_logs()
-    settings = get_settings()
     try:
-        return _dispatch(args, settings) or 0
-    except (CommandError, PolicyFileError, ImportRejected) as err:
-        print(error_line(args, err), file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("stopped")
-        return 0
+        return _dispatch(args) or 0
+    except BaseException as err:
+        if isinstance(err, (CommandError, *loaded_classes(*REFUSALS))):
+            print(error_line(args, err), file=sys.stderr)
+            return 1
+        if isinstance(err, (KeyboardInterrupt, *loaded_classes("asyncio.CancelledError"))):
+            print("stopped")
+            return 0
+        raise
 
 
-def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
+def _dispatch(args: argparse.Namespace) -> int | None:
+    if args.command in TEMPORAL_COMMANDS:
+        quiet_core_logs()
     match args.command:
         case "run":
-            asyncio.run(run(settings, pick_port=args.pick_port, with_web=not args.no_web))
+            from commands.run import run
+
+            _wait(run(_settings(), pick_port=args.pick_port, with_web=not args.no_web))
         case "web":
-            asyncio.run(web_command(settings))
+            from commands.run import web_command
+
+            _wait(web_command(_settings()))
         case "paylink":
-            paylink_command(settings, args)
+            from commands.paylink import paylink_command
+
+            paylink_command(_settings(), args)
         case "user":
-            user_command(settings, args)
+            from commands.users import user_command
+
+            user_command(_settings(), args)
         case "apikey":
-            apikey_command(settings, args)
+            from commands.users import apikey_command
+
+            apikey_command(_settings(), args)
         case "queue":
-            queue_command(settings, args)
+            from commands.queues import queue_command
+
+            queue_command(_settings(), args)
         case "customer":
-            customer_command(settings, args)
+            from commands.queues import customer_command
+
+            customer_command(_settings(), args)
         case "migrate":
+            from ledger.migrate import upgrade
+
+            settings = _settings()
             upgrade(settings.effective_database_url)
             print(f"ledger at {settings.effective_database_url} is up to date")
         case "sync":
-            return asyncio.run(start_open_invoices(settings))
+            from commands.importing import start_open_invoices
+            from commands.progress import progress
+
+            with progress("syncing unfinished invoices with Temporal"):
+                return _wait(start_open_invoices(_settings()))
         case "import":
-            return asyncio.run(import_invoices_file(settings, args.file, partial=args.partial))
+            from commands.importing import import_invoices_file
+
+            return _wait(import_invoices_file(_settings(), args.file, partial=args.partial))
         case "invoice":
-            asyncio.run(invoice_command(settings, args))
+            from commands.invoice import invoice_command
+
+            _wait(invoice_command(_settings(), args))
         case "simulate":
             if args.days < 1:
                 raise CommandError("--days must be at least 1")
-            asyncio.run(simulate_command(args))
+            from commands.simulate import simulate_command
+
+            _wait(simulate_command(args))
         case "demo":
-            asyncio.run(demo_command(settings))
+            from commands.simulate import demo_command
+
+            _wait(demo_command(_settings()))
         case "policy" if args.action == "check":
+            from commands.policy import policy_check
+
             return policy_check(args.files)
         case "policy":
-            text = json.dumps(policy_json_schema(), indent=2) + "\n"
-            if args.output:
-                args.output.write_text(text)
-            else:
-                print(text, end="")
+            from commands.policy import policy_schema
+
+            policy_schema(args.output)
     return None
+
+
+def quiet_core_logs() -> None:
+    """Keep the log lines of Temporal's core to errors, before a command may start it."""
+    import temporal_client
+
+    temporal_client.quiet_core_logs()
+
+
+def _settings() -> Settings:
+    from settings import get_settings
+
+    return get_settings()
+
+
+def _wait(work: Coroutine[Any, Any, T]) -> T:
+    import asyncio
+
+    return asyncio.run(work)
+
+
+def __getattr__(name: str) -> Any:
+    """A command's function by the name other code reaches it by, imported when asked for."""
+    if name in _ELSEWHERE:
+        import importlib
+
+        return getattr(importlib.import_module(_ELSEWHERE[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":

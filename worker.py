@@ -14,14 +14,16 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.coordination import CoordinationActivities
 from activities.erp import ErpActivities
+from activities.grouped_messages import GroupedMessagingActivities
 from activities.ledger import LedgerActivities
-from activities.messaging import MessagingActivities
 from activities.planning import plan_next_send_time, plan_schedule
 from settings import Settings
+from workflows.customer import CustomerWorkflow
 from workflows.invoice import InvoiceWorkflow
 
-WORKFLOWS = [InvoiceWorkflow]
+WORKFLOWS = [InvoiceWorkflow, CustomerWorkflow]
 # The policy language and the holiday calendars behind it are deterministic; they load
 # outside the sandbox, once, because `holidays` imports parts of itself lazily and reads the
 # local clock and gettext catalogs while doing so.
@@ -36,11 +38,14 @@ warnings.filterwarnings(
 )
 
 
-def activities_for(engine: sa.Engine, settings: Settings) -> list:
+def activities_for(engine: sa.Engine, settings: Settings, client: Client | None = None) -> list:
+    """Every activity; handing reminders to customers' coordinators needs the client."""
     ledger = LedgerActivities(engine)
-    messaging = MessagingActivities(engine, settings)
+    messaging = GroupedMessagingActivities(engine, settings)
     erp = ErpActivities(engine, settings)
+    coordination = CoordinationActivities(client, engine, settings, messaging) if client else None
     return [
+        *([coordination.request_reminder] if coordination else []),
         ledger.apply_payment,
         ledger.apply_adjustment,
         ledger.set_status,
@@ -53,6 +58,7 @@ def activities_for(engine: sa.Engine, settings: Settings) -> list:
         ledger.breach_collector_task,
         messaging.send_reminder,
         messaging.send_receipt,
+        messaging.send_grouped_reminder,
         erp.clear_in_erp,
         plan_schedule,
         plan_next_send_time,
@@ -67,7 +73,7 @@ def build_worker(
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
         workflow_runner=WORKFLOW_RUNNER,
-        activities=activities_for(engine, settings),
+        activities=activities_for(engine, settings, client),
         activity_executor=ThreadPoolExecutor(max_workers=max_concurrent_activities),
         max_concurrent_activities=max_concurrent_activities,
     )

@@ -6,17 +6,13 @@ message must not go out, (3) renders, records the row as "sending" and commits, 
 (4) delivers and marks the row "sent". A retry after a crash in (4) finds "sending" and
 delivers again through a channel that is itself idempotent by key where it can be.
 
-Reminders for several open invoices of one customer, due the same day under the same policy,
-go out as one message: each invoice's activity queues its row under a shared group key and
-waits briefly for the others; the first to find the group complete (or its wait over) claims
-every queued row, renders one message listing those invoices and delivers it under its own
-key. The others find their row claimed and report the message that covered them.
+Reminders of several invoices of one customer that go out as one message are sent by
+`activities.grouped_messages`; the rows of such a message share a group key and point at the
+row whose key delivers it (`sent_with_id`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -65,14 +61,11 @@ from settings import Settings
 CHANNELS = ("email", "sms")
 RECEIPT_TEMPLATE = "receipt"
 
-QUEUED = "queued"
 SENDING = "sending"
 SENT = "sent"
 SUPPRESSED = "suppressed"
 FAILED = "failed"
 FINAL = frozenset({SENT, SUPPRESSED, FAILED})
-# How often a queued reminder looks at its group.
-GROUP_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -85,14 +78,6 @@ class _Job:
     is_receipt: bool
     step_index: int | None = None
     one_off: bool = False  # a collector's message: never grouped, sent while dunning waits
-
-
-@dataclass(frozen=True)
-class _Queued:
-    """The row waits in a group; `expected` are the invoice numbers the group may still get."""
-
-    group_key: str
-    expected: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -117,15 +102,9 @@ class MessagingActivities:
 
     @activity.defn
     def send_reminder(self, req: ReminderRequest) -> ReminderOutcome:
-        unknown = [channel for channel in req.channels if channel not in CHANNELS]
-        if unknown:
-            raise ApplicationError(
-                f"reminder for invoice {req.invoice_number}: unknown channel(s) {unknown}; "
-                f"expected {list(CHANNELS)}",
-                type="UnknownChannel",
-                non_retryable=True,
-            )
-        _require_template(req.template)
+        """One invoice's reminder on its own: a collector's one-off message, or a step of a
+        run from before reminders went through the customer's coordinator."""
+        check_reminder(req)
         results = [
             self._send_once(
                 _Job(
@@ -161,10 +140,12 @@ class MessagingActivities:
         except IntegrityError:
             # A concurrent attempt recorded the same key first; read what it recorded.
             prepared = self._prepare(job)
-        if isinstance(prepared, _Queued):
-            prepared = self._wait_in_group(job, prepared)
         if isinstance(prepared, ChannelResult):
             return prepared
+        return self._deliver_and_finish(job, prepared)
+
+    def _deliver_and_finish(self, job: _Job, prepared: _ReadyToSend) -> ChannelResult:
+        """Deliver under the job's key and mark its row (and the rows it covers) with how."""
         try:
             delivered = self._deliver(job, prepared)
         except RecipientOptedOut as left:
@@ -174,17 +155,20 @@ class MessagingActivities:
             return self._finish(job.key, FAILED, reason=str(refused)[:200])
         return self._finish(job.key, SENT, provider_id=delivered)
 
-    def _prepare(self, job: _Job) -> ChannelResult | _ReadyToSend | _Queued:
+    def _prepare(self, job: _Job) -> ChannelResult | _ReadyToSend:
         """Decide, render and record; the commit happens before anything is delivered."""
         with session_scope(self._engine) as session:
             row = session.exec(select(Message).where(Message.idempotency_key == job.key)).first()
             if row is not None and row.status in FINAL:
                 return _result_of(row)
-            if row is not None and row.group_key is not None:
+            if row is not None and row.sent_with_id is not None:
                 if row.sent_with_id == row.id:
-                    # This key claimed the group and stopped before marking it sent.
+                    # This key delivers a group and stopped before marking it sent.
                     return self._render_group(session, row, job)
-                return _Queued(row.group_key, frozenset())
+                raise ApplicationError(
+                    f"reminder {job.key} is covered by message {row.sent_with_id}, "
+                    "which is not delivered yet"
+                )
             invoice = invoice_in_ledger(session, job.invoice_number)
             customer = session.get(Customer, invoice.customer_id)
             if customer is None:
@@ -203,15 +187,6 @@ class MessagingActivities:
                 session.add(row)
                 return _result_of(row)
             assert recipient is not None  # no address is a suppression reason
-            # A row already "sending" on its own may have gone out: never regroup it.
-            grouping = row is None and not job.is_receipt and not job.one_off
-            siblings = self._siblings(session, invoice) if grouping else []
-            if siblings:
-                row = row or _new_row(job, invoice, recipient)
-                row.status, row.recipient = QUEUED, recipient
-                row.group_key = _group_key(invoice, job)
-                session.add(row)
-                return _Queued(row.group_key, frozenset(siblings))
             context = self._context(session, invoice, customer, job, payments)
             try:
                 rendered = render_message(job.template, job.channel, context)
@@ -319,69 +294,6 @@ class MessagingActivities:
 
     # ------------------------------------------------------- several invoices, one message
 
-    def _siblings(self, session: Session, invoice: Invoice) -> list[str]:
-        """Other open invoices of the customer that follow the same schedule as this one."""
-        if self._settings.message_group_window_seconds <= 0:
-            return []
-        return list(
-            session.exec(
-                select(Invoice.number).where(
-                    Invoice.customer_id == invoice.customer_id,
-                    Invoice.due_on == invoice.due_on,
-                    Invoice.currency == invoice.currency,
-                    Invoice.policy_name == invoice.policy_name,
-                    Invoice.policy_version == invoice.policy_version,
-                    Invoice.status == InvoiceStatus.OPEN,
-                    Invoice.balance_minor > 0,
-                    Invoice.number != invoice.number,
-                )
-            ).all()
-        )
-
-    def _wait_in_group(self, job: _Job, queued: _Queued) -> ChannelResult | _ReadyToSend:
-        """Wait for the group to gather, claim it if nobody has, or report whoever did."""
-        started = time.monotonic()
-        window = self._settings.message_group_window_seconds
-        while True:
-            waited = time.monotonic() - started
-            with session_scope(self._engine) as session:
-                row = session.exec(select(Message).where(Message.idempotency_key == job.key)).one()
-                if row.status in FINAL:
-                    return _result_of(row)
-                if row.status == QUEUED:
-                    queued_numbers = set(
-                        session.exec(
-                            select(Invoice.number)
-                            .join(Message, Message.invoice_id == Invoice.id)
-                            .where(Message.group_key == queued.group_key)
-                        ).all()
-                    )
-                    if queued.expected <= queued_numbers or waited >= window:
-                        claimed = self._claim_group(session, row, job)
-                        if claimed is not None:
-                            return claimed
-                elif waited >= window + self._settings.delivery_timeout_seconds:
-                    # The claiming attempt is slow or died; Temporal retries this one later,
-                    # by when the claimer's own retry has delivered.
-                    raise ApplicationError(
-                        f"reminder {job.key} waits for message {row.sent_with_id}, "
-                        "which covers it and is not delivered yet"
-                    )
-            time.sleep(GROUP_POLL_SECONDS)
-
-    def _claim_group(self, session: Session, row: Message, job: _Job) -> _ReadyToSend | None:
-        """Claim every queued row of the group for `row`'s key; None if another got it first."""
-        # One statement, so that of two activities claiming at once each row goes to one:
-        # the second finds the rows no longer queued (PostgreSQL re-checks after the lock,
-        # SQLite runs one writer at a time).
-        session.exec(  # type: ignore[call-overload]
-            sa.update(Message)
-            .where(Message.group_key == row.group_key, Message.status == QUEUED)  # type: ignore[arg-type]
-            .values(status=SENDING, sent_with_id=row.id)
-        )
-        session.refresh(row)
-        return self._render_group(session, row, job) if row.sent_with_id == row.id else None
-
     def _render_group(self, session: Session, row: Message, job: _Job) -> _ReadyToSend:
         """Render the one message for every row that `row` claimed, and note who it covers."""
         covered = list(
@@ -424,6 +336,19 @@ class MessagingActivities:
         return _ReadyToSend(
             recipient=row.recipient, rendered=rendered, unsubscribe_link=context.unsubscribe_link
         )
+
+
+def check_reminder(req: ReminderRequest) -> None:
+    """Refuse for good a reminder no retry can send: an unknown channel or template."""
+    unknown = [channel for channel in req.channels if channel not in CHANNELS]
+    if unknown:
+        raise ApplicationError(
+            f"reminder for invoice {req.invoice_number}: unknown channel(s) {unknown}; "
+            f"expected {list(CHANNELS)}",
+            type="UnknownChannel",
+            non_retryable=True,
+        )
+    _require_template(req.template)
 
 
 def _require_template(template: str) -> None:
@@ -505,21 +430,6 @@ def _new_row(job: _Job, invoice: Invoice, recipient: str | None) -> Message:
         recipient=recipient,
         status=SENDING,
     )
-
-
-def _group_key(invoice: Invoice, job: _Job) -> str:
-    """Same customer, due date, policy, step, channel and day: the same message."""
-    parts = (
-        invoice.customer_id,
-        invoice.currency,
-        str(invoice.due_on),
-        f"{invoice.policy_name}@{invoice.policy_version}",
-        str(job.step_index),
-        job.template,
-        job.channel,
-        job.as_of.astimezone(UTC).date().isoformat(),
-    )
-    return "group:" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:64]
 
 
 def _result_of(row: Message) -> ChannelResult:

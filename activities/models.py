@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from pydantic import BaseModel, Field
 
@@ -48,6 +48,73 @@ class ReminderOutcome(BaseModel):
     results: list[ChannelResult]
 
 
+class ReminderDue(BaseModel):
+    """An invoice's reminder step fell due: the customer's coordinator gathers it with the
+    reminders of the customer's other invoices due with it, and sends them as one message."""
+
+    reminder: ReminderRequest
+    customer_id: str
+    customer_timezone: str
+    invoice_workflow_id: str = Field(description="where the coordinator reports the outcome")
+    group: str = Field("", description="reminders with the same group go out as one message")
+    expected: list[str] = Field(
+        default_factory=list, description="invoices of the group the coordinator waits for"
+    )
+
+
+class GatheredReminder(BaseModel):
+    due: ReminderDue
+    arrived_at: datetime
+
+
+class CoordinatorState(BaseModel):
+    """Everything a customer's coordinator knows; carried whole when it continues as new."""
+
+    waiting: list[GatheredReminder] = Field(default_factory=list)
+    sent: dict[str, dict[date, int]] = Field(
+        default_factory=dict, description="reminders sent by channel and the customer's day"
+    )
+
+
+class CoordinatorStart(BaseModel):
+    """What a customer's coordinator is started with (the worker's settings), and the state
+    it carries when it continues as new."""
+
+    customer_id: str
+    window: timedelta = Field(description="how long a group waits for invoices it expects")
+    daily_limit: int = Field(1, ge=0, description="reminders a day per channel; 0: no limit")
+    carried: CoordinatorState | None = None
+
+
+class ReminderRequested(BaseModel):
+    """What `request_reminder` did: sent the reminder itself (the customer has no other open
+    invoice, so nothing to gather), or handed it to the coordinator, which answers later."""
+
+    sent_alone: ReminderOutcome | None = None
+
+
+class ReminderSent(BaseModel):
+    """The coordinator's answer to one invoice: what its reminder came to on each channel."""
+
+    idempotency_key: str
+    outcome: ReminderOutcome | None = None
+    error: str | None = Field(None, description="why it could not be sent at all")
+
+
+class GroupedReminder(BaseModel):
+    """Reminders of one customer's invoices to send as one message per channel."""
+
+    reminders: list[ReminderRequest] = Field(min_length=1)
+    limited_channels: list[str] = Field(
+        default_factory=list,
+        description="channels the customer already got a reminder on today: not sent again",
+    )
+
+
+class GroupedOutcome(BaseModel):
+    outcomes: dict[str, ReminderOutcome] = Field(description="by the reminder's idempotency key")
+
+
 class ReceiptRequest(BaseModel):
     invoice_number: str
     paid_at: datetime  # the workflow's clock, so simulated receipts carry simulated dates
@@ -77,8 +144,13 @@ __all__ = [
     "ChannelResult",
     "CollectorOutcome",
     "CollectorTaskRequest",
+    "CoordinatorStart",
+    "CoordinatorState",
+    "GatheredReminder",
     "ErpClearingRequest",
     "ErpClearingResult",
+    "GroupedOutcome",
+    "GroupedReminder",
     "Installment",
     "LedgerBalance",
     "NoteRequest",
@@ -88,8 +160,11 @@ __all__ = [
     "PlanOutcome",
     "PlannedStep",
     "ReceiptRequest",
+    "ReminderDue",
     "ReminderOutcome",
     "ReminderRequest",
+    "ReminderRequested",
+    "ReminderSent",
     "StatusChange",
     "TaskBreach",
     "TimelineBatch",

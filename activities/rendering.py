@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from pathlib import Path
 from typing import Any, Literal
 
 from babel.dates import format_date
@@ -16,11 +15,10 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFo
 from pydantic import BaseModel, Field
 
 from activities.currency import currency_exponent, format_day, format_money, parse_locale
+from activities.template_files import EMAIL_PARTS, SMS_PARTS, TEMPLATE_DIR
+from activities.template_files import available_templates as available_templates
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates" / "messages"
 TEMPLATE_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
-EMAIL_PARTS = ("subject.txt", "txt", "html")
-SMS_PARTS = ("sms.txt",)
 SMS_MAX_CHARS = 300
 
 Channel = Literal["email", "sms"]
@@ -110,17 +108,6 @@ def _environment() -> Environment:
 
 
 TEMPLATES = _environment()
-
-
-def available_templates() -> set[str]:
-    """Template names that have every file for both channels."""
-    names = {path.name.split(".", 1)[0] for path in TEMPLATE_DIR.glob("*.*")}
-    return {
-        name
-        for name in names
-        if not name.startswith("_")
-        and all((TEMPLATE_DIR / f"{name}.{part}").is_file() for part in EMAIL_PARTS + SMS_PARTS)
-    }
 
 
 def template_variables(context: MessageContext) -> dict[str, Any]:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-
-from temporalio.client import WorkflowUpdateFailedError
-from temporalio.exceptions import FailureError
-from temporalio.service import RPCError
+import sys
 
 
 class CommandError(Exception):
@@ -19,11 +16,28 @@ def error_reason(err: BaseException) -> str:
     A workflow's update validator raising ValueError("...") reaches the client as an
     ApplicationError whose str() is "ValueError: ..."; the reason is only the "...".
     """
-    if isinstance(err, WorkflowUpdateFailedError):
+    if isinstance(err, loaded_classes("temporalio.client.WorkflowUpdateFailedError")):
         return error_reason(err.cause)
-    if isinstance(err, FailureError | RPCError):
+    if isinstance(
+        err, loaded_classes("temporalio.exceptions.FailureError", "temporalio.service.RPCError")
+    ):
         return err.message
     return str(err)
+
+
+def loaded_classes(*names: str) -> tuple[type[BaseException], ...]:
+    """The exception classes named like "temporalio.service.RPCError" whose modules are
+    already imported; an `isinstance` test against them needs no import.
+
+    An error of a module that was never imported cannot have been raised, so a command that
+    never loaded Temporal is not made to load it just to word its error.
+    """
+    found = []
+    for name in names:
+        module, _, attribute = name.rpartition(".")
+        if (loaded := sys.modules.get(module)) is not None:
+            found.append(getattr(loaded, attribute))
+    return tuple(found)
 
 
 def error_line(args: argparse.Namespace, err: BaseException) -> str:

@@ -2,13 +2,21 @@
 
 The ledger is the truth for which invoices are unfinished; sync makes Temporal agree by
 starting a workflow where one is missing or ended early, never a second one beside a running one.
+
+An import commits the ledger first, then starts the workflows over one client, at most
+START_CONCURRENCY at once. A start that fails is reported with its invoice at the end and
+the others go on; once Temporal stops answering the rest are not tried. Either way the ledger
+keeps every imported invoice, and `dunwise sync` starts the workflows that are missing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -16,7 +24,8 @@ from sqlmodel import Session, select
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from commands.errors import CommandError
+from commands.errors import CommandError, error_reason
+from commands.progress import progress
 from invoices import choose_policy, invoice_input, start_invoice_workflow, workflow_id
 from ledger.db import make_engine, session_scope
 from ledger.import_rows import InvoiceRow
@@ -50,13 +59,47 @@ ALREADY_RUNNING = "workflow running, left alone"
 COMPLETED_BUT_UNFINISHED = "workflow completed, yet the ledger has it unfinished; left alone"
 # Invoices checked at once: describe calls are cheap but many thousands add up.
 SYNC_CONCURRENCY = 16
+# Workflow starts an import keeps in flight: each is one round trip, and the server takes
+# many at once; this many keep it busy on a small machine without a burst that crowds it.
+START_CONCURRENCY = 32
+# Invoice numbers per IN (...) query when reading back what was imported.
+LOOKUP_BATCH = 500
+# Errors after which Temporal is taken to be gone: the remaining starts are not tried.
+UNREACHABLE = frozenset({RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED})
+
+
+@dataclass
+class ImportTimes:
+    """Where an import's time went: the ledger part (read, check, write, commit, read back
+    the start inputs) and the start part (reach Temporal, start every workflow)."""
+
+    ledger_seconds: float = 0.0
+    start_seconds: float = 0.0
+
+
+@dataclass
+class StartReport:
+    """What came of starting an import's workflows: the invoices whose start failed, with
+    why, and those not tried because Temporal stopped answering before their turn."""
+
+    failed: list[tuple[str, BaseException]]
+    not_tried: list[str]
 
 
 def policy_folder(settings: Settings) -> Path:
     return settings.policy_dir or SHIPPED_POLICIES
 
 
-async def import_invoices_file(settings: Settings, path: Path, *, partial: bool) -> int:
+async def import_invoices_file(
+    settings: Settings, path: Path, *, partial: bool, times: ImportTimes | None = None
+) -> int:
+    """`dunwise import`: the file into the ledger, then each imported invoice's workflow.
+
+    The exit status is 1 if any row was refused. CommandError, after the ledger committed,
+    if a workflow could not start; `times`, if given, is filled in as the parts end.
+    """
+    times = times or ImportTimes()
+    began = time.perf_counter()
     policies = load_policies(policy_folder(settings))
     upgrade(settings.effective_database_url)
     engine = make_engine(settings.effective_database_url)
@@ -65,12 +108,20 @@ async def import_invoices_file(settings: Settings, path: Path, *, partial: bool)
         policy = choose_policy(policies, row, settings.default_policy)
         return policy.name, policy.version
 
-    with session_scope(engine) as session:
-        report = import_file(session, path, policy_for, partial=partial)
-        inputs = [_workflow_input(session, number, policies) for number in report.imported]
+    try:
+        with session_scope(engine) as session:
+            report = import_file(session, path, policy_for, partial=partial)
+            inputs = _workflow_inputs(session, report.imported, policies)
+    finally:
+        engine.dispose()
     for error in report.refused:
         print(f"{path}: {error}", file=sys.stderr)
-    await _start_workflows(settings, inputs)
+    times.ledger_seconds = time.perf_counter() - began
+    began = time.perf_counter()
+    try:
+        await _start_workflows(settings, path, inputs)
+    finally:
+        times.start_seconds = time.perf_counter() - began
     print(f"imported {len(inputs)} invoices from {path}, refused {len(report.refused_rows)} rows")
     return 1 if report.refused else 0
 
@@ -176,22 +227,86 @@ async def _bring_up(
     return STARTED if status is None else f"workflow {ENDED_HOW[status]}, restarted"
 
 
-async def _start_workflows(settings: Settings, inputs: list[InvoiceInput]) -> None:
+async def _start_workflows(settings: Settings, path: Path, inputs: list[InvoiceInput]) -> None:
+    """Start every invoice's workflow over one client; CommandError, after naming each
+    invoice whose workflow did not start, if any did not."""
     if not inputs:
         return
     try:
         async with temporal(settings) as client:
-            for invoice in inputs:
-                await start_invoice_workflow(client, settings, invoice)
+            with progress("starting workflows", total=len(inputs), unit="invoices") as bar:
+                outcome = await start_all(client, settings, inputs, done=bar.advance)
     except (RuntimeError, RPCError) as err:
         raise CommandError(
             f"the ledger has the invoices but their workflows could not all start ({err}); "
             "run `dunwise sync` once Temporal is reachable"
         ) from err
+    for number, err in outcome.failed:
+        print(
+            f"{path}: invoice {number}: its workflow could not start ({error_reason(err)})",
+            file=sys.stderr,
+        )
+    if outcome.not_tried:
+        print(
+            f"{path}: {len(outcome.not_tried)} more invoices were not tried once Temporal "
+            f"stopped answering, from invoice {outcome.not_tried[0]} on",
+            file=sys.stderr,
+        )
+    missing = len(outcome.failed) + len(outcome.not_tried)
+    if missing:
+        raise CommandError(
+            f"the ledger has the invoices but their workflows could not all start ({missing} "
+            f"of {len(inputs)} did not, see above); run `dunwise sync` once Temporal is reachable"
+        )
 
 
-def _workflow_input(session: Session, number: str, policies: dict[str, Policy]) -> InvoiceInput:
-    invoice = session.exec(select(Invoice).where(Invoice.number == number)).one()
-    customer = session.get(Customer, invoice.customer_id)
-    assert customer is not None
-    return invoice_input(invoice, customer.timezone, policies[invoice.policy_name])
+async def start_all(
+    client: Client,
+    settings: Settings,
+    inputs: list[InvoiceInput],
+    *,
+    done: Callable[[int], object] = lambda _: None,
+) -> StartReport:
+    """Start each invoice's workflow, START_CONCURRENCY at a time, in the order given.
+
+    One invoice's failure does not stop the others; after an error that says Temporal is
+    gone (UNREACHABLE) no further start is tried. `done(1)` is called as each start ends.
+    """
+    pending = iter(inputs)
+    report = StartReport(failed=[], not_tried=[])
+
+    async def starter() -> None:
+        # Every starter takes the next invoice from the one shared iterator.
+        for invoice in pending:
+            try:
+                await start_invoice_workflow(client, settings, invoice)
+            except Exception as err:  # reported with its invoice; the ledger keeps the invoice
+                report.failed.append((invoice.number, err))
+                if isinstance(err, RPCError) and err.status in UNREACHABLE:
+                    report.not_tried.extend(i.number for i in pending)
+            done(1)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(min(START_CONCURRENCY, len(inputs))):
+            group.create_task(starter())
+    position = {invoice.number: n for n, invoice in enumerate(inputs)}
+    report.failed.sort(key=lambda failure: position[failure[0]])
+    return report
+
+
+def _workflow_inputs(
+    session: Session, numbers: list[str], policies: dict[str, Policy]
+) -> list[InvoiceInput]:
+    """The start input of each invoice in `numbers`, in that order, read LOOKUP_BATCH at a
+    time."""
+    found: dict[str, InvoiceInput] = {}
+    for start in range(0, len(numbers), LOOKUP_BATCH):
+        batch = numbers[start : start + LOOKUP_BATCH]
+        rows = session.exec(
+            select(Invoice, Customer.timezone)
+            .join(Customer, Customer.id == Invoice.customer_id)  # type: ignore[arg-type]
+            .where(Invoice.number.in_(batch))  # type: ignore[attr-defined]
+        )
+        for invoice, timezone in rows:
+            found[invoice.number] = invoice_input(invoice, timezone, policies[invoice.policy_name])
+    return [found[number] for number in numbers]

@@ -2,7 +2,9 @@
 customer owner CUSTOMER_ID [EMAIL | --none]`: who is given collector tasks (ledger.routing).
 
 Each command runs in one transaction on the migrated ledger and changes all it names or
-nothing; a refusal is one line naming the problem (commands.errors).
+nothing; a refusal is one line naming the problem (commands.errors). The command line builds
+its parser from this module for every command, so the ledger is imported only by the
+commands themselves.
 """
 
 from __future__ import annotations
@@ -10,22 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from typing import TypeVar
-
-from sqlmodel import Session
+from typing import TYPE_CHECKING, TypeVar
 
 from commands.errors import CommandError
-from ledger.books import LedgerError
-from ledger.db import make_engine, session_scope
-from ledger.migrate import upgrade
-from ledger.routing import (
-    add_queue_members,
-    owner_of,
-    queues,
-    remove_queue_members,
-    set_customer_owner,
-)
-from settings import Settings
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+    from settings import Settings
 
 T = TypeVar("T")
 
@@ -54,6 +48,8 @@ def add_routing_parsers(commands: argparse._SubParsersAction) -> None:
 
 
 def queue_command(settings: Settings, args: argparse.Namespace) -> None:
+    from ledger.routing import add_queue_members, queues, remove_queue_members
+
     match args.action:
         case "add":
             added = _in_ledger(settings, lambda s: add_queue_members(s, args.queue, args.emails))
@@ -84,6 +80,8 @@ def queue_command(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def customer_command(settings: Settings, args: argparse.Namespace) -> None:
+    from ledger.routing import owner_of, set_customer_owner
+
     if args.action != "owner":
         raise CommandError(f"unknown action {args.action!r}")
     if args.none and args.email is not None:
@@ -97,6 +95,10 @@ def customer_command(settings: Settings, args: argparse.Namespace) -> None:
 
 def _in_ledger(settings: Settings, change: Callable[[Session], T]) -> T:
     """Run `change(session)` in one transaction on the migrated ledger; its answer."""
+    from ledger.books import LedgerError
+    from ledger.db import make_engine, session_scope
+    from ledger.migrate import upgrade
+
     upgrade(settings.effective_database_url)
     engine = make_engine(settings.effective_database_url)
     try:

@@ -1,16 +1,21 @@
-"""`dunwise simulate` and `dunwise demo`: policies run over invoices on a time-skipping server."""
+"""`dunwise simulate` and `dunwise demo`: policies run over invoices on a time-skipping server.
+
+On a terminal a bar counts the days simulated, on standard error; with `--json`, or when the
+timeline goes to a pipe or a file, nothing but the timeline is written.
+"""
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 from datetime import date
 from pathlib import Path
 
 import demo_data
-from commands.importing import SHIPPED_POLICIES
-from policies.loader import load_policy
+from commands.progress import draws_on, progress
+from policies.loader import SHIPPED_POLICIES, load_policy
 from settings import Settings
 from simulation import format_timeline, simulate
 
@@ -18,9 +23,15 @@ from simulation import format_timeline, simulate
 async def simulate_command(args: argparse.Namespace) -> None:
     policy = load_policy(args.policy)
     with tempfile.TemporaryDirectory(prefix="dunwise-simulate-") as scratch:
-        result = await simulate(
-            policy, args.invoices, Path(scratch), payments_path=args.payments, days=args.days
-        )
+        with progress("simulating", total=args.days, unit="days", quiet=_quiet(args.json)) as bar:
+            result = await simulate(
+                policy,
+                args.invoices,
+                Path(scratch),
+                payments_path=args.payments,
+                days=args.days,
+                on_days=bar.advance,
+            )
         if args.json:
             for event in result.events:
                 print(event.as_json())
@@ -37,6 +48,15 @@ async def demo_command(settings: Settings) -> None:
     policy = load_policy(SHIPPED_POLICIES / "standard.yaml")
     print(f"demo: {invoices} and {payments}, policy {policy.name} v{policy.version}")
     print("simulating 75 days on a time-skipping Temporal server...\n")
-    result = await simulate(policy, invoices, folder / "run", payments_path=payments, days=75)
+    with progress("simulating", total=75, unit="days", quiet=_quiet(False)) as bar:
+        result = await simulate(
+            policy, invoices, folder / "run", payments_path=payments, days=75, on_days=bar.advance
+        )
     print(format_timeline(result))
     print(f"Ledger of the run: {folder / 'run' / 'dunwise.db'}")
+
+
+def _quiet(json_output: bool) -> bool:
+    """No bar for machine-read output, nor when the timeline goes to a pipe or a file (a pager
+    reading it would have the bar drawn over its screen)."""
+    return json_output or not draws_on(sys.stdout)

@@ -41,6 +41,8 @@ from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
 from ledger.currencies import MAX_AMOUNT_IN_EVERY_CURRENCY
 from policies.calendars import canonical_holiday_code, load_zone
 from policies.money import to_minor
+from policies.priorities import PRIORITIES as PRIORITIES
+from policies.priorities import Priority as Priority
 
 CUSTOMER_TIMEZONE = "customer"
 MAX_OFFSET_DAYS = 3650  # ten years: anything longer is a typo, and keeps dates in range
@@ -84,10 +86,6 @@ def _check_slug(value: str) -> str:
         )
     return value
 
-
-# How urgent a collector task is, least first.
-Priority = Literal["low", "normal", "high", "urgent"]
-PRIORITIES: tuple[Priority, ...] = ("low", "normal", "high", "urgent")
 
 Slug = Annotated[
     str,

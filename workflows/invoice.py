@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
     )
 from workflows.invoice_core import (
     BROKEN_PROMISE_OPENS_TASK,
+    CUSTOMER_COORDINATOR,
     ERP_REJECTED_RETRY_AFTER,
     ERP_RETRY,
     HISTORY_EVENTS_BOUND,
@@ -60,6 +61,7 @@ from workflows.invoice_core import (
     SLA_MOVES_TASK,
     STAGE_FOR_LEDGER_STATUS,
     TIMELINE_IN_LEDGER,
+    CoordinatorRefused,
     activity_reason,
 )
 from workflows.invoice_plans import InvoicePlans
@@ -309,21 +311,24 @@ class InvoiceWorkflow(InvoicePlans):
 
     async def _send_reminder(self, planned: PlannedStep, step: Step, at: datetime) -> None:
         assert step.template is not None
+        request = ReminderRequest(
+            invoice_number=self.invoice.number,
+            template=step.template,
+            channels=list(step.channels),
+            step_index=planned.index,
+            scheduled_for=planned.send_at,
+            idempotency_key=keys.reminder(self.invoice.number, planned.index),
+        )
         try:
-            outcome = await self._send(
-                ReminderRequest(
-                    invoice_number=self.invoice.number,
-                    template=step.template,
-                    channels=list(step.channels),
-                    step_index=planned.index,
-                    scheduled_for=planned.send_at,
-                    idempotency_key=keys.reminder(self.invoice.number, planned.index),
-                )
-            )
-        except ActivityError as err:
+            if workflow.patched(CUSTOMER_COORDINATOR):
+                outcome = await self._send_through_coordinator(request)
+            else:
+                outcome = await self._send(request)
+        except (ActivityError, CoordinatorRefused) as err:
             # Refused for good (say a template removed after the policy was loaded): the
             # invoice stays collectable, and the timeline says what went wrong.
-            self._record("reminder_failed", activity_reason(err), template=step.template, at=at)
+            reason = err.reason if isinstance(err, CoordinatorRefused) else activity_reason(err)
+            self._record("reminder_failed", reason, template=step.template, at=at)
             return
         for result in outcome.results:
             self._record(

@@ -10,7 +10,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -25,8 +25,11 @@ with workflow.unsafe.imports_passed_through():
         CollectorTaskRequest,
         LedgerBalance,
         PlannedStep,
+        ReminderDue,
         ReminderOutcome,
         ReminderRequest,
+        ReminderRequested,
+        ReminderSent,
         StatusChange,
     )
     from policies.money import from_minor
@@ -96,6 +99,12 @@ BROKEN_PROMISE_OPENS_TASK = "broken-promise-opens-task"
 MANUAL_ESCALATION_SLA = "manual-escalation-sla"
 PLAN_IN_LEDGER = "plan-in-ledger"
 PROMISE_CLOSES_TASK = "promise-closes-task"
+CUSTOMER_COORDINATOR = "customer-coordinator"
+# The coordinator answers within its gathering window and a send; past this something is
+# wrong with it, and the invoice goes on (the timeline says so) rather than wait for good.
+COORDINATOR_ANSWER_TIMEOUT = timedelta(hours=1)
+# Search attributes upserted only when they change: fewer commands than older histories hold.
+PUBLISH_CHANGES_ONLY = "publish-changes-only"
 # The time a collector has for the task a broken promise reopens.
 BROKEN_PROMISE_SLA = timedelta(days=2)
 # A queue for tasks an invoice's policy does not name (it has no escalation step).
@@ -107,6 +116,14 @@ class Refused(ApplicationError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, type="Refused", non_retryable=True)
+
+
+class CoordinatorRefused(Exception):
+    """The customer's coordinator could not send the reminder at all."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class InvoiceCore:
@@ -181,6 +198,45 @@ class InvoiceCore:
             start_to_close_timeout=MESSAGE_TIMEOUT,
             retry_policy=SERVICE_RETRY,
         )
+
+    async def _send_through_coordinator(self, request: ReminderRequest) -> ReminderOutcome:
+        """Hand the reminder to the customer's coordinator, which may send it in one message
+        with the customer's other invoices, and wait for its answer."""
+        key = request.idempotency_key
+        self.s.awaiting_reminder, self.s.reminder_answer = key, None
+        requested: ReminderRequested = await workflow.execute_activity(
+            "request_reminder",
+            ReminderDue(
+                reminder=request,
+                customer_id=self.invoice.customer_id,
+                customer_timezone=self.invoice.customer_timezone,
+                invoice_workflow_id=workflow.info().workflow_id,
+            ),
+            result_type=ReminderRequested,
+            start_to_close_timeout=MESSAGE_TIMEOUT,
+            retry_policy=SERVICE_RETRY,
+        )
+        if requested.sent_alone is not None:
+            self.s.awaiting_reminder = None
+            return requested.sent_alone
+        try:
+            await workflow.wait_condition(
+                lambda: self.s.reminder_answer is not None, timeout=COORDINATOR_ANSWER_TIMEOUT
+            )
+        except TimeoutError:
+            raise CoordinatorRefused("no answer from the customer's coordinator") from None
+        finally:
+            self.s.awaiting_reminder = None
+        answer, self.s.reminder_answer = self.s.reminder_answer, None
+        assert answer is not None
+        if answer.outcome is None:
+            raise CoordinatorRefused(answer.error or "the coordinator could not send it")
+        return answer.outcome
+
+    @workflow.signal
+    def reminder_sent(self, answer: ReminderSent) -> None:
+        if answer.idempotency_key == self.s.awaiting_reminder:
+            self.s.reminder_answer = answer
 
     async def _close_tasks(
         self, outcome: str, note: str | None, actor: str, caller_waits: bool = False
@@ -318,18 +374,30 @@ class InvoiceCore:
         timeline.append(entry)
 
     def _publish(self) -> None:
+        """Tell Temporal's visibility where the invoice stands, upserting only the attributes
+        whose value differs from what the run's visibility holds: `workflow.info()` keeps its
+        start attributes (which the server carries over continue-as-new) and every upsert
+        since, the same in a replay."""
         s = self.s
-        workflow.upsert_search_attributes(
-            [
-                sa.STATUS.value_set(s.status),
-                sa.STAGE.value_set(s.stage.value),
-                sa.DAYS_PAST_DUE.value_set(
-                    days_past_due(self.invoice.due_on, self._now(), self.zone)
-                ),
-                sa.CUSTOMER.value_set(self.invoice.customer_id),
-                sa.AMOUNT_DUE.value_set(s.balance_minor),
-            ]
-        )
+        values = [
+            sa.STATUS.value_set(s.status),
+            sa.STAGE.value_set(s.stage.value),
+            sa.DAYS_PAST_DUE.value_set(days_past_due(self.invoice.due_on, self._now(), self.zone)),
+            sa.CUSTOMER.value_set(self.invoice.customer_id),
+            sa.AMOUNT_DUE.value_set(s.balance_minor),
+        ]
+        if not workflow.patched(PUBLISH_CHANGES_ONLY):
+            workflow.upsert_search_attributes(values)
+            return
+        # Also those a run started before them lacks (currency, due day).
+        values += [
+            sa.CURRENCY.value_set(self.invoice.currency),
+            sa.DUE_ON.value_set(datetime.combine(self.invoice.due_on, time(0), self.zone)),
+        ]
+        published = workflow.info().typed_search_attributes
+        changed = [value for value in values if published.get(value.key) != value.value]
+        if changed:
+            workflow.upsert_search_attributes(changed)
 
 
 def _same_event(a: TimelineEntry, b: TimelineEntry) -> bool:

@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from activities.models import Installment, PlannedStep, TimelineEntry
+from activities.models import Installment, PlannedStep, ReminderSent, TimelineEntry
 from ledger.currencies import MAX_MINOR
 from policies.schema import Channel, Policy, Priority, Slug
 
@@ -232,6 +232,10 @@ class InvoiceProgress(BaseModel):
         False, description="the promise was the collector's outcome: broken, a task reopens"
     )
     sla_watch: SlaWatch | None = None
+    awaiting_reminder: str | None = Field(
+        None, description="the key of the reminder the customer's coordinator is sending"
+    )
+    reminder_answer: ReminderSent | None = None
     pending_payments: list[str] = Field(
         default_factory=list, description="references of payments on their way (bank debits)"
     )

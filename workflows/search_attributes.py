@@ -1,4 +1,12 @@
-"""Custom search attributes that make invoices listable in Temporal's visibility."""
+"""Custom search attributes that make invoices listable in Temporal's visibility.
+
+Invariants:
+- `ALL` is every attribute dunwise sets; each registration path (the embedded server's
+  command line, the operator service, the printed `tcld` / `temporal operator` commands)
+  registers exactly these.
+- Amounts (`DunwiseAmountDue`) are minor units of the invoice's currency
+  (`DunwiseCurrency`): compare amounts only within one currency.
+"""
 
 from temporalio.common import SearchAttributeKey
 
@@ -10,5 +18,7 @@ AMOUNT_DUE = SearchAttributeKey.for_int("DunwiseAmountDue")  # minor units
 # Start of the due day in the invoice's calendar zone. Set once at start: unlike
 # DunwiseDaysPastDue, which changes when the workflow wakes, it makes aging queries exact.
 DUE_ON = SearchAttributeKey.for_datetime("DunwiseDueOn")
+# ISO 4217 code: `DunwiseCurrency = "EUR" AND DunwiseAmountDue > 100000`.
+CURRENCY = SearchAttributeKey.for_keyword("DunwiseCurrency")
 
-ALL = (STATUS, STAGE, DAYS_PAST_DUE, CUSTOMER, AMOUNT_DUE, DUE_ON)
+ALL = (STATUS, STAGE, DAYS_PAST_DUE, CUSTOMER, AMOUNT_DUE, DUE_ON, CURRENCY)

@@ -1,0 +1,107 @@
+"""The activity that sends an invoice's reminder, or hands it to its customer's coordinator.
+
+A customer with no other open invoice has nothing to gather: the reminder goes out at once,
+as one invoice's reminder. Otherwise the activity names the reminder's group (the customer,
+currency, due date, policy, step, template and send day: the reminders that make one
+message) and the customer's open invoices the group should wait for, then signals the
+coordinator, starting it if it is not running (signal-with-start). A repeated call signals
+again; the coordinator gathers a reminder once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from datetime import UTC, timedelta
+
+import sqlalchemy as sa
+from sqlmodel import select
+from temporalio import activity
+from temporalio.client import Client
+
+from activities.ledger import invoice_in_ledger
+from activities.messaging import MessagingActivities
+from activities.models import CoordinatorStart, ReminderDue, ReminderRequested
+from ledger.db import session_scope
+from ledger.models import Invoice, InvoiceStatus
+from settings import Settings
+
+COORDINATOR_WORKFLOW = "CustomerWorkflow"
+COORDINATOR_ID_PREFIX = "customer-"
+
+
+class CoordinationActivities:
+    def __init__(
+        self, client: Client, engine: sa.Engine, settings: Settings, messaging: MessagingActivities
+    ) -> None:
+        self._client = client
+        self._engine = engine
+        self._settings = settings
+        self._messaging = messaging
+
+    @activity.defn
+    async def request_reminder(self, due: ReminderDue) -> ReminderRequested:
+        if await asyncio.to_thread(self._alone, due):
+            sent = await asyncio.to_thread(self._messaging.send_reminder, due.reminder)
+            return ReminderRequested(sent_alone=sent)
+        group, expected = await asyncio.to_thread(self._group_of, due)
+        settings = self._settings
+        await self._client.start_workflow(
+            COORDINATOR_WORKFLOW,
+            CoordinatorStart(
+                customer_id=due.customer_id,
+                window=timedelta(seconds=settings.message_group_window_seconds),
+                daily_limit=settings.reminders_per_channel_per_day,
+            ),
+            id=f"{COORDINATOR_ID_PREFIX}{due.customer_id}",
+            task_queue=settings.temporal_task_queue,
+            start_signal="reminder_due",
+            start_signal_args=[due.model_copy(update={"group": group, "expected": expected})],
+        )
+        return ReminderRequested()
+
+    def _alone(self, due: ReminderDue) -> bool:
+        """Whether the customer has no open invoice but this one: nothing to gather or limit."""
+        with session_scope(self._engine) as session:
+            others = session.exec(
+                select(Invoice.number)
+                .where(
+                    Invoice.customer_id == due.customer_id,
+                    Invoice.status == InvoiceStatus.OPEN,
+                    Invoice.balance_minor > 0,
+                    Invoice.number != due.reminder.invoice_number,
+                )
+                .limit(1)
+            ).first()
+        return others is None
+
+    def _group_of(self, due: ReminderDue) -> tuple[str, list[str]]:
+        """The reminder's group, and the invoices of the customer that belong in it."""
+        reminder = due.reminder
+        with session_scope(self._engine) as session:
+            invoice = invoice_in_ledger(session, reminder.invoice_number)
+            parts = (
+                invoice.customer_id,
+                invoice.currency,
+                str(invoice.due_on),
+                f"{invoice.policy_name}@{invoice.policy_version}",
+                str(reminder.step_index),
+                reminder.template,
+                ",".join(sorted(reminder.channels)),
+                reminder.scheduled_for.astimezone(UTC).date().isoformat(),
+            )
+            group = "group:" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:64]
+            if self._settings.message_group_window_seconds <= 0:
+                return group, []
+            siblings = session.exec(
+                select(Invoice.number).where(
+                    Invoice.customer_id == invoice.customer_id,
+                    Invoice.due_on == invoice.due_on,
+                    Invoice.currency == invoice.currency,
+                    Invoice.policy_name == invoice.policy_name,
+                    Invoice.policy_version == invoice.policy_version,
+                    Invoice.status == InvoiceStatus.OPEN,
+                    Invoice.balance_minor > 0,
+                )
+            ).all()
+            return group, sorted(set(siblings) | {invoice.number})
