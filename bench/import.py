@@ -33,7 +33,6 @@ if os.path.abspath(sys.path[0] or os.curdir) == os.path.dirname(os.path.abspath(
 import argparse
 import asyncio
 import contextlib
-import csv
 import json
 import random
 import signal
@@ -52,6 +51,7 @@ from temporalio.worker import Worker
 from bench.baseline_workflow import BaselineWorkflow, Shape, noop
 from commands.importing import START_CONCURRENCY, ImportTimes, import_invoices_file
 from embedded_temporal import free_port
+from ledger.csv_safety import SpreadsheetSafeWriter
 from ledger.migrate import upgrade
 from settings import Settings
 from worker import WORKFLOW_RUNNER
@@ -104,7 +104,7 @@ def write_invoices(path: Path, prefix: str, count: int, seed: int) -> None:
         )
     today = date.today()
     with path.open("w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
+        writer = SpreadsheetSafeWriter(out)
         writer.writerow(HEADER)
         for n in range(1, count + 1):
             cid, name, email, phone, timezone, currency, segment = rng.choice(profiles)
