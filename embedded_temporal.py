@@ -214,6 +214,8 @@ class EmbeddedServer:
             "--ip", "127.0.0.1",
             "--port", str(self.port),
             "--db-filename", str(database),
+            # Write-ahead logging: starts and history writes no longer wait on each other.
+            "--sqlite-pragma", "journal_mode=wal",
             "--namespace", self.settings.temporal_namespace,
             "--log-level", "error",
         ]  # fmt: skip

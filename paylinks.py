@@ -13,12 +13,13 @@ from itsdangerous import BadData, URLSafeTimedSerializer
 from pydantic import BaseModel
 
 from settings import Settings
+from vocabulary import CHANNELS
 
 PAY_LINK_SALT = "dunwise.pay-link.v1"
 UNSUBSCRIBE_SALT = "dunwise.unsubscribe.v1"
 # Tolerate small clock differences between the machine that signs and the one that reads.
 CLOCK_SKEW = timedelta(minutes=5)
-UNSUBSCRIBE_CHANNELS = ("email", "sms")
+UNSUBSCRIBE_CHANNELS = CHANNELS  # a customer may opt out of each
 MAX_VALID_DAYS = 3650
 
 

@@ -35,7 +35,7 @@ from settings import Settings
 from temporal_client import time_skipping_environment
 from worker import build_worker
 from workflows.invoice import InvoiceWorkflow
-from workflows.models import InvoiceState, PaymentReceived
+from workflows.models import InvoiceState, PaymentReceived, Stage
 
 PAYMENT_LOCAL_TIME = time(12, 0)
 SKIP_STEP = timedelta(days=1)
@@ -363,7 +363,7 @@ def _summary(result: SimulationResult) -> str:
     for event in result.events:
         key = event.event + (f" by {event.channel}" if event.channel else "")
         counts[key] = counts.get(key, 0) + 1
-    open_states = [s for s in result.final_states if s.stage != "closed"]
+    open_states = [s for s in result.final_states if s.stage != Stage.CLOSED]
     parts = [f"{len(result.final_states)} invoices"]
     parts += [f"{count} {key.replace('_', ' ')}" for key, count in sorted(counts.items())]
     parts.append(f"{len(open_states)} still open")

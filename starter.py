@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from commands.errors import CommandError, error_line, loaded_classes
 from commands.queues import add_routing_parsers
 from policies.priorities import PRIORITIES
+from vocabulary import CHANNELS
 
 if TYPE_CHECKING:
     from settings import Settings
@@ -126,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     message.add_argument(
         "--channel",
         action="append",
-        choices=["email", "sms"],
+        choices=CHANNELS,
         help="email or sms; repeat for both (default: email)",
     )
 

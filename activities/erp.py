@@ -36,6 +36,7 @@ from ledger.models import (
 )
 from ledger.operations import credit_key
 from settings import Settings
+from vocabulary import AdjustmentKind
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 SIGNATURE_HEADER = "X-Dunwise-Signature"
@@ -105,7 +106,9 @@ def build_clearing_document(
     ).all()
     # Overpayments on this invoice's payments, and credit notes beyond its balance, became
     # customer credit.
-    credit_note_keys = [credit_key(a.idempotency_key) for a in adjustments if a.kind == "credit"]
+    credit_note_keys = [
+        credit_key(a.idempotency_key) for a in adjustments if a.kind == AdjustmentKind.CREDIT
+    ]
     credits = (
         session.exec(
             select(CustomerCredit)

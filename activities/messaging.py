@@ -57,15 +57,16 @@ from ledger.models import (
 )
 from paylinks import make_pay_link, make_unsubscribe_link
 from settings import Settings
+from vocabulary import CHANNELS, FINAL_MESSAGE_STATUSES, MessageStatus
 
-CHANNELS = ("email", "sms")
 RECEIPT_TEMPLATE = "receipt"
 
-SENDING = "sending"
-SENT = "sent"
-SUPPRESSED = "suppressed"
-FAILED = "failed"
-FINAL = frozenset({SENT, SUPPRESSED, FAILED})
+# Short names of the outbox statuses, for this module and `activities.grouped_messages`.
+SENDING = MessageStatus.SENDING
+SENT = MessageStatus.SENT
+SUPPRESSED = MessageStatus.SUPPRESSED
+FAILED = MessageStatus.FAILED
+FINAL = FINAL_MESSAGE_STATUSES
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from ledger.requests import (
     TimelineBatch,
     TimelineEntry,
 )
+from vocabulary import Channel, MessageStatus
 
 
 class ReminderRequest(BaseModel):
@@ -38,8 +39,8 @@ class ReminderRequest(BaseModel):
 
 
 class ChannelResult(BaseModel):
-    channel: str
-    status: str  # sent, suppressed, failed
+    channel: Channel
+    status: MessageStatus
     reason: str | None = None
     recipient: str | None = None
 

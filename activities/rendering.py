@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Any, Literal
+from typing import Any
 
 from babel.dates import format_date
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound
@@ -17,11 +17,10 @@ from pydantic import BaseModel, Field
 from activities.currency import currency_exponent, format_day, format_money, parse_locale
 from activities.template_files import EMAIL_PARTS, SMS_PARTS, TEMPLATE_DIR
 from activities.template_files import available_templates as available_templates
+from vocabulary import CHANNELS, Channel
 
 TEMPLATE_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 SMS_MAX_CHARS = 300
-
-Channel = Literal["email", "sms"]
 
 
 class UnknownTemplate(LookupError):
@@ -172,7 +171,7 @@ def _one_line(text: str) -> str:
 
 def render_message(template: str, channel: str, context: MessageContext) -> RenderedMessage:
     """Render one template for one channel; raise UnknownTemplate when it does not exist."""
-    if channel not in ("email", "sms"):
+    if channel not in CHANNELS:
         raise ValueError(f"unknown channel {channel!r}: expected 'email' or 'sms'")
     if not TEMPLATE_NAME.match(template):
         raise UnknownTemplate(f"no message template named {template!r}")

@@ -44,6 +44,7 @@ from policies.loader import load_policy
 from policies.schedule import build_schedule
 from settings import Settings
 from temporal_client import installed_binary
+from vocabulary import MessageStatus
 from worker import build_worker
 from workflows import search_attributes
 
@@ -129,13 +130,13 @@ def messages_done(engine: sa.Engine) -> tuple[int, int]:
     """Reminder rows recorded final, and the messages that went out (rows that delivered)."""
     with session_scope(engine) as session:
         final = session.exec(
-            select(func.count()).select_from(Message).where(Message.status != "sending")
+            select(func.count()).select_from(Message).where(Message.status != MessageStatus.SENDING)
         ).one()
         delivered = session.exec(
             select(func.count())
             .select_from(Message)
             .where(
-                Message.status == "sent",
+                Message.status == MessageStatus.SENT,
                 sa.or_(Message.sent_with_id.is_(None), Message.sent_with_id == Message.id),
             )
         ).one()

@@ -69,6 +69,7 @@ from payments.stripe_webhooks import StripeEventKind
 from policies.loader import load_policy
 from settings import Settings
 from temporal_client import installed_binary
+from vocabulary import MessageStatus
 from worker import WORKFLOW_RUNNER, build_worker
 from workflows import search_attributes
 from workflows.invoice import InvoiceWorkflow
@@ -266,7 +267,7 @@ class Payments:
                 select(Message.id).where(
                     Message.invoice_id == invoice.id,
                     Message.template == "receipt",
-                    Message.status == "sent",
+                    Message.status == MessageStatus.SENT,
                 )
             ).first()
         return status in SETTLED and receipt is not None and self.journal.has(invoice.number)

@@ -27,7 +27,8 @@ from ledger.db import session_scope
 from ledger.inputs import parse_amount, positive_minor_units
 from ledger.models import Invoice, Role, ShortPayReason
 from payments.services import PaymentServices
-from policies.schema import Channel, Priority, Slug
+from policies.schema import Priority, Slug
+from vocabulary import AdjustmentKind, Channel
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import (
     Adjustment,
@@ -231,7 +232,10 @@ async def _message(
         case "credit":
             amount_minor = _amount(services, number, body.amount, "amount")
             credit = Adjustment(
-                amount_minor=-amount_minor, kind="credit", reason=body.reason, actor=actor
+                amount_minor=-amount_minor,
+                kind=AdjustmentKind.CREDIT,
+                reason=body.reason,
+                actor=actor,
             )
             return InvoiceWorkflow.adjust, credit
         case "void":

@@ -36,6 +36,7 @@ from policies.errors import PolicyFileError
 from policies.loader import load_policies
 from settings import Settings
 from temporal_client import connect
+from vocabulary import AdjustmentKind
 from workflows import keys
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import (
@@ -208,7 +209,10 @@ async def _invoice_action(
             assert amount is not None
             update = InvoiceWorkflow.adjust
             message = Adjustment(
-                amount_minor=-_minor(amount, state.currency), reason=args.reason, actor=actor
+                amount_minor=-_minor(amount, state.currency),
+                kind=AdjustmentKind.CREDIT,
+                reason=args.reason,
+                actor=actor,
             )
         case "dispute":
             update = InvoiceWorkflow.record_dispute

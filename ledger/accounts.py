@@ -94,7 +94,7 @@ class InvoiceLine(BaseModel):
     """One money movement on an invoice: a payment allocation or an adjustment."""
 
     at: datetime
-    kind: str  # payment, credit, late_fee, write_off, void, adjustment, reversal
+    kind: str  # "payment", or the AdjustmentKind of an adjustment
     amount_minor: int  # negative lowers the balance
     detail: str | None = None
 

@@ -24,8 +24,9 @@ from ledger.books import record_audit
 from ledger.models import AppUser, CollectorTask, Invoice, utcnow
 from ledger.routing import can_work_tasks, working_members, working_owner
 from ledger.tasks import TaskStatus, assign_round_robin, set_assignee
+from vocabulary import TaskOutcome
 
-SUPERSEDED = "superseded"
+SUPERSEDED = TaskOutcome.SUPERSEDED.value
 ACTOR = "system"
 
 

@@ -28,11 +28,14 @@ from ledger.models import (
     CollectorTask,
     CustomerCredit,
     Invoice,
-    InvoiceStatus,
     Payment,
 )
 from ledger.requests import LedgerBalance
 from policies.money import from_minor
+
+# The status groupings are declared in `vocabulary`; the ledger's modules import them here.
+from vocabulary import AWAITING_PAYMENT as AWAITING_PAYMENT
+from vocabulary import FINAL_STATUSES as FINAL_STATUSES
 
 
 class LedgerError(ValueError):
@@ -66,10 +69,6 @@ class InvalidStatusChange(LedgerError):
 class IdempotencyConflict(LedgerError):
     """An idempotency key already used for a different request."""
 
-
-FINAL_STATUSES = frozenset({InvoiceStatus.VOID, InvoiceStatus.WRITTEN_OFF, InvoiceStatus.CLOSED})
-# Statuses in which the invoice still awaits money; reaching a zero balance makes it paid.
-AWAITING_PAYMENT = frozenset({InvoiceStatus.OPEN, InvoiceStatus.DISPUTED, InvoiceStatus.PAUSED})
 
 _Keyed = TypeVar("_Keyed", Payment, Adjustment, CollectorTask)
 _Result = TypeVar("_Result")

@@ -23,7 +23,6 @@ from sqlmodel import Session, select
 from ledger.assignment import assign_new_task
 from ledger.books import (
     AWAITING_PAYMENT,
-    FINAL_STATUSES,
     IdempotencyConflict,
     InvalidStatusChange,
     LedgerError,
@@ -35,6 +34,7 @@ from ledger.books import (
 )
 from ledger.models import CollectorTask, Invoice, InvoiceStatus, utcnow
 from ledger.requests import CollectorOutcome, CollectorTaskRequest, LedgerBalance, StatusChange
+from vocabulary import TERMINAL_STATUSES, AdjustmentKind, TaskOutcome, TaskStatus
 
 # Status changes that move no money. Paid, void and written off come from money operations.
 _TRANSITIONS: dict[InvoiceStatus, frozenset[InvoiceStatus]] = {
@@ -63,9 +63,9 @@ def set_status(session: Session, req: StatusChange) -> LedgerBalance:
     if target == current:
         return balance_of(session, invoice)
     if target in (InvoiceStatus.VOID, InvoiceStatus.WRITTEN_OFF):
-        kind = "void" if target == InvoiceStatus.VOID else "write_off"
+        kind = AdjustmentKind.VOID if target == InvoiceStatus.VOID else AdjustmentKind.WRITE_OFF
         raise InvalidStatusChange(
-            f"invoice {number}: {target} changes money; apply an adjustment of kind {kind!r}"
+            f"invoice {number}: {target} changes money; apply an adjustment of kind '{kind}'"
         )
     if target == InvoiceStatus.PAID:
         allowed = current in AWAITING_PAYMENT and invoice.balance_minor == 0
@@ -151,8 +151,8 @@ def close_collector_tasks(session: Session, req: CollectorOutcome) -> int:
 
 def close_tasks_if_settled(session: Session, invoice: Invoice, actor: str) -> None:
     # Nothing is left to collect on a paid, void or written-off invoice.
-    if invoice.status in FINAL_STATUSES or invoice.status == InvoiceStatus.PAID:
-        _close_tasks(session, invoice, str(invoice.status), actor)
+    if invoice.status in TERMINAL_STATUSES:
+        _close_tasks(session, invoice, TaskOutcome(invoice.status), actor)
 
 
 def _close_tasks(
@@ -165,11 +165,11 @@ def _close_tasks(
 ) -> int:
     tasks = session.exec(
         select(CollectorTask).where(
-            CollectorTask.invoice_id == invoice.id, CollectorTask.status == "open"
+            CollectorTask.invoice_id == invoice.id, CollectorTask.status == TaskStatus.OPEN
         )
     ).all()
     for task in tasks:
-        task.status, task.outcome, task.closed_at = "closed", outcome[:32], utcnow()
+        task.status, task.outcome, task.closed_at = TaskStatus.CLOSED.value, outcome[:32], utcnow()
         if note:
             task.note = note[:2000]
         session.add(task)

@@ -14,6 +14,10 @@ from enum import StrEnum
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+# Declared in `vocabulary`; imported from here by much of the ledger and its callers.
+from vocabulary import InvoiceStatus as InvoiceStatus
+from vocabulary import TaskStatus
+
 # Deterministic constraint names, so later migrations (batch mode on SQLite) can address them.
 # Set before any table is defined: names are given when a constraint joins its table.
 SQLModel.metadata.naming_convention = {
@@ -50,16 +54,6 @@ def utcnow() -> datetime:
 
 def _aware(**kwargs) -> Field:
     return Field(sa_type=UTCDateTime, **kwargs)
-
-
-class InvoiceStatus(StrEnum):
-    OPEN = "open"
-    DISPUTED = "disputed"
-    PAUSED = "paused"
-    PAID = "paid"
-    VOID = "void"
-    WRITTEN_OFF = "written_off"
-    CLOSED = "closed"
 
 
 class CheckoutStatus(StrEnum):
@@ -175,7 +169,7 @@ class Adjustment(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     invoice_id: int = Field(foreign_key="invoice.id", index=True)
-    kind: str = Field(max_length=16, description="credit, late_fee, write_off, void, adjustment")
+    kind: str = Field(max_length=16, description="an AdjustmentKind")
     amount_minor: int = Field(sa_type=sa.BigInteger)
     reason: str | None = Field(default=None, max_length=500)
     idempotency_key: str = Field(max_length=200, unique=True)
@@ -200,8 +194,8 @@ class CollectorTask(SQLModel, table=True):
     invoice_id: int = Field(foreign_key="invoice.id", index=True)
     queue: str = Field(max_length=64)
     priority: str = Field(max_length=16)
-    status: str = Field(default="open", max_length=16, index=True)
-    outcome: str | None = Field(default=None, max_length=32)
+    status: str = Field(default=TaskStatus.OPEN.value, max_length=16, index=True)
+    outcome: str | None = Field(default=None, max_length=32, description="a TaskOutcome")
     note: str | None = Field(default=None, max_length=2000)
     due_at: datetime = _aware()
     idempotency_key: str = Field(max_length=200, unique=True)
@@ -240,10 +234,10 @@ class Message(SQLModel, table=True):
     idempotency_key: str = Field(max_length=200, unique=True)
     customer_id: str = Field(foreign_key="customer.id", index=True, max_length=64)
     invoice_id: int | None = Field(default=None, foreign_key="invoice.id", index=True)
-    channel: str = Field(max_length=8, description="email or sms")
+    channel: str = Field(max_length=8, description="a Channel")
     template: str = Field(max_length=64)
     recipient: str | None = Field(default=None, max_length=320)
-    status: str = Field(max_length=16, description="queued, sending, sent, suppressed, failed")
+    status: str = Field(max_length=16, description="a MessageStatus")
     group_key: str | None = Field(default=None, max_length=80, index=True)
     sent_with_id: int | None = Field(default=None, foreign_key="message.id", index=True)
     reason: str | None = Field(default=None, max_length=200)

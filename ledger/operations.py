@@ -50,8 +50,8 @@ from ledger.models import (
     utcnow,
 )
 from ledger.requests import AdjustmentApplication, LedgerBalance, PaymentApplication
+from vocabulary import REQUESTED_ADJUSTMENTS, AdjustmentKind
 
-ADJUSTMENT_KINDS = ("credit", "late_fee", "write_off", "void", "adjustment")
 PAID_FROM_CREDIT = "credit"  # the payment method that spends the customer's credit
 
 
@@ -217,10 +217,10 @@ def apply_adjustment(session: Session, req: AdjustmentApplication) -> LedgerBala
     amount is not used.
     """
     number = req.invoice_number
-    if req.kind not in ADJUSTMENT_KINDS:
+    if req.kind not in REQUESTED_ADJUSTMENTS:
         raise InvalidAdjustment(
             f"invoice {number}: unknown adjustment kind {req.kind!r}; "
-            f"use one of {', '.join(ADJUSTMENT_KINDS)}"
+            f"use one of {', '.join(REQUESTED_ADJUSTMENTS)}"
         )
 
     def write() -> LedgerBalance:
@@ -254,9 +254,9 @@ def apply_adjustment(session: Session, req: AdjustmentApplication) -> LedgerBala
                 f"{money_text(MAX_MINOR, invoice.currency)}"
             )
         invoice.balance_minor = balance_before + change
-        if req.kind == "write_off":
+        if req.kind == AdjustmentKind.WRITE_OFF:
             invoice.status = InvoiceStatus.WRITTEN_OFF
-        elif req.kind == "void":
+        elif req.kind == AdjustmentKind.VOID:
             invoice.status = InvoiceStatus.VOID
         else:
             _settle_status(invoice)
@@ -302,18 +302,18 @@ def _adjustment_effect(
     """(change to the invoice balance, amount that becomes customer credit), or an error."""
     number, amount, balance = invoice.number, req.amount_minor, invoice.balance_minor
     match req.kind:
-        case "credit":
+        case AdjustmentKind.CREDIT:
             if amount >= 0:
                 raise InvalidAmount(f"invoice {number}: a credit must be negative, got {amount}")
             change = max(amount, -balance)  # never below zero; the rest is the customer's
             return change, change - amount
-        case "late_fee":
+        case AdjustmentKind.LATE_FEE:
             if amount <= 0:
                 raise InvalidAmount(f"invoice {number}: a late fee must be positive, got {amount}")
             if invoice.status == InvoiceStatus.PAID:
                 raise InvalidAdjustment(f"invoice {number} is paid: no late fee on it")
             return amount, 0
-        case "adjustment":
+        case AdjustmentKind.ADJUSTMENT:
             if amount == 0:
                 raise InvalidAmount(f"invoice {number}: an adjustment of 0 changes nothing")
             if balance + amount < 0:
@@ -323,7 +323,7 @@ def _adjustment_effect(
                     "use a credit"
                 )
             return amount, 0
-        case "write_off":
+        case AdjustmentKind.WRITE_OFF:
             if balance == 0:
                 raise InvalidAdjustment(f"invoice {number} has no balance to write off")
             return -balance, 0

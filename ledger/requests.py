@@ -1,8 +1,12 @@
 """What the ledger is asked to do and what it answers: plain pydantic models.
 
-The ledger's own vocabulary, so `ledger/` needs nothing from the layers above it; Temporal
+Declared in the ledger, so `ledger/` needs nothing from the layers above it; their words
+(statuses, adjustment kinds, task outcomes) are the shared ones of `vocabulary`. Temporal
 activities pass these through unchanged (`activities.models` re-exports them), and they are
 safe inside the workflow sandbox.
+
+A request names its kind, status or outcome as a plain string, so that an unknown one reaches
+the ledger and is refused there with a message naming the invoice.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from enum import StrEnum
 from pydantic import BaseModel, Field
 
 from ledger.currencies import MAX_MINOR
+from vocabulary import InvoiceStatus
 
 
 class LedgerBalance(BaseModel):
@@ -20,7 +25,7 @@ class LedgerBalance(BaseModel):
     currency: str
     total_minor: int
     balance_minor: int
-    status: str
+    status: InvoiceStatus
     customer_credit_minor: int = Field(0, description="credit the customer holds, same currency")
     repeated: bool = Field(
         False, description="the idempotency key was used before: nothing new was recorded"
@@ -45,7 +50,7 @@ class AdjustmentApplication(BaseModel):
     """A credit note (negative), late fee (positive), write-off or void on one invoice."""
 
     invoice_number: str
-    kind: str  # credit, late_fee, write_off, void, adjustment
+    kind: str  # one of vocabulary.REQUESTED_ADJUSTMENTS
     amount_minor: int
     reason: str | None = None
     idempotency_key: str
@@ -54,7 +59,7 @@ class AdjustmentApplication(BaseModel):
 
 class StatusChange(BaseModel):
     invoice_number: str
-    status: str
+    status: str  # an InvoiceStatus
     reason: str | None = None
     actor: str = "system"
     request_id: str | None = Field(None, description="the caller's, for the audit trail")
@@ -72,7 +77,7 @@ class CollectorOutcome(BaseModel):
     """Close the invoice's open collector tasks: resumed, stopped, paid, ..."""
 
     invoice_number: str
-    outcome: str
+    outcome: str  # a TaskOutcome
     note: str | None = None
     actor: str = "system"
     request_id: str | None = Field(None, description="the caller's, for the audit trail")

@@ -45,6 +45,7 @@ from ledger.models import (
 )
 from ledger.operations import credit_key
 from ledger.requests import CollectorTaskRequest, LedgerBalance
+from vocabulary import AdjustmentKind
 
 REVERSAL_TASK_DUE = timedelta(days=2)
 
@@ -221,7 +222,7 @@ def _reverse(
             raise InvalidAmount(f"invoice {invoice.number}: the balance would pass the limit")
         adjustment = Adjustment(
             invoice_id=invoice.id,
-            kind="reversal",
+            kind=AdjustmentKind.REVERSAL,
             amount_minor=portion,
             reason=reason,
             idempotency_key=f"{key}:{invoice.number}",

@@ -26,7 +26,6 @@ Invariants:
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,12 +37,8 @@ from ledger.models import AppUser, CollectorTask, Customer, Invoice, utcnow
 from ledger.routing import WORKING_ROLES, working_members
 from policies.schema import PRIORITIES, Priority
 
-
-class TaskStatus(StrEnum):
-    OPEN = "open"
-    CLAIMED = "claimed"  # shown, never stored: an open task with an assignee
-    CLOSED = "closed"
-
+# Declared in `vocabulary`; callers of the worklist import it here.
+from vocabulary import TaskStatus as TaskStatus
 
 # How urgent a task is, in the policy language's own words (an escalation step's priority).
 TaskPriority = Priority

@@ -24,10 +24,10 @@ from ledger.models import Checkout, Customer, Message
 from paylinks import make_pay_link
 from payments import keys
 from settings import Settings
+from vocabulary import FINAL_MESSAGE_STATUSES, MessageStatus
 
 RECEIPT_TEMPLATE = "checkout_receipt"
 FRESH_LINK_TEMPLATE = "fresh_pay_link"
-FINAL = ("sent", "suppressed", "failed")
 
 
 class ReceiptKind(StrEnum):
@@ -82,21 +82,21 @@ def _send_once(
 ) -> str:
     with session_scope(engine) as session:
         row = session.exec(select(Message).where(Message.idempotency_key == key)).first()
-        if row is not None and row.status in FINAL:
+        if row is not None and row.status in FINAL_MESSAGE_STATUSES:
             return row.status
         customer = session.get(Customer, customer_id)
         if customer is None:
-            return "suppressed"
+            return MessageStatus.SUPPRESSED
         row = row or Message(
             idempotency_key=key,
             customer_id=customer.id,
             channel="email",
             template=template,
             recipient=customer.email,
-            status="sending",
+            status=MessageStatus.SENDING,
         )
         if not customer.email:
-            row.status, row.reason = "suppressed", "no email address on file"
+            row.status, row.reason = MessageStatus.SUPPRESSED, "no email address on file"
             session.add(row)
             return row.status
         context = {
@@ -120,9 +120,9 @@ def _send_once(
     )
     try:
         delivered = email_channel(settings).deliver(email)
-        status, reason, provider_id = "sent", None, delivered.provider_id
+        status, reason, provider_id = MessageStatus.SENT, None, delivered.provider_id
     except PermanentDeliveryError as refused:
-        status, reason, provider_id = "failed", str(refused)[:200], None
+        status, reason, provider_id = MessageStatus.FAILED, str(refused)[:200], None
     with session_scope(engine) as session:
         row = session.exec(select(Message).where(Message.idempotency_key == key)).one()
         row.status, row.reason = status, reason

@@ -43,6 +43,7 @@ from policies.calendars import canonical_holiday_code, load_zone
 from policies.money import to_minor
 from policies.priorities import PRIORITIES as PRIORITIES
 from policies.priorities import Priority as Priority
+from vocabulary import Channel as Channel
 
 CUSTOMER_TIMEZONE = "customer"
 MAX_OFFSET_DAYS = 3650  # ten years: anything longer is a typo, and keeps dates in range
@@ -347,9 +348,6 @@ class Escalation(_Model):
         if value <= timedelta(0):
             raise ValueError("sla must be longer than zero")
         return value
-
-
-Channel = Literal["email", "sms"]
 
 
 class Step(_Model):

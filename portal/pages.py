@@ -11,6 +11,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.responses import Response
 
 from activities.currency import format_day, format_money, to_major
+from vocabulary import AWAITING_PAYMENT
 
 PAGES_DIR = Path(__file__).resolve().parent.parent / "templates" / "pages"
 
@@ -18,6 +19,7 @@ templates = Jinja2Templates(directory=str(PAGES_DIR))
 templates.env.globals["money"] = format_money
 templates.env.globals["day"] = format_day
 templates.env.globals["major"] = lambda minor, currency: str(to_major(minor, currency))
+templates.env.globals["AWAITING_PAYMENT"] = AWAITING_PAYMENT
 
 
 def render(

@@ -1,17 +1,19 @@
 """The customer's coordinator on the time-skipping server: it gathers a customer's reminders
-into one message, keeps the daily contact limit per channel, waits for an expected invoice
-only its window, and ends when the customer has been quiet for a day."""
+into one message and answers each invoice, keeps the daily contact limit per channel, waits
+for an expected invoice only its window, and ends when the customer has been quiet for a day."""
 
 from __future__ import annotations
 
 from datetime import date, timedelta
 
 from sqlmodel import select
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus
 
 from ledger.db import session_scope
 from ledger.models import Invoice
 from tests.invoice_harness import DUE, invoice_harness, local
+from workflows.invoice_core import COORDINATOR_ANSWER_TIMEOUT
 
 
 def subjects(h) -> list[str]:
@@ -94,3 +96,35 @@ async def test_without_a_contact_limit_every_reminder_goes_out(tmp_path) -> None
             "Invoice INV-58 from Example Co is due on March 13, 2026",
             "Invoice INV-58 from Example Co is due today",
         ]
+
+
+async def test_each_invoice_hears_of_its_gathered_reminder(tmp_path) -> None:
+    async with invoice_harness(tmp_path) as h:
+        first = await h.start("INV-59", due_on=DUE, customer_id="cust-answer")
+        second = await h.start("INV-60", due_on=DUE, customer_id="cust-answer")
+        # Friday's courtesy notes go out as one email; by noon the hour each invoice would
+        # have waited for the coordinator's answer is over as well.
+        await h.advance_to(local(date(2026, 3, 13), 12))
+        assert subjects(h) == [
+            "Invoices INV-59 and INV-60 from Example Co are due on March 16, 2026"
+        ]
+        for handle in (first, second):
+            reminders = [e for e in (await h.state(handle)).timeline if e.event == "reminder"]
+            assert [(e.channel, e.template) for e in reminders] == [("email", "courtesy")]
+        # The invoice stopped waiting once answered, and let the wait's timer run out.
+        events = (await first.fetch_history()).events
+        waits = {
+            e.event_id
+            for e in events
+            if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED
+            and e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
+            == COORDINATOR_ANSWER_TIMEOUT
+        }
+        fired = {
+            e.timer_fired_event_attributes.started_event_id
+            for e in events
+            if e.event_type == EventType.EVENT_TYPE_TIMER_FIRED
+        }
+        assert waits and waits <= fired
+        assert all(e.event_type != EventType.EVENT_TYPE_TIMER_CANCELED for e in events)
+        await h.assert_replays(first)

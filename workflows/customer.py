@@ -27,6 +27,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, FailureError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.grouped_messages import GroupedMessagingActivities
     from activities.models import (
         CoordinatorStart,
         CoordinatorState,
@@ -37,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         ReminderSent,
     )
     from policies.calendars import load_zone
+    from vocabulary import MessageStatus
 from workflows.invoice_core import MESSAGE_TIMEOUT, SERVICE_RETRY, activity_reason
 
 COORDINATOR_ID_PREFIX = "customer-"
@@ -142,10 +144,9 @@ class CustomerWorkflow:
         limited = [c for c in channels if limit and self.s.sent.get(c, {}).get(day, 0) >= limit]
         error = None
         try:
-            outcome: GroupedOutcome = await workflow.execute_activity(
-                "send_grouped_reminder",
+            outcome = await workflow.execute_activity_method(
+                GroupedMessagingActivities.send_grouped_reminder,
                 GroupedReminder(reminders=reminders, limited_channels=limited),
-                result_type=GroupedOutcome,
                 start_to_close_timeout=MESSAGE_TIMEOUT,
                 retry_policy=SERVICE_RETRY,
             )
@@ -153,7 +154,7 @@ class CustomerWorkflow:
             outcome, error = GroupedOutcome(outcomes={}), activity_reason(err)
         for channel in channels:
             if any(
-                result.channel == channel and result.status == "sent"
+                result.channel == channel and result.status == MessageStatus.SENT
                 for answer in outcome.outcomes.values()
                 for result in answer.results
             ):

@@ -18,13 +18,15 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.erp import ErpActivities
+    from activities.ledger import LedgerActivities
+    from activities.messaging import MessagingActivities
     from activities.models import (
         AdjustmentApplication,
         CollectorTaskRequest,
         ErpClearingRequest,
         PlannedStep,
         ReceiptRequest,
-        ReminderOutcome,
         ReminderRequest,
         TaskBreach,
         TimelineBatch,
@@ -37,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from policies.schedule import build_schedule, calendar_zone, next_send_time
     from policies.schema import Step, late_fee_minor
+    from vocabulary import AdjustmentKind, InvoiceStatus, MessageStatus
     from workflows import keys
     from workflows.models import (
         InvoiceInput,
@@ -81,6 +84,7 @@ class InvoiceWorkflow(InvoicePlans):
             timeline_saved=len(invoice.earlier_timeline),
         )
         self.ledger_lock = asyncio.Lock()
+        self.timers = set()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -152,7 +156,6 @@ class InvoiceWorkflow(InvoicePlans):
                     customer_timezone=invoice.customer_timezone,
                     not_before=self._now(),
                 ),
-                result_type=list[PlannedStep],
                 start_to_close_timeout=PLANNING_TIMEOUT,
             )
         schedule = build_schedule(
@@ -173,7 +176,6 @@ class InvoiceWorkflow(InvoicePlans):
                     customer_timezone=self.invoice.customer_timezone,
                     now=self._now(),
                 ),
-                result_type=datetime,
                 start_to_close_timeout=PLANNING_TIMEOUT,
             )
         return next_send_time(self.invoice.policy.calendar, self.zone, self._now())
@@ -259,7 +261,7 @@ class InvoiceWorkflow(InvoicePlans):
         s.promise_closed_tasks = False
         s.paused_until = None
         async with self._ledger_turn():
-            await self._set_status("open", "promise to pay ended")
+            await self._set_status(InvoiceStatus.OPEN, "promise to pay ended")
             if broken_by is not None and workflow.patched(BROKEN_PROMISE_OPENS_TASK):
                 await self._reopen_task(
                     keys.broken_promise(self.invoice.number, broken_by.isoformat()),
@@ -293,10 +295,10 @@ class InvoiceWorkflow(InvoicePlans):
         async with self.ledger_lock:
             try:
                 balance = await self._ledger(
-                    "apply_adjustment",
+                    LedgerActivities.apply_adjustment,
                     AdjustmentApplication(
                         invoice_number=self.invoice.number,
-                        kind="late_fee",
+                        kind=AdjustmentKind.LATE_FEE,
                         amount_minor=fee,
                         reason=f"late fee of policy step {planned.index}",
                         idempotency_key=keys.late_fee(self.invoice.number, planned.index),
@@ -307,7 +309,7 @@ class InvoiceWorkflow(InvoicePlans):
                 self._record("late_fee_skipped", err.message, at=at)
                 return
         self._apply_balance(balance)
-        self._record("late_fee", amount_minor=fee, at=at)
+        self._record(AdjustmentKind.LATE_FEE, amount_minor=fee, at=at)
 
     async def _send_reminder(self, planned: PlannedStep, step: Step, at: datetime) -> None:
         assert step.template is not None
@@ -332,7 +334,7 @@ class InvoiceWorkflow(InvoicePlans):
             return
         for result in outcome.results:
             self._record(
-                "reminder" if result.status == "sent" else f"reminder_{result.status}",
+                "reminder" if result.status == MessageStatus.SENT else f"reminder_{result.status}",
                 result.reason or "",
                 channel=result.channel,
                 template=step.template,
@@ -344,7 +346,7 @@ class InvoiceWorkflow(InvoicePlans):
         assert escalation is not None
         async with self._ledger_turn():
             await self._ledger(
-                "open_collector_task",
+                LedgerActivities.open_collector_task,
                 CollectorTaskRequest(
                     invoice_number=self.invoice.number,
                     queue=escalation.queue,
@@ -352,7 +354,6 @@ class InvoiceWorkflow(InvoicePlans):
                     due_at=at + escalation.sla,
                     idempotency_key=keys.escalation(self.invoice.number, planned.index),
                 ),
-                result_type=int,
             )
         self._set_stage(Stage.ESCALATED)
         self._record(
@@ -372,21 +373,20 @@ class InvoiceWorkflow(InvoicePlans):
                 # The task goes to the supervisor queue, unassigned, marked breached.
                 async with self._ledger_turn():
                     await self._ledger(
-                        "breach_collector_task",
+                        LedgerActivities.breach_collector_task,
                         TaskBreach(
                             task_key=keys.escalation(self.invoice.number, planned.index),
                             supervisor_queue=escalation.breach_queue,
                             at=at + escalation.sla,
                         ),
-                        result_type=bool,
                     )
 
     async def _close(self) -> None:
         self._set_stage(Stage.CLEARING)
         while True:
             try:
-                await workflow.execute_activity(
-                    "clear_in_erp",
+                await workflow.execute_activity_method(
+                    ErpActivities.clear_in_erp,
                     ErpClearingRequest(
                         invoice_number=self.invoice.number,
                         cleared_on=self._now().astimezone(self.zone).date(),
@@ -404,16 +404,15 @@ class InvoiceWorkflow(InvoicePlans):
                 await workflow.sleep(min(ERP_REJECTED_RETRY_AFTER * rejections, timedelta(days=1)))
                 await self._continue_as_new_if_due()
         self._record("cleared", "posted to the ERP")
-        if self.s.status == "paid":
+        if self.s.status == InvoiceStatus.PAID:
             try:
-                await workflow.execute_activity(
-                    "send_receipt",
+                await workflow.execute_activity_method(
+                    MessagingActivities.send_receipt,
                     ReceiptRequest(
                         invoice_number=self.invoice.number,
                         paid_at=self._now(),
                         idempotency_key=keys.receipt(self.invoice.number),
                     ),
-                    result_type=ReminderOutcome,
                     start_to_close_timeout=MESSAGE_TIMEOUT,
                     retry_policy=SERVICE_RETRY,
                 )
@@ -423,7 +422,7 @@ class InvoiceWorkflow(InvoicePlans):
                 # same, so the invoice closes and the timeline says what went wrong.
                 self._record("receipt_failed", activity_reason(err))
             async with self._ledger_turn():
-                await self._set_status("closed", "paid and cleared")
+                await self._set_status(InvoiceStatus.CLOSED, "paid and cleared")
         self._set_stage(Stage.CLOSED)
         self._record("closed", self.s.status)
         self._publish()
@@ -453,14 +452,13 @@ class InvoiceWorkflow(InvoicePlans):
         """Write the entries the ledger lacks (and the last one, whose count may have grown)."""
         first = max(self.s.timeline_saved - 1, 0)
         try:
-            await workflow.execute_activity(
-                "record_timeline",
+            await workflow.execute_activity_method(
+                LedgerActivities.record_timeline,
                 TimelineBatch(
                     invoice_number=self.invoice.number,
                     first_position=first,
                     entries=self.s.timeline[first:],
                 ),
-                result_type=int,
                 start_to_close_timeout=LEDGER_TIMEOUT,
                 retry_policy=SERVICE_RETRY,
             )

@@ -19,12 +19,14 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.ledger import LedgerActivities
     from activities.models import (
         CollectorTaskRequest,
         NoteRequest,
         ReminderRequest,
         TaskBreach,
     )
+    from vocabulary import MessageStatus
     from workflows import keys
     from workflows.models import (
         InvoiceState,
@@ -55,7 +57,7 @@ class InvoiceCollectorRequests(InvoicePayments):
         async with self._request(f"log a {note.kind} on") as request_id:
             if request_id is not None:
                 await self._ledger(
-                    "record_note",
+                    LedgerActivities.record_note,
                     NoteRequest(
                         invoice_number=self.invoice.number,
                         kind=note.kind.value,
@@ -63,7 +65,6 @@ class InvoiceCollectorRequests(InvoicePayments):
                         actor=note.actor,
                         idempotency_key=keys.note(self.invoice.number, request_id),
                     ),
-                    result_type=int,
                     caller_waits=True,
                 )
                 self._record(note.kind.value, note.text)
@@ -86,7 +87,7 @@ class InvoiceCollectorRequests(InvoicePayments):
             task_key = keys.manual_escalation(self.invoice.number, request_id)
             due_at = self._now() + escalation.sla
             await self._ledger(
-                "open_collector_task",
+                LedgerActivities.open_collector_task,
                 CollectorTaskRequest(
                     invoice_number=self.invoice.number,
                     queue=queue,
@@ -94,7 +95,6 @@ class InvoiceCollectorRequests(InvoicePayments):
                     due_at=due_at,
                     idempotency_key=task_key,
                 ),
-                result_type=int,
                 caller_waits=True,
             )
             if workflow.patched(MANUAL_ESCALATION_SLA):
@@ -149,13 +149,12 @@ class InvoiceCollectorRequests(InvoicePayments):
         self._record("escalation_sla_breached", "no collector outcome within the SLA")
         async with self._ledger_turn():
             await self._ledger(
-                "breach_collector_task",
+                LedgerActivities.breach_collector_task,
                 TaskBreach(
                     task_key=watch.task_key,
                     supervisor_queue=watch.supervisor_queue,
                     at=watch.due_at,
                 ),
-                result_type=bool,
             )
 
     @workflow.update
@@ -179,7 +178,7 @@ class InvoiceCollectorRequests(InvoicePayments):
                 self._record("message_failed", activity_reason(err), template=message.template)
                 return self.state()
             for result in outcome.results:
-                sent = result.status == "sent"
+                sent = result.status == MessageStatus.SENT
                 self._record(
                     "message" if sent else f"message_{result.status}",
                     f"by {message.actor}" if sent else result.reason or "",

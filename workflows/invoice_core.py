@@ -10,8 +10,9 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime, time, timedelta
-from typing import Any
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from temporalio import workflow
@@ -20,6 +21,9 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
+    from activities.coordination import CoordinationActivities
+    from activities.ledger import LedgerActivities
+    from activities.messaging import MessagingActivities
     from activities.models import (
         CollectorOutcome,
         CollectorTaskRequest,
@@ -28,13 +32,13 @@ with workflow.unsafe.imports_passed_through():
         ReminderDue,
         ReminderOutcome,
         ReminderRequest,
-        ReminderRequested,
         ReminderSent,
         StatusChange,
     )
     from policies.money import from_minor
     from policies.schedule import days_past_due
     from policies.schema import Step
+    from vocabulary import TERMINAL_STATUSES, InvoiceStatus, TaskOutcome
     from workflows import search_attributes as sa
     from workflows.models import (
         Closure,
@@ -45,6 +49,9 @@ with workflow.unsafe.imports_passed_through():
         TimelineEntry,
     )
 
+# A ledger activity's request and result, so `_ledger` returns what its activity does.
+Request = TypeVar("Request")
+Result = TypeVar("Result")
 
 LEDGER_TIMEOUT = timedelta(seconds=30)
 MESSAGE_TIMEOUT = timedelta(minutes=2)
@@ -63,7 +70,6 @@ ERP_REJECTED_RETRY_AFTER = timedelta(hours=6)
 HISTORY_EVENTS_BOUND = 2_000
 # How many recent request ids the workflow remembers; Temporal dedupes within a run as well.
 REMEMBERED_REQUESTS = 500
-TERMINAL_STATUSES = frozenset({"paid", "void", "written_off", "closed"})
 # Stages in which no reminder goes out until a message moves the invoice on.
 PAUSING_STAGES = frozenset(
     {
@@ -87,7 +93,10 @@ REPEATING_EVENTS = frozenset(
     }
 )
 # Where a run restarted from the ledger (`dunwise sync`) picks up, by ledger status.
-STAGE_FOR_LEDGER_STATUS = {"disputed": Stage.DISPUTED, "paused": Stage.STOPPED}
+STAGE_FOR_LEDGER_STATUS = {
+    InvoiceStatus.DISPUTED: Stage.DISPUTED,
+    InvoiceStatus.PAUSED: Stage.STOPPED,
+}
 # Changes that add commands to histories recorded before them (workflow.patched ids).
 PROMISE_AFTER_LAST_STEP = "promise-after-last-step"
 COLLECTOR_OUTCOME_IN_LEDGER = "collector-outcome-in-ledger"
@@ -103,6 +112,8 @@ CUSTOMER_COORDINATOR = "customer-coordinator"
 # The coordinator answers within its gathering window and a send; past this something is
 # wrong with it, and the invoice goes on (the timeline says so) rather than wait for good.
 COORDINATOR_ANSWER_TIMEOUT = timedelta(hours=1)
+# That wait lets its timer run out rather than cancel it: no CancelTimer in the history.
+COORDINATOR_WAIT_UNCANCELLED = "coordinator-wait-uncancelled"
 # Search attributes upserted only when they change: fewer commands than older histories hold.
 PUBLISH_CHANGES_ONLY = "publish-changes-only"
 # The time a collector has for the task a broken promise reopens.
@@ -133,6 +144,7 @@ class InvoiceCore:
     zone: ZoneInfo
     s: InvoiceProgress
     ledger_lock: asyncio.Lock
+    timers: set[asyncio.Task[None]]  # timers still running, never cancelled
 
     # ----------------------------------------------------------------- queries
 
@@ -177,7 +189,7 @@ class InvoiceCore:
         """A broken promise or plan puts the invoice back on a collector's worklist."""
         queue = self._policy_queue()
         await self._ledger(
-            "open_collector_task",
+            LedgerActivities.open_collector_task,
             CollectorTaskRequest(
                 invoice_number=self.invoice.number,
                 queue=queue,
@@ -185,16 +197,14 @@ class InvoiceCore:
                 due_at=self._now() + BROKEN_PROMISE_SLA,
                 idempotency_key=idempotency_key,
             ),
-            result_type=int,
         )
         self._record("task_reopened", f"{why}: queue {queue}")
 
     async def _send(self, request: ReminderRequest) -> ReminderOutcome:
         """The messaging activity: one message per channel, once per idempotency key."""
-        return await workflow.execute_activity(
-            "send_reminder",
+        return await workflow.execute_activity_method(
+            MessagingActivities.send_reminder,
             request,
-            result_type=ReminderOutcome,
             start_to_close_timeout=MESSAGE_TIMEOUT,
             retry_policy=SERVICE_RETRY,
         )
@@ -204,15 +214,14 @@ class InvoiceCore:
         with the customer's other invoices, and wait for its answer."""
         key = request.idempotency_key
         self.s.awaiting_reminder, self.s.reminder_answer = key, None
-        requested: ReminderRequested = await workflow.execute_activity(
-            "request_reminder",
+        requested = await workflow.execute_activity_method(
+            CoordinationActivities.request_reminder,
             ReminderDue(
                 reminder=request,
                 customer_id=self.invoice.customer_id,
                 customer_timezone=self.invoice.customer_timezone,
                 invoice_workflow_id=workflow.info().workflow_id,
             ),
-            result_type=ReminderRequested,
             start_to_close_timeout=MESSAGE_TIMEOUT,
             retry_policy=SERVICE_RETRY,
         )
@@ -220,18 +229,39 @@ class InvoiceCore:
             self.s.awaiting_reminder = None
             return requested.sent_alone
         try:
-            await workflow.wait_condition(
-                lambda: self.s.reminder_answer is not None, timeout=COORDINATOR_ANSWER_TIMEOUT
-            )
-        except TimeoutError:
-            raise CoordinatorRefused("no answer from the customer's coordinator") from None
+            answered = await self._coordinator_answered()
         finally:
             self.s.awaiting_reminder = None
+        if not answered:
+            raise CoordinatorRefused("no answer from the customer's coordinator")
         answer, self.s.reminder_answer = self.s.reminder_answer, None
         assert answer is not None
         if answer.outcome is None:
             raise CoordinatorRefused(answer.error or "the coordinator could not send it")
         return answer.outcome
+
+    async def _coordinator_answered(self) -> bool:
+        """Wait for the coordinator's answer; False if none came within its timeout."""
+        if not workflow.patched(COORDINATOR_WAIT_UNCANCELLED):
+            try:
+                await workflow.wait_condition(
+                    lambda: self.s.reminder_answer is not None, timeout=COORDINATOR_ANSWER_TIMEOUT
+                )
+            except TimeoutError:
+                return False
+            return True
+        timer = self._timer(COORDINATOR_ANSWER_TIMEOUT)
+        await workflow.wait_condition(lambda: self.s.reminder_answer is not None or timer.done())
+        return self.s.reminder_answer is not None
+
+    def _timer(self, delay: timedelta) -> asyncio.Task[None]:
+        """A timer that is never cancelled, only outlived: done once it has fired. (A
+        cancelled timer that fired meanwhile can strand the run on the time-skipping test
+        server.) It stays referenced until then."""
+        timer = asyncio.create_task(workflow.sleep(delay))
+        self.timers.add(timer)
+        timer.add_done_callback(self.timers.discard)
+        return timer
 
     @workflow.signal
     def reminder_sent(self, answer: ReminderSent) -> None:
@@ -239,11 +269,11 @@ class InvoiceCore:
             self.s.reminder_answer = answer
 
     async def _close_tasks(
-        self, outcome: str, note: str | None, actor: str, caller_waits: bool = False
+        self, outcome: TaskOutcome, note: str | None, actor: str, caller_waits: bool = False
     ) -> None:
         """The invoice's open collector tasks close with a collector's outcome."""
         await self._ledger(
-            "close_collector_tasks",
+            LedgerActivities.close_collector_tasks,
             CollectorOutcome(
                 invoice_number=self.invoice.number,
                 outcome=outcome,
@@ -251,7 +281,6 @@ class InvoiceCore:
                 actor=actor,
                 request_id=caller_request_id(),
             ),
-            result_type=int,
             caller_waits=caller_waits,
         )
 
@@ -300,10 +329,14 @@ class InvoiceCore:
         self._publish()
 
     async def _set_status(
-        self, status: str, reason: str | None, caller_waits: bool = False, actor: str = "system"
+        self,
+        status: InvoiceStatus,
+        reason: str | None,
+        caller_waits: bool = False,
+        actor: str = "system",
     ) -> None:
         balance = await self._ledger(
-            "set_status",
+            LedgerActivities.set_status,
             StatusChange(
                 invoice_number=self.invoice.number,
                 status=status,
@@ -318,22 +351,20 @@ class InvoiceCore:
 
     async def _ledger(
         self,
-        activity: str,
-        request: Any,
-        result_type: type = LedgerBalance,
+        activity: Callable[[LedgerActivities, Request], Result],
+        request: Request,
         *,
         caller_waits: bool = False,
-    ) -> Any:
+    ) -> Result:
         """A ledger activity. For a waiting caller each try is bounded and an outage is told
         in the timeline; the request stays open until the ledger answers, so its caller may
         stop waiting and ask again with the same request id (Temporal keeps an update's first
         outcome for its id, so a refusal here could never be retried)."""
         while True:
             try:
-                return await workflow.execute_activity(
+                return await workflow.execute_activity_method(
                     activity,
                     request,
-                    result_type=result_type,
                     start_to_close_timeout=LEDGER_TIMEOUT,
                     schedule_to_close_timeout=LEDGER_ATTEMPT if caller_waits else None,
                     retry_policy=SERVICE_RETRY,
@@ -344,7 +375,7 @@ class InvoiceCore:
                     raise ApplicationError(
                         activity_reason(err), type="LedgerRejected", non_retryable=True
                     ) from err
-            self._record("ledger_unavailable", f"{activity} waits for the ledger")
+            self._record("ledger_unavailable", f"{activity.__name__} waits for the ledger")
             await workflow.sleep(LEDGER_RETRY_AFTER)
 
     def _record(

@@ -15,6 +15,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from vocabulary import AWAITING_PAYMENT
     from workflows.models import (
         BalanceReopened,
         InvoiceState,
@@ -68,7 +69,7 @@ class InvoicePayments(InvoiceRequests):
     @workflow.signal
     def balance_reopened(self, change: BalanceReopened) -> None:
         self._record("payment_reversed", change.reason, amount_minor=change.amount_minor)
-        if self._settled() and change.status not in ("open", "disputed", "paused"):
+        if self._settled() and change.status not in AWAITING_PAYMENT:
             return
         self.s.balance_minor = change.balance_minor
         self.s.status = change.status

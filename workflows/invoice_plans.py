@@ -17,7 +17,9 @@ from datetime import date, datetime, time, timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from activities.ledger import LedgerActivities
     from activities.models import PaymentPlanEnd, PaymentPlanRecord, PlanOutcome
+    from vocabulary import InvoiceStatus, TaskOutcome
     from workflows import keys
     from workflows.models import InvoiceState, PaymentPlan, PaymentPlanOffer, Stage
 from workflows.invoice_collector import InvoiceCollectorRequests
@@ -46,12 +48,15 @@ class InvoicePlans(InvoiceCollectorRequests):
             )
             self._record("payment_plan", detail, amount_minor=self.s.balance_minor)
             await self._set_status(
-                "paused", f"payment plan of {len(installments)}", True, actor=offer.actor
+                InvoiceStatus.PAUSED,
+                f"payment plan of {len(installments)}",
+                True,
+                actor=offer.actor,
             )
             if workflow.patched(PLAN_IN_LEDGER):
                 self.s.plan.ledger_key = keys.payment_plan(self.invoice.number, request_id)
                 await self._ledger(
-                    "record_payment_plan",
+                    LedgerActivities.record_payment_plan,
                     PaymentPlanRecord(
                         invoice_number=self.invoice.number,
                         installments=installments,
@@ -59,11 +64,10 @@ class InvoicePlans(InvoiceCollectorRequests):
                         actor=offer.actor,
                         idempotency_key=self.s.plan.ledger_key,
                     ),
-                    result_type=int,
                     caller_waits=True,
                 )
             # The plan is the collector's outcome: the invoice's open tasks close with it.
-            await self._close_tasks("plan", offer.note, offer.actor, caller_waits=True)
+            await self._close_tasks(TaskOutcome.PLAN, offer.note, offer.actor, caller_waits=True)
         return self.state()
 
     @offer_plan.validator
@@ -102,7 +106,7 @@ class InvoicePlans(InvoiceCollectorRequests):
                     timeout=max(self._checked_at(installment.due_on) - self._now(), timedelta(0)),
                 )
                 # Paid off early, or taken elsewhere by a collector (who may have ended s.plan).
-                paid = self._settled() and s.status == "paid"
+                paid = self._settled() and s.status == InvoiceStatus.PAID
                 outcome = PlanOutcome.KEPT if paid else PlanOutcome.CANCELLED
                 await self._end_plan_in_ledger(plan, outcome)
                 return
@@ -137,7 +141,7 @@ class InvoicePlans(InvoiceCollectorRequests):
             await self._end_plan_in_ledger(self.s.plan, outcome)
         self.s.plan = None
         async with self._ledger_turn():
-            await self._set_status("open", "payment plan ended")
+            await self._set_status(InvoiceStatus.OPEN, "payment plan ended")
             if broken_on is not None:
                 await self._reopen_task(
                     keys.broken_plan(self.invoice.number, broken_on.isoformat()),
@@ -151,7 +155,6 @@ class InvoicePlans(InvoiceCollectorRequests):
         key, plan.ledger_key = plan.ledger_key, None
         async with self._ledger_turn():
             await self._ledger(
-                "end_payment_plan",
+                LedgerActivities.end_payment_plan,
                 PaymentPlanEnd(invoice_number=self.invoice.number, plan_key=key, outcome=outcome),
-                result_type=bool,
             )

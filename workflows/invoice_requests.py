@@ -19,10 +19,12 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.ledger import LedgerActivities
     from activities.models import (
         AdjustmentApplication,
         PaymentApplication,
     )
+    from vocabulary import COLLECTOR_ADJUSTMENTS, AdjustmentKind, InvoiceStatus, TaskOutcome
     from workflows import keys
     from workflows.models import (
         Adjustment,
@@ -56,7 +58,7 @@ class InvoiceRequests(InvoiceCore):
             if request_id is None:
                 return self.state()
             balance = await self._ledger(
-                "apply_payment",
+                LedgerActivities.apply_payment,
                 PaymentApplication(
                     invoice_number=self.invoice.number,
                     amount_minor=payment.amount_minor,
@@ -106,7 +108,7 @@ class InvoiceRequests(InvoiceCore):
             if request_id is None:
                 return self.state()
             balance = await self._ledger(
-                "apply_adjustment",
+                LedgerActivities.apply_adjustment,
                 AdjustmentApplication(
                     invoice_number=self.invoice.number,
                     kind=adjustment.kind,
@@ -126,11 +128,11 @@ class InvoiceRequests(InvoiceCore):
         if self._repeated_request():
             return
         self._require_open("adjust")
-        if adjustment.kind not in ("credit", "adjustment"):
+        if adjustment.kind not in COLLECTOR_ADJUSTMENTS:
             raise ValueError(
-                f"adjustment kind must be credit or adjustment, got {adjustment.kind!r}"
+                f"adjustment kind must be credit or adjustment, got '{adjustment.kind}'"
             )
-        if adjustment.kind == "credit" and adjustment.amount_minor >= 0:
+        if adjustment.kind == AdjustmentKind.CREDIT and adjustment.amount_minor >= 0:
             raise ValueError("a credit lowers the balance: its amount must be negative")
         if adjustment.amount_minor == 0:
             raise ValueError("adjustment amount must not be zero")
@@ -139,7 +141,7 @@ class InvoiceRequests(InvoiceCore):
 
     @workflow.update
     async def void(self, closure: Closure) -> InvoiceState:
-        return await self._close_out("void", closure)
+        return await self._close_out(AdjustmentKind.VOID, closure)
 
     @void.validator
     def _validate_void(self, closure: Closure) -> None:
@@ -152,7 +154,7 @@ class InvoiceRequests(InvoiceCore):
 
     @workflow.update
     async def write_off(self, closure: Closure) -> InvoiceState:
-        return await self._close_out("write_off", closure)
+        return await self._close_out(AdjustmentKind.WRITE_OFF, closure)
 
     @write_off.validator
     def _validate_write_off(self, closure: Closure) -> None:
@@ -163,13 +165,13 @@ class InvoiceRequests(InvoiceCore):
             raise ValueError("nothing to write off: the balance is zero")
         self._require_reason(closure)
 
-    async def _close_out(self, kind: str, closure: Closure) -> InvoiceState:
+    async def _close_out(self, kind: AdjustmentKind, closure: Closure) -> InvoiceState:
         async with self._request(kind.replace("_", " ")) as request_id:
             if request_id is None:
                 return self.state()
             amount = -self.s.balance_minor
             balance = await self._ledger(
-                "apply_adjustment",
+                LedgerActivities.apply_adjustment,
                 AdjustmentApplication(
                     invoice_number=self.invoice.number,
                     kind=kind,
@@ -208,11 +210,16 @@ class InvoiceRequests(InvoiceCore):
                 amount_minor=promise.amount_minor,
             )
             await self._set_status(
-                "paused", f"promise to pay by {promise.pay_by}", True, actor=promise.actor
+                InvoiceStatus.PAUSED,
+                f"promise to pay by {promise.pay_by}",
+                True,
+                actor=promise.actor,
             )
             if workflow.patched(PROMISE_CLOSES_TASK):
                 # The promise is the collector's outcome; a broken one reopens a task.
-                await self._close_tasks("promise", promise.note, promise.actor, caller_waits=True)
+                await self._close_tasks(
+                    TaskOutcome.PROMISE, promise.note, promise.actor, caller_waits=True
+                )
                 s.promise_closed_tasks = True
         return self.state()
 
@@ -295,7 +302,9 @@ class InvoiceRequests(InvoiceCore):
         self._record("dispute", dispute.reason)
         if self.invoice.policy.on_dispute == "pause":
             self._pause_for(Stage.DISPUTED)
-            await self._set_status("disputed", dispute.reason, caller_waits, actor=dispute.actor)
+            await self._set_status(
+                InvoiceStatus.DISPUTED, dispute.reason, caller_waits, actor=dispute.actor
+            )
 
     async def _resolve(self, resolution: Resolution, *, caller_waits: bool = False) -> None:
         if self._settled():
@@ -305,7 +314,7 @@ class InvoiceRequests(InvoiceCore):
             # The ledger first: the main loop wakes on the stage change and may send at once,
             # and the sending activity must not find the invoice still disputed.
             await self._reopen(resolution, caller_waits)
-            outcome = "stopped" if stopped else "resumed"
+            outcome = TaskOutcome.STOPPED if stopped else TaskOutcome.RESUMED
             await self._close_tasks(outcome, resolution.note, resolution.actor, caller_waits)
             self._end_pause(stopped, resolution)
             return
@@ -320,8 +329,10 @@ class InvoiceRequests(InvoiceCore):
         self._record("dunning_stopped" if stopped else "resumed", resolution.note or "")
 
     async def _reopen(self, resolution: Resolution, caller_waits: bool) -> None:
-        if self.s.status in ("disputed", "paused"):
-            await self._set_status("open", resolution.note, caller_waits, resolution.actor)
+        if self.s.status in (InvoiceStatus.DISPUTED, InvoiceStatus.PAUSED):
+            await self._set_status(
+                InvoiceStatus.OPEN, resolution.note, caller_waits, resolution.actor
+            )
 
     # ----------------------------------------------------------------- requests
 

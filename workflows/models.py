@@ -9,7 +9,8 @@ from pydantic import BaseModel, Field
 
 from activities.models import Installment, PlannedStep, ReminderSent, TimelineEntry
 from ledger.currencies import MAX_MINOR
-from policies.schema import Channel, Policy, Priority, Slug
+from policies.schema import Policy, Priority, Slug
+from vocabulary import AdjustmentKind, Channel, InvoiceStatus
 
 
 class InvoiceInput(BaseModel):
@@ -22,8 +23,9 @@ class InvoiceInput(BaseModel):
     issued_on: date
     due_on: date
     policy: Policy = Field(description="snapshot: an in-flight invoice keeps its policy")
-    status: str = Field(
-        "open", description="the ledger's status when the workflow starts (sync restarts)"
+    status: InvoiceStatus = Field(
+        InvoiceStatus.OPEN,
+        description="the ledger's status when the workflow starts (sync restarts)",
     )
     # What-if simulations of past dates run on a server whose clock starts today: the
     # workflow reads its clock as workflow.now() minus this offset. Zero in production.
@@ -91,7 +93,7 @@ class BalanceReopened(BaseModel):
     """The ledger took money back (a refund or chargeback): its new balance for the invoice."""
 
     balance_minor: int = Field(ge=0, le=MAX_MINOR)
-    status: str
+    status: InvoiceStatus
     amount_minor: int = Field(gt=0, le=MAX_MINOR)
     reason: str
 
@@ -157,7 +159,7 @@ class Adjustment(BaseModel):
     """A credit note (negative amount) or other adjustment to the balance."""
 
     amount_minor: int = Field(ge=-MAX_MINOR, le=MAX_MINOR)
-    kind: str = "credit"
+    kind: AdjustmentKind = AdjustmentKind.CREDIT  # a collector's: credit or adjustment
     reason: str
     actor: str = "system"
 
@@ -187,7 +189,7 @@ class InvoiceState(BaseModel):
     customer_id: str
     currency: str
     balance_minor: int
-    status: str
+    status: InvoiceStatus
     stage: Stage
     next_step_at: datetime | None = None
     paused_until: datetime | None = None
@@ -211,7 +213,7 @@ class SlaWatch(BaseModel):
 class InvoiceProgress(BaseModel):
     """Everything the invoice workflow knows; carried whole when it continues as new."""
 
-    status: str = "open"
+    status: InvoiceStatus = InvoiceStatus.OPEN
     stage: Stage = Stage.SCHEDULED
     stage_after_pause: Stage = Stage.SCHEDULED
     balance_minor: int
