@@ -1,13 +1,15 @@
 """What dunwise's embedded servers (Temporal, the local Stripe server) share as child
-processes: one per data folder, stopped within a grace period, their log's last word."""
+processes: one per data folder, started in a session of their own with their output in a log
+file there, stopped within a grace period, their log's last word."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import fcntl
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, ClassVar
 
 STOP_GRACE_SECONDS = 3.0
 
@@ -37,6 +39,62 @@ async def stop(process: asyncio.subprocess.Process | None) -> None:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         await process.wait()
+
+
+class ChildServer:
+    """A server run as a child process for one data folder. A subclass names its files, takes
+    the folder with `_lock_data_folder`, starts the process with `_spawn`; `close()` (also on
+    leaving `async with`) stops it and lets the folder go."""
+
+    lock_file: ClassVar[str]
+    log_file: ClassVar[str]
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._process: asyncio.subprocess.Process | None = None
+        self._lock: IO[str] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / self.log_file
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._stop_process()
+        if self._lock is not None:
+            self._lock.close()  # releases the lock
+            self._lock = None
+
+    def _lock_data_folder(self) -> bool:
+        """Take the data folder's lock; False when another process holds it."""
+        self._lock = lock_data_folder(self.data_dir, self.lock_file)
+        return self._lock is not None
+
+    async def _spawn(self, command: Sequence[str], **options: Any) -> None:
+        """Start the process in a session of its own (a terminal's Ctrl-C reaches the parent
+        only), its output appended to the log."""
+        with self.log_path.open("ab") as log:
+            self._process = await asyncio.create_subprocess_exec(
+                *command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                **options,
+            )
+
+    async def _stop_process(self) -> None:
+        process, self._process = self._process, None
+        await stop(process)
+
+    def _last_log_line(self) -> str:
+        return last_log_line(self.log_path)
 
 
 def last_log_line(log_path: Path) -> str:

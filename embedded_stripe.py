@@ -26,11 +26,10 @@ import contextlib
 import socket
 import sys
 from pathlib import Path
-from typing import IO
 
 import httpx
 
-from child_process import last_log_line, lock_data_folder, stop
+from child_process import ChildServer
 from payments.stripe_webhooks import WEBHOOK_EVENTS
 from settings import Settings
 
@@ -45,18 +44,20 @@ class EmbeddedStripeError(RuntimeError):
     """The local Stripe server cannot start or answer; the message says why."""
 
 
-class EmbeddedStripe:
+class EmbeddedStripe(ChildServer):
     """The data folder's localstripe server. Use as `async with EmbeddedStripe(settings,
     webhook_url) as stripe_server:`, then `stripe_server.settings_for(settings)`."""
+
+    lock_file = LOCK_FILE
+    log_file = LOG_FILE
 
     def __init__(self, settings: Settings, webhook_url: str) -> None:
         if not webhook_url.startswith(("http://", "https://")):
             raise ValueError(f"the Stripe webhook URL must be http(s)://...; got {webhook_url!r}")
+        super().__init__(settings.data_dir)
         self.settings = settings
         self.webhook_url = webhook_url
         self.port = 0
-        self._process: asyncio.subprocess.Process | None = None
-        self._lock: IO[str] | None = None
 
     @property
     def api_base(self) -> str:
@@ -65,14 +66,6 @@ class EmbeddedStripe:
     @property
     def js_url(self) -> str:
         return f"{self.api_base}/js.stripe.com/v3/"
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
-    @property
-    def log_path(self) -> Path:
-        return self.settings.data_dir / LOG_FILE
 
     @property
     def state_path(self) -> Path:
@@ -105,21 +98,10 @@ class EmbeddedStripe:
             raise
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        process, self._process = self._process, None
-        await stop(process)
-        if self._lock is not None:
-            self._lock.close()  # releases the lock
-            self._lock = None
-
     # ------------------------------------------------------------------ internals
 
     def _hold_data_folder(self) -> None:
-        self._lock = lock_data_folder(self.settings.data_dir, LOCK_FILE)
-        if self._lock is None:
+        if not self._lock_data_folder():
             raise EmbeddedStripeError(
                 f"another dunwise process runs the local Stripe server of "
                 f"{self.settings.data_dir}; a data folder has one at a time, so stop that one first"
@@ -148,15 +130,7 @@ class EmbeddedStripe:
             sys.executable, "-m", "payments.local_stripe_server",
             str(listener.fileno()), str(self.state_path.resolve()),
         ]  # fmt: skip
-        with self.log_path.open("ab") as log:
-            self._process = await asyncio.create_subprocess_exec(
-                *command,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                pass_fds=(listener.fileno(),),
-                start_new_session=True,
-            )
+        await self._spawn(command, pass_fds=(listener.fileno(),))
 
     async def _wait_until_ready(self) -> None:
         process = self._process
@@ -192,6 +166,3 @@ class EmbeddedStripe:
                 f"the local Stripe server did not take the webhook for {self.webhook_url} "
                 f"({refusal}); its log: {self.log_path}"
             )
-
-    def _last_log_line(self) -> str:
-        return last_log_line(self.log_path)

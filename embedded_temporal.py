@@ -20,12 +20,11 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import IO
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from child_process import last_log_line, lock_data_folder, stop
+from child_process import ChildServer
 from settings import Settings
 from workflows import search_attributes
 
@@ -84,14 +83,18 @@ def running_port(data_dir: Path) -> int | None:
         return None
 
 
-class EmbeddedServer:
+class EmbeddedServer(ChildServer):
     """The data folder's Temporal dev server, run as a child process.
 
     Use as `async with EmbeddedServer(settings) as server:`; `server.client` is connected to
     it. `wait()` returns when the process ends; `restart()` starts it again on the same ports.
     """
 
+    lock_file = LOCK_FILE
+    log_file = LOG_FILE
+
     def __init__(self, settings: Settings, *, pick_port: bool = False, ui: bool = True) -> None:
+        super().__init__(settings.data_dir)
         self.settings = settings
         self.pick_port = pick_port or settings.temporal_dev_port == 0
         self.want_ui = ui and settings.temporal_ui
@@ -99,12 +102,6 @@ class EmbeddedServer:
         self.ui_port: int | None = None
         self.notes: list[str] = []  # choices made on the user's behalf, to print
         self.client: Client | None = None
-        self._process: asyncio.subprocess.Process | None = None
-        self._lock: IO[str] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
 
     @property
     def returncode(self) -> int | None:
@@ -121,10 +118,6 @@ class EmbeddedServer:
             return f"was killed by {signal.Signals(-code).name}"
         return f"exited with status {code}"
 
-    @property
-    def log_path(self) -> Path:
-        return self.settings.data_dir / LOG_FILE
-
     async def __aenter__(self) -> EmbeddedServer:
         try:
             self._hold_data_folder()
@@ -134,9 +127,6 @@ class EmbeddedServer:
             await self.close()
             raise
         return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     async def wait(self) -> int:
         assert self._process is not None
@@ -154,17 +144,10 @@ class EmbeddedServer:
             self.notes.append("the Temporal UI port was taken meanwhile; the UI is off")
         await self._launch()
 
-    async def close(self) -> None:
-        await self._stop_process()
-        if self._lock is not None:
-            self._lock.close()  # releases the lock
-            self._lock = None
-
     # ------------------------------------------------------------------ internals
 
     def _hold_data_folder(self) -> None:
-        self._lock = lock_data_folder(self.settings.data_dir, LOCK_FILE)
-        if self._lock is None:
+        if not self._lock_data_folder():
             port = running_port(self.settings.data_dir)
             raise EmbeddedServerError(
                 f"another dunwise process runs the embedded Temporal server of "
@@ -228,14 +211,7 @@ class EmbeddedServer:
         return command
 
     async def _launch(self) -> None:
-        with self.log_path.open("ab") as log:
-            self._process = await asyncio.create_subprocess_exec(
-                *self._command(),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
+        await self._spawn(self._command())
         try:
             self.client = await asyncio.wait_for(self._connect_when_ready(), READY_TIMEOUT_SECONDS)
         except TimeoutError:
@@ -273,8 +249,5 @@ class EmbeddedServer:
                 return client
 
     async def _stop_process(self) -> None:
-        process, self._process, self.client = self._process, None, None
-        await stop(process)
-
-    def _last_log_line(self) -> str:
-        return last_log_line(self.log_path)
+        self.client = None
+        await super()._stop_process()

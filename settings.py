@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     temporal_address: str | None = None
     temporal_namespace: str = "default"
     temporal_task_queue: str = "dunwise"
+    # Workflows a worker keeps in memory (about 0.15 MB each). One evicted replays its history
+    # on its next event: when a burst of reminders wakes more invoices than this, each of them
+    # is replayed, so keep it above the invoices and customers that fall due together.
+    workflow_cache_size: int = Field(10_000, ge=0)
     temporal_api_key: SecretStr | None = None
     temporal_tls: bool = False
     temporal_dev_port: int = 7233  # of the embedded server; 0 picks a free port
@@ -47,6 +51,9 @@ class Settings(BaseSettings):
     # fsync outbox and journal files and keep SQLite fully synchronous. Only a scratch run
     # (a what-if simulation) turns this off.
     durable_writes: bool = True
+    # Re-import the workflow modules for every workflow run, so the sandbox also refuses a
+    # non-deterministic call made in them: on in the tests, off in a serving worker (see worker.py).
+    strict_workflow_sandbox: bool = False
 
     # Policies: the folder of YAML policies that imports choose from (default: the shipped ones).
     policy_dir: Path | None = None

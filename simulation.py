@@ -3,170 +3,40 @@
 Finance ops give a policy, invoices and (optionally) payments; the simulation imports them
 into a scratch ledger, runs every invoice workflow over N days of virtual time and returns
 every message, escalation and payment that would happen.
+
+The payments file is read by `simulation_inputs`; the events returned, and the timeline
+finance ops read, are `simulation_report`'s.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ValidationError, field_validator
-from pydantic_core import PydanticCustomError
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
-from activities.currency import format_money
 from invoices import invoice_input, start_invoice_workflow
 from ledger.currencies import currency_exponent
 from ledger.db import make_engine, session_scope
-from ledger.import_rows import ImportRejected, InvoiceRow, RowError
+from ledger.import_rows import ImportRejected, InvoiceRow
 from ledger.imports import import_invoices, read_invoice_rows
-from ledger.inputs import parse_amount, parse_date, positive_minor_units
 from ledger.migrate import upgrade
 from ledger.models import Invoice
 from policies.money import to_minor
 from policies.schema import Policy
 from settings import Settings
+from simulation_inputs import InputFileRejected, PaymentRow, read_payment_rows
+from simulation_report import SimulationEvent, SimulationResult, timeline_event
 from temporal_client import time_skipping_environment
 from worker import build_worker
 from workflows.invoice import InvoiceWorkflow
-from workflows.models import InvoiceState, PaymentReceived, Stage
+from workflows.models import PaymentReceived
 
 PAYMENT_LOCAL_TIME = time(12, 0)
 SKIP_STEP = timedelta(days=1)
 ZERO = timedelta(0)
-PAYMENT_COLUMNS = ("invoice_number", "paid_on", "amount")
-
-
-class InputFileRejected(ImportRejected):
-    """An input file of a simulation was refused: every problem, each named with the file.
-
-    `errors` are the RowErrors (row and field) as for any import; the text puts the path
-    before each, so the invoices file and the payments file cannot be told apart wrongly.
-    """
-
-    def __init__(self, path: Path, errors: Iterable[RowError]) -> None:
-        super().__init__(errors)
-        self.path = path
-        count = len(self.errors)
-        lines = "\n".join(f"{path}: {error}" for error in self.errors)
-        self.args = (f"{path} refused, {count} problem{'s' if count != 1 else ''}:\n{lines}",)
-
-
-class PaymentRow(BaseModel):
-    invoice_number: str
-    paid_on: date
-    amount: Decimal
-
-    @field_validator("paid_on", mode="before")
-    @classmethod
-    def _iso_date(cls, value: object) -> date:
-        try:
-            return parse_date(value)
-        except ValueError as err:
-            raise PydanticCustomError("payment_row", str(err)) from None
-
-    @field_validator("amount", mode="before")
-    @classmethod
-    def _plain_decimal(cls, value: object) -> Decimal:
-        try:
-            return parse_amount(value)
-        except ValueError as err:
-            raise PydanticCustomError("payment_row", str(err)) from None
-
-
-@dataclass(frozen=True)
-class SimulationEvent:
-    invoice: str
-    at: datetime  # in the customer's timezone
-    event: str
-    channel: str | None
-    template: str | None
-    detail: str
-    amount: str | None
-
-    def as_json(self) -> str:
-        record = asdict(self)
-        record["at"] = self.at.isoformat()
-        return json.dumps(record)
-
-
-@dataclass(frozen=True)
-class SimulationResult:
-    events: list[SimulationEvent]
-    final_states: list[InvoiceState]
-    outbox: Path
-
-
-def read_payment_rows(path: Path, invoices: dict[str, InvoiceRow]) -> list[PaymentRow]:
-    """Read `invoice_number,paid_on,amount`; every bad row is reported, none is dropped.
-
-    InputFileRejected names the file, and each problem its row (the header is row 1) and field.
-    """
-    errors: list[RowError] = []
-    payments: list[PaymentRow] = []
-    for line, record in _payment_records(path):
-        try:
-            payment = PaymentRow.model_validate(record)
-        except ValidationError as err:
-            for problem in err.errors():
-                field = ".".join(str(part) for part in problem["loc"]) or "row"
-                message = "missing or empty" if problem["type"] == "missing" else problem["msg"]
-                errors.append(RowError(line, field, message))
-            continue
-        invoice = invoices.get(payment.invoice_number)
-        if invoice is None:
-            errors.append(
-                RowError(line, "invoice_number", f"unknown invoice {payment.invoice_number}")
-            )
-            continue
-        try:
-            positive_minor_units(payment.amount, invoice.currency)
-        except ValueError as err:
-            errors.append(RowError(line, "amount", str(err)))
-            continue
-        payments.append(payment)
-    if errors:
-        raise InputFileRejected(path, errors)
-    return payments
-
-
-def _payment_records(path: Path) -> list[tuple[int, dict[str, str]]]:
-    """(line of the file, record) of every non-blank row, or InputFileRejected."""
-
-    def refused(row: int, field: str, message: str) -> InputFileRejected:
-        return InputFileRejected(path, [RowError(row, field, message)])
-
-    records: list[tuple[int, dict[str, str]]] = []
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            header = [name.strip().lower() for name in next(reader, [])]
-            if not any(header):
-                raise refused(0, "file", "the file is empty: expected a header row")
-            missing = [c for c in PAYMENT_COLUMNS if c not in header]
-            if missing:
-                raise InputFileRejected(
-                    path, [RowError(1, c, "column missing from the header") for c in missing]
-                )
-            last_line = reader.line_num
-            for values in reader:
-                line, last_line = last_line + 1, reader.line_num
-                if any(value.strip() for value in values):
-                    record = dict(zip(header, values, strict=False))
-                    records.append((line, {k: v.strip() for k, v in record.items() if v.strip()}))
-    except OSError as err:
-        raise refused(0, "file", f"cannot read {path.name}: {err.strerror or err}") from None
-    except UnicodeDecodeError:
-        raise refused(0, "file", f"{path.name} is not UTF-8 text") from None
-    except csv.Error as err:
-        raise refused(0, "file", f"{path.name} line {reader.line_num}: {err}") from None
-    return records
 
 
 async def simulate(
@@ -224,7 +94,7 @@ async def simulate(
     engine.dispose()
 
     events = [
-        _event(state.number, entry, by_number[state.number], state.currency)
+        timeline_event(state.number, entry, by_number[state.number], state.currency)
         for state in states
         for entry in state.timeline
         if entry.at <= end
@@ -320,51 +190,3 @@ class _Run:
                     amount=f"{currency} {payment.amount}",
                 )
             )
-
-
-def _event(number: str, entry, row: InvoiceRow, currency: str) -> SimulationEvent:
-    return SimulationEvent(
-        invoice=number,
-        at=entry.at.astimezone(ZoneInfo(row.timezone)).replace(second=0, microsecond=0),
-        event=entry.event,
-        channel=entry.channel,
-        template=entry.template,
-        detail=entry.detail,
-        amount=format_money(entry.amount_minor, currency)
-        if entry.amount_minor is not None
-        else None,
-    )
-
-
-def format_timeline(result: SimulationResult) -> str:
-    """A readable, day-by-day timeline for finance ops, with a summary."""
-    lines: list[str] = []
-    current_day: date | None = None
-    for event in result.events:
-        day = event.at.date()
-        if day != current_day:
-            lines.append("")
-            lines.append(day.strftime("%a %Y-%m-%d"))
-            current_day = day
-        what = event.event.replace("_", " ")
-        if event.channel:
-            what += f" by {event.channel}"
-        if event.template:
-            what += f" ({event.template})"
-        extra = " ".join(part for part in (event.amount, event.detail) if part)
-        lines.append(f"  {event.at:%H:%M %Z}  {event.invoice:<14} {what:<38} {extra}".rstrip())
-    lines.append("")
-    lines.append(_summary(result))
-    return "\n".join(lines).lstrip("\n")
-
-
-def _summary(result: SimulationResult) -> str:
-    counts: dict[str, int] = {}
-    for event in result.events:
-        key = event.event + (f" by {event.channel}" if event.channel else "")
-        counts[key] = counts.get(key, 0) + 1
-    open_states = [s for s in result.final_states if s.stage != Stage.CLOSED]
-    parts = [f"{len(result.final_states)} invoices"]
-    parts += [f"{count} {key.replace('_', ' ')}" for key, count in sorted(counts.items())]
-    parts.append(f"{len(open_states)} still open")
-    return "Summary: " + ", ".join(parts) + f"\nRendered messages: {result.outbox}"

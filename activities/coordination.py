@@ -16,6 +16,7 @@ from datetime import UTC, timedelta
 
 import sqlalchemy as sa
 from sqlmodel import select
+from sqlmodel.sql.expression import SelectOfScalar
 from temporalio import activity
 from temporalio.client import Client
 
@@ -64,14 +65,7 @@ class CoordinationActivities:
         """Whether the customer has no open invoice but this one: nothing to gather or limit."""
         with session_scope(self._engine) as session:
             others = session.exec(
-                select(Invoice.number)
-                .where(
-                    Invoice.customer_id == due.customer_id,
-                    Invoice.status == InvoiceStatus.OPEN,
-                    Invoice.balance_minor > 0,
-                    Invoice.number != due.reminder.invoice_number,
-                )
-                .limit(1)
+                _reminded(due.customer_id, Invoice.number != due.reminder.invoice_number).limit(1)
             ).first()
         return others is None
 
@@ -94,14 +88,23 @@ class CoordinationActivities:
             if self._settings.message_group_window_seconds <= 0:
                 return group, []
             siblings = session.exec(
-                select(Invoice.number).where(
-                    Invoice.customer_id == invoice.customer_id,
+                _reminded(
+                    invoice.customer_id,
                     Invoice.due_on == invoice.due_on,
                     Invoice.currency == invoice.currency,
                     Invoice.policy_name == invoice.policy_name,
                     Invoice.policy_version == invoice.policy_version,
-                    Invoice.status == InvoiceStatus.OPEN,
-                    Invoice.balance_minor > 0,
                 )
             ).all()
             return group, sorted(set(siblings) | {invoice.number})
+
+
+def _reminded(customer_id: str, *where: sa.ColumnElement[bool]) -> SelectOfScalar[str]:
+    """The numbers of the customer's invoices that reminders go out for (open, with a balance),
+    narrowed by `where`."""
+    return select(Invoice.number).where(
+        Invoice.customer_id == customer_id,
+        Invoice.status == InvoiceStatus.OPEN,
+        Invoice.balance_minor > 0,
+        *where,
+    )

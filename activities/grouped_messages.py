@@ -21,25 +21,18 @@ from __future__ import annotations
 import hashlib
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session
 from temporalio import activity
 
 from activities.ledger import invoice_in_ledger
-from activities.messaging import (
-    FINAL,
-    SENDING,
-    SUPPRESSED,
-    MessagingActivities,
-    _Job,
-    _new_row,
-    _ReadyToSend,
-    _result_of,
-    _suppression_reason,
-    check_reminder,
-)
+from activities.message_content import ReadyToSend, render_group
+from activities.message_jobs import MessageJob, check_reminder, reminder_job, suppression_reason
+from activities.message_rows import new_row, result_of, row_by_key
+from activities.messaging import MessagingActivities
 from activities.models import ChannelResult, GroupedOutcome, GroupedReminder, ReminderOutcome
 from ledger.db import session_scope
 from ledger.models import Customer, Message
+from vocabulary import FINAL_MESSAGE_STATUSES, MessageStatus
 
 
 class GroupedMessagingActivities(MessagingActivities):
@@ -51,15 +44,7 @@ class GroupedMessagingActivities(MessagingActivities):
         channels = dict.fromkeys(c for r in req.reminders for c in r.channels)
         for channel in channels:
             jobs = [
-                _Job(
-                    invoice_number=r.invoice_number,
-                    template=r.template,
-                    channel=channel,
-                    key=f"{r.idempotency_key}:{channel}",
-                    as_of=r.scheduled_for,
-                    is_receipt=False,
-                    step_index=r.step_index,
-                )
+                reminder_job(r, channel)
                 for r in sorted(req.reminders, key=lambda r: r.invoice_number)
                 if channel in r.channels
             ]
@@ -74,7 +59,7 @@ class GroupedMessagingActivities(MessagingActivities):
             outcomes={key: ReminderOutcome(results=found) for key, found in results.items()}
         )
 
-    def _send_together(self, jobs: list[_Job]) -> dict[str, ChannelResult]:
+    def _send_together(self, jobs: list[MessageJob]) -> dict[str, ChannelResult]:
         try:
             results, leader = self._tie(jobs)
         except IntegrityError:
@@ -82,27 +67,29 @@ class GroupedMessagingActivities(MessagingActivities):
             results, leader = self._tie(jobs)
         if leader is not None:
             job, ready = leader
-            self._deliver_and_finish(job, ready)
+            self._outbox.deliver_and_finish(job, ready)
             with session_scope(self._engine) as session:
                 for job in jobs:
                     if job.key not in results:
-                        results[job.key] = _result_of(_row(session, job.key))
+                        results[job.key] = result_of(row_by_key(session, job.key))
         return results
 
-    def _tie(self, jobs: list[_Job]) -> tuple[dict[str, ChannelResult], tuple | None]:
+    def _tie(
+        self, jobs: list[MessageJob]
+    ) -> tuple[dict[str, ChannelResult], tuple[MessageJob, ReadyToSend] | None]:
         """Record every reminder's row; tie the ones to send to one delivering row, render."""
         results: dict[str, ChannelResult] = {}
         with session_scope(self._engine) as session:
-            live: list[tuple[_Job, Message]] = []
+            live: list[tuple[MessageJob, Message]] = []
             for job in jobs:
-                row = _row(session, job.key)
-                if row is not None and row.status in FINAL:
-                    results[job.key] = _result_of(row)
+                row = row_by_key(session, job.key)
+                if row is not None and row.status in FINAL_MESSAGE_STATUSES:
+                    results[job.key] = result_of(row)
                     continue
                 if row is None:
                     row = self._new_or_suppressed(session, job)
-                    if row.status == SUPPRESSED:
-                        results[job.key] = _result_of(row)
+                    if row.status == MessageStatus.SUPPRESSED:
+                        results[job.key] = result_of(row)
                         continue
                 live.append((job, row))
             if not live:
@@ -115,38 +102,34 @@ class GroupedMessagingActivities(MessagingActivities):
                 row.sent_with_id, row.group_key = leader.id, group_key
                 session.add(row)
             session.flush()
-            ready: _ReadyToSend = self._render_group(session, leader, leading_job)
+            ready = render_group(session, self._settings, leader, leading_job)
         return results, (leading_job, ready)
 
-    def _new_or_suppressed(self, session: Session, job: _Job) -> Message:
+    def _new_or_suppressed(self, session: Session, job: MessageJob) -> Message:
         invoice = invoice_in_ledger(session, job.invoice_number)
         customer = session.get(Customer, invoice.customer_id)
         assert customer is not None, f"customer of invoice {invoice.number} is in the ledger"
         recipient = customer.email if job.channel == "email" else customer.phone
-        row = _new_row(job, invoice, recipient)
-        reason = _suppression_reason(invoice, customer, job, [])
+        row = new_row(job, invoice, recipient)
+        reason = suppression_reason(invoice, customer, job, [])
         if reason is not None:
-            row.status, row.reason = SUPPRESSED, reason
+            row.status, row.reason = MessageStatus.SUPPRESSED, reason
         else:
-            row.status = SENDING
+            row.status = MessageStatus.SENDING
         session.add(row)
         session.flush()
         return row
 
-    def _suppress_all(self, jobs: list[_Job], reason: str) -> dict[str, ChannelResult]:
+    def _suppress_all(self, jobs: list[MessageJob], reason: str) -> dict[str, ChannelResult]:
         results: dict[str, ChannelResult] = {}
         with session_scope(self._engine) as session:
             for job in jobs:
-                row = _row(session, job.key)
+                row = row_by_key(session, job.key)
                 if row is None:
                     invoice = invoice_in_ledger(session, job.invoice_number)
-                    row = _new_row(job, invoice, None)
-                    row.status, row.reason = SUPPRESSED, reason
+                    row = new_row(job, invoice, None)
+                    row.status, row.reason = MessageStatus.SUPPRESSED, reason
                     session.add(row)
                     session.flush()
-                results[job.key] = _result_of(row)
+                results[job.key] = result_of(row)
         return results
-
-
-def _row(session: Session, key: str) -> Message | None:
-    return session.exec(select(Message).where(Message.idempotency_key == key)).first()

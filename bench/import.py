@@ -33,7 +33,6 @@ if os.path.abspath(sys.path[0] or os.curdir) == os.path.dirname(os.path.abspath(
 import argparse
 import asyncio
 import contextlib
-import json
 import random
 import signal
 import tempfile
@@ -48,13 +47,13 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
-from bench.baseline_workflow import BaselineWorkflow, Shape, noop
+from bench.baseline_workflow import BASELINE_RUNNER, BaselineWorkflow, Shape, noop
+from bench.harness import arguments, measure
 from commands.importing import START_CONCURRENCY, ImportTimes, import_invoices_file
 from embedded_temporal import free_port
 from ledger.csv_safety import SpreadsheetSafeWriter
 from ledger.migrate import upgrade
 from settings import Settings
-from worker import WORKFLOW_RUNNER
 
 CUSTOMERS = 300
 WARMUP = 50  # untimed starts of each kind before the timed ones
@@ -196,7 +195,7 @@ async def serve_baseline_worker(address: str) -> None:
         client,
         task_queue=BASELINE_QUEUE,
         workflows=[BaselineWorkflow],
-        workflow_runner=WORKFLOW_RUNNER,
+        workflow_runner=BASELINE_RUNNER,
         activities=[noop],
         activity_executor=ThreadPoolExecutor(max_workers=4),
     ):
@@ -327,9 +326,8 @@ def report(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__)
     parser.add_argument("--invoices", type=int, default=10_000, help="invoices (and no-op starts)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--baseline-worker", metavar="ADDRESS", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_worker:
@@ -337,8 +335,7 @@ def main() -> None:
         return
     if args.invoices < 1:
         parser.error("--invoices must be at least 1")
-    result = asyncio.run(bench(args.invoices))
-    print(json.dumps(result, indent=2) if args.json else report(result))
+    result = measure(bench(args.invoices), args.json, report)
     expected = args.invoices + WARMUP
     if result["running"] != {"invoices": expected, "baseline": expected}:
         sys.exit(f"not every workflow runs: {result['running']}, expected {expected} of each")

@@ -17,12 +17,9 @@ throughput that dunwise keeps.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -32,26 +29,21 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
-from baseline_workflow import TIMER, BaselineWorkflow, Shape, noop
-from console import stdout_to_stderr
+from baseline_workflow import BASELINE_RUNNER, TIMER, BaselineWorkflow, Shape, noop
+from harness import arguments, measure, scratch_stack, start_dev_server
 from sqlmodel import func, select
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from invoices import invoice_input, start_invoice_workflow
-from ledger.db import make_engine, session_scope
-from ledger.migrate import upgrade
+from ledger.db import session_scope
 from ledger.models import Customer, Invoice, InvoiceStatus
 from policies.loader import load_policy
 from policies.schedule import build_schedule
 from policies.schema import Policy
 from settings import Settings
-from temporal_client import installed_binary
-from worker import WORKFLOW_RUNNER, build_worker
-from workflows import search_attributes
+from worker import build_worker
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import PaymentReceived
 
@@ -217,7 +209,7 @@ def baseline_worker(client: Client, task_queue: str) -> Worker:
         client,
         task_queue=task_queue,
         workflows=[BaselineWorkflow],
-        workflow_runner=WORKFLOW_RUNNER,
+        workflow_runner=BASELINE_RUNNER,
         activities=[noop],
         activity_executor=ThreadPoolExecutor(max_workers=MAX_CONCURRENT_ACTIVITIES),
         max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
@@ -228,58 +220,40 @@ def baseline_worker(client: Client, task_queue: str) -> Worker:
 
 
 async def bench(invoices: int, concurrency: int, warmup: int) -> dict:
-    with tempfile.TemporaryDirectory(prefix="dunwise-bench-") as scratch:
-        folder = Path(scratch)
-        # Measured as production runs: durable ledger and outbox writes.
-        settings = Settings.scratch(folder, task_queue="bench-dunwise").model_copy(
-            update={"durable_writes": True}
-        )
-        upgrade(settings.effective_database_url)
-        engine = make_engine(settings.effective_database_url)
-        with stdout_to_stderr():
-            env = await WorkflowEnvironment.start_local(
-                data_converter=pydantic_data_converter,
-                search_attributes=search_attributes.ALL,
-                dev_server_existing_path=installed_binary("temporal"),
-                dev_server_log_level="error",
-                ui=False,
-            )
-        try:
-            async with env:
-                dunwise = Dunwise(env.client, settings, engine, load_policy(STANDARD_POLICY))
-                async with build_worker(env.client, settings, engine):
-                    # Warm-up runs load the sandbox and fill caches; they are not timed.
-                    await run_all(warmup, concurrency, lambda i: dunwise.invoice(f"W{i:06d}"))
-                    handles: dict[int, WorkflowHandle] = {}
+    with scratch_stack("dunwise-bench-", "bench-dunwise") as (settings, engine):
+        async with await start_dev_server() as env:
+            dunwise = Dunwise(env.client, settings, engine, load_policy(STANDARD_POLICY))
+            async with build_worker(env.client, settings, engine):
+                # Warm-up runs load the sandbox and fill caches; they are not timed.
+                await run_all(warmup, concurrency, lambda i: dunwise.invoice(f"W{i:06d}"))
+                handles: dict[int, WorkflowHandle] = {}
 
-                    async def one_invoice(index: int) -> None:
-                        handles[index] = await dunwise.invoice(f"B{index:06d}")
+                async def one_invoice(index: int) -> None:
+                    handles[index] = await dunwise.invoice(f"B{index:06d}")
 
-                    real = await run_all(invoices, concurrency, one_invoice)
-                # Histories differ only where the update lands before the first task or after.
-                shapes: Counter[tuple[Shape, tuple[str, ...]]] = Counter()
-                lengths: list[int] = []
-                for handle in handles.values():
-                    shape, names, length = await history_shape(handle)
-                    shapes[(shape, tuple(names))] += 1
-                    lengths.append(length)
-                (shape, names), same_shape = shapes.most_common(1)[0]
+                real = await run_all(invoices, concurrency, one_invoice)
+            # Histories differ only where the update lands before the first task or after.
+            shapes: Counter[tuple[Shape, tuple[str, ...]]] = Counter()
+            lengths: list[int] = []
+            for handle in handles.values():
+                shape, names, length = await history_shape(handle)
+                shapes[(shape, tuple(names))] += 1
+                lengths.append(length)
+            (shape, names), same_shape = shapes.most_common(1)[0]
 
-                queue = "bench-baseline"
-                async with baseline_worker(env.client, queue):
-                    await run_all(
-                        warmup,
-                        concurrency,
-                        lambda i: baseline_workflow(env.client, queue, shape, f"warmup-{i}"),
-                    )
-                    baseline = await run_all(
-                        invoices,
-                        concurrency,
-                        lambda i: baseline_workflow(env.client, queue, shape, str(i)),
-                    )
-            check = ledger_check(engine, settings)
-        finally:
-            engine.dispose()
+            queue = "bench-baseline"
+            async with baseline_worker(env.client, queue):
+                await run_all(
+                    warmup,
+                    concurrency,
+                    lambda i: baseline_workflow(env.client, queue, shape, f"warmup-{i}"),
+                )
+                baseline = await run_all(
+                    invoices,
+                    concurrency,
+                    lambda i: baseline_workflow(env.client, queue, shape, str(i)),
+                )
+        check = ledger_check(engine, settings)
     return {
         "invoices": invoices,
         "concurrency": concurrency,
@@ -328,16 +302,14 @@ def report(result: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__)
     parser.add_argument("--invoices", type=int, default=200, help="invoices (and baseline runs)")
     parser.add_argument("--concurrency", type=int, default=50, help="lifecycles in flight at once")
     parser.add_argument("--warmup", type=int, default=10, help="untimed runs of each before")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     if args.invoices < 1 or args.concurrency < 1 or args.warmup < 0:
         parser.error("--invoices and --concurrency must be at least 1, --warmup at least 0")
-    result = asyncio.run(bench(args.invoices, args.concurrency, args.warmup))
-    print(json.dumps(result, indent=2) if args.json else report(result))
+    result = measure(bench(args.invoices, args.concurrency, args.warmup), args.json, report)
     ledger = result["ledger"]
     expected = args.invoices + args.warmup
     if not ledger["closed"] == ledger["erp_journal_lines"] == ledger["receipt_emails"] == expected:

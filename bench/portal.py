@@ -31,7 +31,6 @@ import sys
 if os.path.abspath(sys.path[0] or os.curdir) == os.path.dirname(os.path.abspath(__file__)):
     sys.path.insert(0, os.path.dirname(sys.path.pop(0)))
 
-import argparse
 import asyncio
 import contextlib
 import hashlib
@@ -39,7 +38,6 @@ import hmac
 import json
 import math
 import socket
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
@@ -51,27 +49,21 @@ import uvicorn
 from fastapi import FastAPI
 from sqlmodel import select
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from bench.baseline_workflow import BaselineWorkflow, Shape
-from bench.console import stdout_to_stderr
-from commands.web import _bind as bind_like_web_app
-from commands.web import serving_web
+from bench.baseline_workflow import BASELINE_RUNNER, BaselineWorkflow, Shape
+from bench.harness import arguments, measure, scratch_stack, start_dev_server
+from commands.web import listening_socket, serving_web
 from invoices import invoice_input, start_invoice_workflow
 from ledger import checkout_events, checkouts
-from ledger.db import make_engine, session_scope
-from ledger.migrate import upgrade
+from ledger.db import session_scope
 from ledger.models import Customer, Invoice, InvoiceStatus, Message, PaymentMethodKind
 from paylinks import make_pay_token
 from payments.stripe_webhooks import StripeEventKind
 from policies.loader import load_policy
 from settings import Settings
-from temporal_client import installed_binary
 from vocabulary import MessageStatus
-from worker import WORKFLOW_RUNNER, build_worker
-from workflows import search_attributes
+from worker import build_worker
 from workflows.invoice import InvoiceWorkflow
 
 STANDARD_POLICY = Path(__file__).resolve().parent.parent / "policies" / "standard.yaml"
@@ -316,7 +308,7 @@ async def baseline_updates(client: Client, count: int) -> dict[str, object]:
     """Round trips of an update that returns at once, each on a running no-op workflow."""
     queue = "bench-portal-baseline"
     async with Worker(
-        client, task_queue=queue, workflows=[BaselineWorkflow], workflow_runner=WORKFLOW_RUNNER
+        client, task_queue=queue, workflows=[BaselineWorkflow], workflow_runner=BASELINE_RUNNER
     ):
         shape = Shape(timers_fired=0, timers_canceled=0, activities=0)
         handles = [
@@ -344,60 +336,43 @@ async def baseline_updates(client: Client, count: int) -> dict[str, object]:
 
 
 async def bench(invoices: int, requests: int, payments: int) -> dict:
-    with tempfile.TemporaryDirectory(prefix="dunwise-bench-portal-") as scratch:
-        settings = Settings.scratch(Path(scratch), task_queue="bench-portal").model_copy(
-            update={"durable_writes": True, "web_port": 0, "local_stripe_port": 0}
-        )
-        upgrade(settings.effective_database_url)
-        engine = make_engine(settings.effective_database_url)
+    stack = scratch_stack("dunwise-bench-portal-", "bench-portal", web_port=0, local_stripe_port=0)
+    with stack as (settings, engine):
         payable = add_customer(engine, invoices, WARMUP_PAYMENTS + payments)
-        with stdout_to_stderr():
-            env = await WorkflowEnvironment.start_local(
-                data_converter=pydantic_data_converter,
-                search_attributes=search_attributes.ALL,
-                dev_server_existing_path=installed_binary("temporal"),
-                dev_server_log_level="error",
-                ui=False,
-            )
-        try:
-            async with env, build_worker(env.client, settings, engine):
-                await start_workflows(env.client, settings, payable)
+        async with await start_dev_server() as env, build_worker(env.client, settings, engine):
+            await start_workflows(env.client, settings, payable)
 
-                async def connect() -> Client:
-                    return env.client
+            async def connect() -> Client:
+                return env.client
 
-                async with (
-                    serving_web(settings, engine, connect) as web,
-                    serving_baseline(uvicorn_socket()) as ping_url,
-                    serving_baseline(bind_like_web_app("127.0.0.1", 0)) as ping_web_socket_url,
-                    httpx.AsyncClient(base_url=web.url, timeout=60.0, trust_env=False) as http,
-                ):
-                    token = make_pay_token(settings, CUSTOMER, [payable[0].number])
-                    account = (await http.get(f"/api/portal/{token}")).json()
-                    if len(account["invoices"]) != invoices:
-                        raise RuntimeError(f"the portal lists {len(account['invoices'])} invoices")
-                    pages = {
-                        "page": await timed_gets(http, f"{web.url}/pay/{token}", requests),
-                        "api": await timed_gets(http, f"{web.url}/api/portal/{token}", requests),
-                        "baseline": await timed_gets(http, ping_url, requests),
-                        "baseline_web_socket": await timed_gets(
-                            http, ping_web_socket_url, requests
-                        ),
-                    }
-                    paying = Payments(settings, engine, http)
-                    answered, done = [], []
-                    for index, invoice in enumerate(payable):
-                        webhook, whole = await paying.pay(invoice)
-                        if index >= WARMUP_PAYMENTS:
-                            answered.append(webhook)
-                            done.append(whole)
-                    paid = {
-                        "webhook_answered": summary(answered),
-                        "paid_cleared_receipted": summary(done),
-                        "baseline": await baseline_updates(env.client, payments),
-                    }
-        finally:
-            engine.dispose()
+            async with (
+                serving_web(settings, engine, connect) as web,
+                serving_baseline(uvicorn_socket()) as ping_url,
+                serving_baseline(listening_socket("127.0.0.1", 0)) as ping_web_socket_url,
+                httpx.AsyncClient(base_url=web.url, timeout=60.0, trust_env=False) as http,
+            ):
+                token = make_pay_token(settings, CUSTOMER, [payable[0].number])
+                account = (await http.get(f"/api/portal/{token}")).json()
+                if len(account["invoices"]) != invoices:
+                    raise RuntimeError(f"the portal lists {len(account['invoices'])} invoices")
+                pages = {
+                    "page": await timed_gets(http, f"{web.url}/pay/{token}", requests),
+                    "api": await timed_gets(http, f"{web.url}/api/portal/{token}", requests),
+                    "baseline": await timed_gets(http, ping_url, requests),
+                    "baseline_web_socket": await timed_gets(http, ping_web_socket_url, requests),
+                }
+                paying = Payments(settings, engine, http)
+                answered, done = [], []
+                for index, invoice in enumerate(payable):
+                    webhook, whole = await paying.pay(invoice)
+                    if index >= WARMUP_PAYMENTS:
+                        answered.append(webhook)
+                        done.append(whole)
+                paid = {
+                    "webhook_answered": summary(answered),
+                    "paid_cleared_receipted": summary(done),
+                    "baseline": await baseline_updates(env.client, payments),
+                }
     return {
         "machine": machine(),
         "invoices": invoices,
@@ -454,11 +429,10 @@ def report(result: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__)
     parser.add_argument("--invoices", type=int, default=1000, help="open invoices of the customer")
     parser.add_argument("--requests", type=int, default=300, help="timed GETs of each kind")
     parser.add_argument("--payments", type=int, default=100, help="timed webhook payments")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     if args.requests < 1 or args.payments < 1:
         parser.error("--requests and --payments must be at least 1")
@@ -467,8 +441,7 @@ def main() -> None:
             f"--invoices must be at least --payments + {WARMUP_PAYMENTS} (the warm-up "
             "payments): each payment pays one of the customer's invoices"
         )
-    result = asyncio.run(bench(args.invoices, args.requests, args.payments))
-    print(json.dumps(result, indent=2) if args.json else report(result))
+    measure(bench(args.invoices, args.requests, args.payments), args.json, report)
 
 
 if __name__ == "__main__":

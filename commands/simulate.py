@@ -17,7 +17,8 @@ import demo_data
 from commands.progress import draws_on, progress
 from policies.loader import SHIPPED_POLICIES, load_policy
 from settings import Settings
-from simulation import format_timeline, simulate
+from simulation import simulate
+from simulation_report import format_timeline
 
 
 async def simulate_command(args: argparse.Namespace) -> None:

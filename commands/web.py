@@ -42,7 +42,8 @@ class WebApp:
     settings: Settings  # as the web app uses them (the local Stripe server's address)
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The web app's listening socket, bound and non-blocking; a taken port is a CommandError."""
     # With its protocol named, asyncio turns Nagle's algorithm off on accepted connections;
     # without it every small response waits ~40 ms for the client's delayed ACK.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -65,7 +66,7 @@ async def serving_web(
     settings: Settings, engine: sa.Engine, connect: Callable[[], Awaitable[Client]]
 ) -> AsyncIterator[WebApp]:
     """The web app (and the local Stripe server when no key is set), until the block ends."""
-    sock = _bind(settings.web_host, settings.web_port)
+    sock = listening_socket(settings.web_host, settings.web_port)
     port = sock.getsockname()[1]
     url = f"http://{settings.web_host}:{port}"
     async with contextlib.AsyncExitStack() as stack:

@@ -31,6 +31,9 @@ from ledger.models import (
     PaymentAllocation,
 )
 
+# Past payments an account lists, newest first.
+HISTORY_LIMIT = 50
+
 
 class AgingBucket(StrEnum):
     CURRENT = "current"  # not yet due
@@ -117,7 +120,7 @@ class UnknownCustomer(LedgerError):
 
 
 def customer_account(
-    session: Session, customer_id: str, today: date, history_limit: int = 50
+    session: Session, customer_id: str, today: date, history_limit: int = HISTORY_LIMIT
 ) -> CustomerAccount:
     """Everything the payer's account page shows, as of `today` (the customer's date)."""
     customer = session.get(Customer, customer_id)

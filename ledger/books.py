@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from ledger.currencies import CURRENCY_EXPONENTS
 from ledger.models import (
@@ -72,6 +73,7 @@ class IdempotencyConflict(LedgerError):
 
 _Keyed = TypeVar("_Keyed", Payment, Adjustment, CollectorTask)
 _Result = TypeVar("_Result")
+_Row = TypeVar("_Row")
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -85,29 +87,41 @@ def get_balance(session: Session, invoice_number: str) -> LedgerBalance:
 
 def balance_of(session: Session, invoice: Invoice) -> LedgerBalance:
     """The balance of an invoice already loaded, as `get_balance` answers it."""
-    credit = session.scalar(
-        sa.select(sa.func.coalesce(sa.func.sum(CustomerCredit.amount_minor), 0)).where(
-            CustomerCredit.customer_id == invoice.customer_id,
-            CustomerCredit.currency == invoice.currency,
-        )
-    )
     return LedgerBalance(
         invoice_number=invoice.number,
         currency=invoice.currency,
         total_minor=invoice.total_minor,
         balance_minor=invoice.balance_minor,
         status=str(invoice.status),
-        customer_credit_minor=int(credit or 0),
+        customer_credit_minor=available_credit(session, invoice.customer_id, invoice.currency),
     )
 
 
-def load_invoice(session: Session, number: str, *, for_update: bool = False) -> Invoice:
-    statement = select(Invoice).where(Invoice.number == number)
+def available_credit(session: Session, customer_id: str, currency: str) -> int:
+    """The credit the customer holds in the currency."""
+    total = session.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(CustomerCredit.amount_minor), 0)).where(
+            CustomerCredit.customer_id == customer_id, CustomerCredit.currency == currency
+        )
+    )
+    return int(total or 0)
+
+
+def first_row(
+    session: Session, statement: SelectOfScalar[_Row], *, for_update: bool
+) -> _Row | None:
+    """The statement's first row; with `for_update`, locked and read afresh. The row lock makes
+    concurrent changes to one row queue up on PostgreSQL; SQLite's BEGIN IMMEDIATE
+    (ledger.db) already serializes writers."""
     if for_update:
-        # Row lock on PostgreSQL so concurrent changes to one invoice queue up; SQLite's
-        # BEGIN IMMEDIATE (ledger.db) already serializes writers.
         statement = statement.with_for_update().execution_options(populate_existing=True)
-    invoice = session.exec(statement).first()
+    return session.exec(statement).first()
+
+
+def load_invoice(session: Session, number: str, *, for_update: bool = False) -> Invoice:
+    invoice = first_row(
+        session, select(Invoice).where(Invoice.number == number), for_update=for_update
+    )
     if invoice is None:
         raise UnknownInvoice(f"invoice {number!r} does not exist")
     return invoice

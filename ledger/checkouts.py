@@ -30,6 +30,8 @@ from ledger.books import (
     AWAITING_PAYMENT,
     IdempotencyConflict,
     LedgerError,
+    available_credit,
+    first_row,
     money_text,
     record_audit,
 )
@@ -39,7 +41,6 @@ from ledger.models import (
     CheckoutItem,
     CheckoutStatus,
     Customer,
-    CustomerCredit,
     Invoice,
     PaymentMethodKind,
     ShortPayReason,
@@ -321,23 +322,11 @@ def get_checkout(session: Session, customer_id: str, checkout_id: int) -> Checko
     return checkout
 
 
-def available_credit(session: Session, customer_id: str, currency: str) -> int:
-    total = session.scalar(
-        sa.select(sa.func.coalesce(sa.func.sum(CustomerCredit.amount_minor), 0)).where(
-            CustomerCredit.customer_id == customer_id, CustomerCredit.currency == currency
-        )
-    )
-    return int(total or 0)
-
-
 def load_checkout(session: Session, checkout_id: int) -> Checkout:
     """The checkout, locked for the rest of the transaction (PostgreSQL), freshly read."""
-    checkout = session.exec(
-        select(Checkout)
-        .where(Checkout.id == checkout_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).first()
+    checkout = first_row(
+        session, select(Checkout).where(Checkout.id == checkout_id), for_update=True
+    )
     if checkout is None:
         raise UnknownCheckout(f"checkout {checkout_id} does not exist")
     return checkout

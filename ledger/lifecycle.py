@@ -123,7 +123,17 @@ def open_collector_task(session: Session, req: CollectorTaskRequest) -> int:
                 "due_at": req.due_at.isoformat(),
             },
         )
-        assign_new_task(session, task, invoice)
+        # One open task per invoice: the others give way to this one, the most recent first.
+        superseded = close_open_tasks(
+            session,
+            invoice,
+            TaskOutcome.SUPERSEDED.value,
+            "system",
+            sparing=task,
+            detail={"superseded_by": task.id},
+        )
+        session.flush()  # round robin counts the open tasks
+        assign_new_task(session, task, invoice, superseded[0] if superseded else None)
         return int(task.id)
 
     def repeat(task: CollectorTask) -> int:
@@ -146,30 +156,47 @@ def close_collector_tasks(session: Session, req: CollectorOutcome) -> int:
     if not req.outcome.strip():
         raise LedgerError(f"invoice {req.invoice_number}: a collector outcome must be named")
     invoice = load_invoice(session, req.invoice_number, for_update=True)
-    return _close_tasks(session, invoice, req.outcome, req.actor, req.note, req.request_id)
+    closed = close_open_tasks(
+        session,
+        invoice,
+        req.outcome,
+        req.actor,
+        note=req.note,
+        detail=_with_request_id({}, req.request_id),
+    )
+    return len(closed)
 
 
 def close_tasks_if_settled(session: Session, invoice: Invoice, actor: str) -> None:
     # Nothing is left to collect on a paid, void or written-off invoice.
     if invoice.status in TERMINAL_STATUSES:
-        _close_tasks(session, invoice, TaskOutcome(invoice.status), actor)
+        close_open_tasks(session, invoice, TaskOutcome(invoice.status), actor)
 
 
-def _close_tasks(
+def close_open_tasks(
     session: Session,
     invoice: Invoice,
     outcome: str,
     actor: str,
+    *,
     note: str | None = None,
-    request_id: str | None = None,
-) -> int:
+    sparing: CollectorTask | None = None,
+    detail: dict[str, Any] | None = None,
+) -> list[CollectorTask]:
+    """Close the invoice's open collector tasks, all but `sparing`, with the outcome; each gets
+    its `collector_task_closed` audit event, with `detail` added. The tasks closed, the most
+    recent first."""
+    statement = select(CollectorTask).where(
+        CollectorTask.invoice_id == invoice.id, CollectorTask.status == TaskStatus.OPEN
+    )
+    if sparing is not None:
+        statement = statement.where(CollectorTask.id != sparing.id)
     tasks = session.exec(
-        select(CollectorTask).where(
-            CollectorTask.invoice_id == invoice.id, CollectorTask.status == TaskStatus.OPEN
-        )
+        statement.order_by(CollectorTask.created_at.desc(), CollectorTask.id.desc())
     ).all()
+    now = utcnow()
     for task in tasks:
-        task.status, task.outcome, task.closed_at = TaskStatus.CLOSED.value, outcome[:32], utcnow()
+        task.status, task.outcome, task.closed_at = TaskStatus.CLOSED.value, outcome[:32], now
         if note:
             task.note = note[:2000]
         session.add(task)
@@ -178,9 +205,9 @@ def _close_tasks(
             actor,
             "collector_task_closed",
             invoice.id,
-            _with_request_id({"task_id": task.id, "outcome": outcome, "note": note}, request_id),
+            {"task_id": task.id, "outcome": outcome, "note": note, **(detail or {})},
         )
-    return len(tasks)
+    return list(tasks)
 
 
 def _with_request_id(detail: dict[str, Any], request_id: str | None) -> dict[str, Any]:

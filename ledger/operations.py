@@ -61,6 +61,28 @@ def credit_key(request_key: str) -> str:
     return f"{request_key}:credit"
 
 
+def leave_credit(
+    session: Session,
+    customer_id: str,
+    currency: str,
+    amount_minor: int,
+    source: str,
+    request_key: str,
+    payment_id: int | None = None,
+) -> None:
+    """What a request leaves over becomes the customer's credit, keyed `credit_key(request key)`."""
+    session.add(
+        CustomerCredit(
+            customer_id=customer_id,
+            currency=currency,
+            amount_minor=amount_minor,
+            source=source,
+            payment_id=payment_id,
+            idempotency_key=credit_key(request_key),
+        )
+    )
+
+
 def _check_not_final(invoice: Invoice, doing: str) -> None:
     if invoice.status in FINAL_STATUSES:
         raise InvoiceClosed(f"invoice {invoice.number} is {invoice.status}: cannot {doing}")
@@ -130,15 +152,14 @@ def apply_payment(session: Session, req: PaymentApplication) -> LedgerBalance:
                 )
             )
         if excess:
-            session.add(
-                CustomerCredit(
-                    customer_id=invoice.customer_id,
-                    currency=req.currency,
-                    amount_minor=excess,
-                    source="overpayment",
-                    payment_id=payment.id,
-                    idempotency_key=credit_key(req.idempotency_key),
-                )
+            leave_credit(
+                session,
+                invoice.customer_id,
+                req.currency,
+                excess,
+                "overpayment",
+                req.idempotency_key,
+                payment.id,
             )
         invoice.balance_minor = balance_before - allocated
         _settle_status(invoice)
@@ -238,14 +259,13 @@ def apply_adjustment(session: Session, req: AdjustmentApplication) -> LedgerBala
         session.add(adjustment)
         session.flush()
         if credit:
-            session.add(
-                CustomerCredit(
-                    customer_id=invoice.customer_id,
-                    currency=invoice.currency,
-                    amount_minor=credit,
-                    source="credit_note",
-                    idempotency_key=credit_key(req.idempotency_key),
-                )
+            leave_credit(
+                session,
+                invoice.customer_id,
+                invoice.currency,
+                credit,
+                "credit_note",
+                req.idempotency_key,
             )
         if balance_before + change > MAX_MINOR:
             raise InvalidAmount(

@@ -22,13 +22,14 @@ from ledger.books import (
     InvalidAmount,
     InvoiceClosed,
     LedgerError,
+    available_credit,
     balance_of,
     load_invoice,
     money_text,
     record_audit,
     write_once,
 )
-from ledger.checkouts import NOTE_MAX_LENGTH, available_credit, checkout_items, load_checkout
+from ledger.checkouts import NOTE_MAX_LENGTH, checkout_items, load_checkout
 from ledger.currencies import MAX_MINOR, UnknownCurrency, currency_exponent
 from ledger.lifecycle import open_collector_task
 from ledger.models import (
@@ -36,14 +37,13 @@ from ledger.models import (
     CheckoutItem,
     CheckoutStatus,
     Customer,
-    CustomerCredit,
     Invoice,
     InvoiceStatus,
     Payment,
     PaymentMethodKind,
     utcnow,
 )
-from ledger.operations import credit_key
+from ledger.operations import leave_credit
 from ledger.requests import CollectorTaskRequest, LedgerBalance
 from vocabulary import AdjustmentKind
 
@@ -94,15 +94,14 @@ def credit_unapplied_payment(
         )
         session.add(payment)
         session.flush()
-        session.add(
-            CustomerCredit(
-                customer_id=customer_id,
-                currency=currency,
-                amount_minor=amount_minor,
-                source="unapplied_payment",
-                payment_id=payment.id,
-                idempotency_key=credit_key(idempotency_key),
-            )
+        leave_credit(
+            session,
+            customer_id,
+            currency,
+            amount_minor,
+            "unapplied_payment",
+            idempotency_key,
+            payment.id,
         )
         record_audit(
             session,

@@ -23,7 +23,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from ledger.books import LedgerError, record_audit
+from ledger.books import LedgerError, first_row, record_audit
 from ledger.models import AppUser, Customer, QueueMember, Role
 from ledger.users import UserError, find_user, normalize_email
 from policies.schema import Slug
@@ -242,10 +242,9 @@ def _member_ids(session: Session, queue: str) -> set[int]:
 
 
 def _customer(session: Session, customer_id: str, *, for_update: bool = False) -> Customer:
-    statement = select(Customer).where(Customer.id == customer_id)
-    if for_update:
-        statement = statement.with_for_update().execution_options(populate_existing=True)
-    customer = session.exec(statement).first()
+    customer = first_row(
+        session, select(Customer).where(Customer.id == customer_id), for_update=for_update
+    )
     if customer is None:
         raise RoutingError(f"customer {customer_id!r} does not exist")
     return customer

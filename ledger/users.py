@@ -1,4 +1,5 @@
-"""Console users: passwords, one-time codes, API keys and login sessions.
+"""Console users: passwords, one-time codes and API keys. Their login sessions are
+`ledger.console_sessions`.
 
 Invariants:
 
@@ -16,7 +17,6 @@ Invariants:
   are refused, whatever the password, and are not counted.
 - A one-time code is accepted for its time step at most once: a code seen on the wire cannot
   log in again.
-- A console session ends `SESSION_LIFETIME` after login, or at logout.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from datetime import datetime, timedelta
 from functools import cache
 
 import pyotp
-import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from email_validator import EmailNotValidError, validate_email
@@ -37,7 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from ledger.books import record_audit
-from ledger.models import ApiKey, AppUser, ConsoleSession, Role, utcnow
+from ledger.models import ApiKey, AppUser, Role, utcnow
 
 HASHER = PasswordHasher()  # argon2id with the library's default (recommended) parameters
 MIN_PASSWORD = 12
@@ -46,7 +45,6 @@ MAX_PASSWORD = 1024
 MAX_EMAIL = 128
 MAX_FAILED_LOGINS = 5
 LOCKOUT = timedelta(minutes=15)
-SESSION_LIFETIME = timedelta(hours=12)
 TOTP_WINDOW = 1  # steps (of 30 s) accepted either side of now, for clocks a little apart
 # Writing `last_used_at` on every API call would make each call a write; once a minute will do.
 LAST_USED_PRECISION = timedelta(minutes=1)
@@ -252,7 +250,7 @@ def create_api_key(session: Session, email: str, *, actor: str = "operator") -> 
         raise UserError(f"user {user.email} is disabled: no new API keys for them")
     prefix = secrets.token_hex(4)
     key = f"dw_{prefix}_{secrets.token_hex(32)}"
-    session.add(ApiKey(user_id=user.id, prefix=prefix, key_hash=_sha256(key)))
+    session.add(ApiKey(user_id=user.id, prefix=prefix, key_hash=secret_digest(key)))
     session.flush()
     record_audit(
         session,
@@ -269,7 +267,7 @@ def user_for_api_key(session: Session, key: str, *, now: datetime | None = None)
     match = API_KEY_PATTERN.fullmatch(key)
     if match is None:
         return None
-    digest = _sha256(key)
+    digest = secret_digest(key)
     for api_key in session.exec(select(ApiKey).where(ApiKey.prefix == match[1])):
         if hmac.compare_digest(api_key.key_hash, digest):
             break
@@ -309,7 +307,8 @@ def revoke_api_key(
     return list(keys)
 
 
-def _sha256(value: str) -> str:
+def secret_digest(value: str) -> str:
+    """How an API key or a session cookie is kept: the SHA-256 of the whole value."""
     return hashlib.sha256(value.encode()).hexdigest()
 
 
@@ -318,54 +317,3 @@ def _user_named(session: Session, email: str) -> AppUser:
     if user is None:
         raise UnknownUser(f"no user {email.strip()!r} in the ledger")
     return user
-
-
-# --- console sessions ----------------------------------------------------------------------
-
-
-def open_session(session: Session, user: AppUser, now: datetime) -> tuple[str, str]:
-    """A new console session: (cookie value, CSRF token for its forms). The user's expired
-    sessions are cleared on the way."""
-    cookie_value = secrets.token_urlsafe(32)
-    csrf_token = secrets.token_urlsafe(32)
-    session.exec(
-        sa.delete(ConsoleSession).where(
-            ConsoleSession.user_id == user.id, ConsoleSession.expires_at <= now
-        )
-    )
-    session.add(
-        ConsoleSession(
-            token_hash=_sha256(cookie_value),
-            user_id=user.id,
-            csrf_token=csrf_token,
-            created_at=now,
-            expires_at=now + SESSION_LIFETIME,
-        )
-    )
-    session.flush()
-    return cookie_value, csrf_token
-
-
-def session_user(
-    session: Session, cookie_value: str | None, now: datetime
-) -> tuple[AppUser, str] | None:
-    """(user, CSRF token) of a live session; None when unknown, expired or the user disabled."""
-    if not cookie_value:
-        return None
-    row = session.exec(
-        select(ConsoleSession).where(ConsoleSession.token_hash == _sha256(cookie_value))
-    ).first()
-    if row is None or now >= row.expires_at:
-        return None
-    user = session.get(AppUser, row.user_id)
-    if user is None or user.disabled:
-        return None
-    return user, row.csrf_token
-
-
-def close_session(session: Session, cookie_value: str | None) -> None:
-    """End the session of this cookie (logout); nothing happens for an unknown one."""
-    if cookie_value:
-        session.exec(
-            sa.delete(ConsoleSession).where(ConsoleSession.token_hash == _sha256(cookie_value))
-        )

@@ -1,5 +1,9 @@
 """The dunning policy language: pydantic models for the YAML that finance ops write.
 
+This module holds the policy document: the policy, whom it applies to, its calendar and send
+window, and the promise-to-pay rule. The steps are `policies.steps`; the field types (slugs,
+offsets, durations, amounts) and the bounds are `policies.fields`.
+
 Every model forbids unknown keys, so a typo is an error rather than a silently ignored
 setting. Policies travel inside Temporal workflow inputs, so each field's JSON form
 validates back to an equal value; nothing here reads the clock or does I/O on import.
@@ -18,19 +22,13 @@ from __future__ import annotations
 
 import re
 from datetime import time, timedelta
-from decimal import ROUND_HALF_UP, Decimal, localcontext
-from typing import Annotated, Any, Literal
+from decimal import Decimal
+from typing import Any, Literal
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
     GetJsonSchemaHandler,
-    PlainSerializer,
     ValidationError,
-    WithJsonSchema,
     field_validator,
     model_serializer,
     model_validator,
@@ -38,174 +36,32 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
 
-from ledger.currencies import MAX_AMOUNT_IN_EVERY_CURRENCY
 from policies.calendars import canonical_holiday_code, load_zone
-from policies.money import to_minor
+from policies.fields import (
+    CUSTOMER_TIMEZONE,
+    MAX_HOLIDAYS_CODE_LENGTH,
+    MAX_SEGMENTS,
+    MAX_STEPS,
+    MAX_VERSION,
+    MAX_ZONE_LENGTH,
+    Duration,
+    NonNegativeAmount,
+    PolicyModel,
+    Slug,
+    format_offset,
+    refuse_duplicates,
+    shown,
+)
 from policies.priorities import PRIORITIES as PRIORITIES
 from policies.priorities import Priority as Priority
+from policies.steps import Step
 from vocabulary import Channel as Channel
 
-CUSTOMER_TIMEZONE = "customer"
-MAX_OFFSET_DAYS = 3650  # ten years: anything longer is a typo, and keeps dates in range
-MAX_DURATION = timedelta(days=MAX_OFFSET_DAYS)
-MAX_SLUG_LENGTH = 64  # policy_name and the like are 64 characters in the ledger
-MAX_VERSION = 2**31 - 1  # invoice.policy_version is a 32-bit column
-MAX_STEPS = 100
-MAX_SEGMENTS = 100
-MAX_ZONE_LENGTH = 64
-MAX_HOLIDAYS_CODE_LENGTH = 16
-_MAX_NUMBER_DIGITS = 9  # in an offset or duration; the bounds above need at most 7
-_SHOWN_LENGTH = 40
-
-_SLUG = r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$"
-_OFFSET = re.compile(r"([+-]?)([0-9]+)d")
-_DURATION = re.compile(r"([0-9]+)([dhm])")
-_DURATION_UNITS = {"d": timedelta(days=1), "h": timedelta(hours=1), "m": timedelta(minutes=1)}
 _WINDOW = re.compile(r"([0-9]{1,2}):([0-9]{2})\s*-\s*([0-9]{1,2}):([0-9]{2})")
-
-OFFSET_MESSAGE = "offset must look like -3d, 0d or +7d"
-DURATION_MESSAGE = "duration must look like 2d, 12h or 30m"
 WINDOW_MESSAGE = "send window must look like 09:00-17:00"
 
 
-# --- field types -------------------------------------------------------------------------
-
-
-def shown(value: object) -> str:
-    """`value` as repr() for a message, cut short if long."""
-    text = repr(value)
-    return text if len(text) <= _SHOWN_LENGTH else f"{text[:_SHOWN_LENGTH]}..."
-
-
-def _check_slug(value: str) -> str:
-    if len(value) > MAX_SLUG_LENGTH:
-        raise ValueError(f"{shown(value)} is longer than {MAX_SLUG_LENGTH} characters")
-    if not re.fullmatch(_SLUG, value):
-        raise ValueError(
-            f"{shown(value)} is not a slug: use lowercase letters, digits, '-' or '_' "
-            "(like due_today or mid-market)"
-        )
-    return value
-
-
-Slug = Annotated[
-    str,
-    AfterValidator(_check_slug),
-    WithJsonSchema({"type": "string", "pattern": _SLUG, "maxLength": MAX_SLUG_LENGTH}),
-]
-
-
-def _parse_offset(value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        days = value
-    elif (
-        isinstance(value, str)
-        and (match := _OFFSET.fullmatch(value.strip()))
-        and len(match[2]) <= _MAX_NUMBER_DIGITS
-    ):
-        sign, digits = match.groups()
-        days = -int(digits) if sign == "-" else int(digits)
-    else:
-        raise ValueError(f"{OFFSET_MESSAGE}, not {shown(value)}")
-    if abs(days) > MAX_OFFSET_DAYS:
-        raise ValueError(
-            f"offset {shown(value)} is more than {MAX_OFFSET_DAYS} days from the due date"
-        )
-    return days
-
-
-DayOffset = Annotated[
-    int,
-    BeforeValidator(_parse_offset),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "integer"},
-                {"type": "string", "pattern": r"^[+-]?\d+d$"},
-            ],
-            "description": "days from the due date: -3d before, 0d on, +7d after",
-        }
-    ),
-]
-
-
-def _parse_duration(value: Any) -> timedelta:
-    if isinstance(value, timedelta):
-        duration = value
-    elif isinstance(value, str) and (match := _DURATION.fullmatch(value.strip())):
-        # Bounded before multiplying: 99999999999d is beyond what a timedelta holds.
-        if len(match[1]) > _MAX_NUMBER_DIGITS:
-            raise ValueError(
-                f"duration {shown(value)} is longer than {MAX_OFFSET_DAYS} days (ten years)"
-            )
-        duration = int(match[1]) * _DURATION_UNITS[match[2]]
-    else:
-        raise ValueError(f"{DURATION_MESSAGE}, not {shown(value)}")
-    if duration < timedelta(0) or duration % timedelta(minutes=1):
-        raise ValueError(f"{DURATION_MESSAGE}: a whole, non-negative number of minutes")
-    if duration > MAX_DURATION:
-        raise ValueError(
-            f"duration {shown(value) if isinstance(value, str) else duration} is longer than "
-            f"{MAX_OFFSET_DAYS} days (ten years)"
-        )
-    return duration
-
-
-def _format_duration(value: timedelta) -> str:
-    # The largest unit that is exact, so "2d" stays "2d" and 36h stays "36h".
-    for unit in ("d", "h", "m"):
-        count, rest = divmod(value, _DURATION_UNITS[unit])
-        if not rest:
-            return f"{count}{unit}"
-    raise ValueError(f"{value} is not a whole number of minutes")  # refused on input
-
-
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(_parse_duration),
-    PlainSerializer(_format_duration, return_type=str, when_used="json"),
-    WithJsonSchema({"type": "string", "pattern": r"^\d+[dhm]$"}),
-]
-
-
-def _refuse_float(value: Any) -> Any:
-    if isinstance(value, float):
-        raise ValueError(
-            f'write amounts as quoted decimal strings like "{value}": floats are inexact'
-        )
-    return value
-
-
-def _within_money_limit(value: Decimal) -> Decimal:
-    # A policy does not know its invoices' currency: the bound holds in all of them.
-    if value > MAX_AMOUNT_IN_EVERY_CURRENCY:
-        text = str(value)
-        text = text if len(text) <= _SHOWN_LENGTH else f"{text[:_SHOWN_LENGTH]}..."
-        raise ValueError(
-            f"{text} is more than the largest amount the ledger holds in every currency "
-            f"({MAX_AMOUNT_IN_EVERY_CURRENCY})"
-        )
-    return value
-
-
-# Bounds come before the float check so they show in the JSON Schema.
-NonNegativeAmount = Annotated[
-    Decimal, Field(ge=0), BeforeValidator(_refuse_float), AfterValidator(_within_money_limit)
-]
-PositiveAmount = Annotated[
-    Decimal, Field(gt=0), BeforeValidator(_refuse_float), AfterValidator(_within_money_limit)
-]
-Percent = Annotated[Decimal, Field(gt=0, le=100), BeforeValidator(_refuse_float)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# --- models ------------------------------------------------------------------------------
-
-
-class SendWindow(_Model):
+class SendWindow(PolicyModel):
     """Local hours in which messages may go out; written "09:00-17:00"."""
 
     start: time
@@ -255,7 +111,7 @@ def _default_window() -> SendWindow:
     return SendWindow(start=time(9), end=time(17))
 
 
-class AppliesTo(_Model):
+class AppliesTo(PolicyModel):
     """Which invoices a policy is for."""
 
     segments: list[Slug] = Field(
@@ -270,11 +126,11 @@ class AppliesTo(_Model):
     @field_validator("segments")
     @classmethod
     def _unique_segments(cls, segments: list[str]) -> list[str]:
-        _refuse_duplicates(segments, "segment")
+        refuse_duplicates(segments, "segment")
         return segments
 
 
-class Calendar(_Model):
+class Calendar(PolicyModel):
     """When messages may go out."""
 
     timezone: str = Field(
@@ -311,76 +167,7 @@ class Calendar(_Model):
         return self
 
 
-class LateFee(_Model):
-    """A fee added to the balance when the step runs: a percentage or a fixed amount."""
-
-    percent: Percent | None = Field(None, description="percent of the balance")
-    fixed: PositiveAmount | None = Field(None, description='amount in major units, like "25.00"')
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> LateFee:
-        if (self.percent is None) == (self.fixed is None):
-            raise ValueError("a late fee needs exactly one of percent or fixed")
-        return self
-
-
-class Escalation(_Model):
-    """Hand the invoice to a human collector."""
-
-    @property
-    def breach_queue(self) -> str:
-        return self.supervisor_queue or f"{self.queue}-supervisor"
-
-    queue: Slug
-    supervisor_queue: Slug | None = Field(
-        None, description="where a task past its SLA moves; default <queue>-supervisor"
-    )
-    priority: Priority = "normal"
-    sla: Duration = Field(
-        timedelta(days=2),
-        description="time the collector has to act, like 2d or 12h",
-        json_schema_extra={"default": "2d"},
-    )
-
-    @field_validator("sla")
-    @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
-            raise ValueError("sla must be longer than zero")
-        return value
-
-
-class Step(_Model):
-    """One step of the dunning sequence: send a reminder, escalate, or both."""
-
-    at: DayOffset
-    channels: list[Channel] = Field(default_factory=list)
-    template: Slug | None = Field(None, description="message template name")
-    late_fee: LateFee | None = None
-    escalate: Escalation | None = None
-
-    @field_validator("channels")
-    @classmethod
-    def _unique_channels(cls, channels: list[str]) -> list[str]:
-        _refuse_duplicates(channels, "channel")
-        return channels
-
-    @model_validator(mode="after")
-    def _does_something(self) -> Step:
-        if self.channels and self.template is None:
-            raise ValueError("a step with channels needs a template")
-        if self.template is not None and not self.channels:
-            raise ValueError("a step with a template needs channels")
-        if not self.sends and self.escalate is None:
-            raise ValueError("a step must send (channels and template) or escalate")
-        return self
-
-    @property
-    def sends(self) -> bool:
-        return bool(self.channels) and self.template is not None
-
-
-class PromiseToPayRule(_Model):
+class PromiseToPayRule(PolicyModel):
     """What happens after a customer promises to pay."""
 
     grace: Duration = Field(
@@ -390,7 +177,7 @@ class PromiseToPayRule(_Model):
     )
 
 
-class Policy(_Model):
+class Policy(PolicyModel):
     """A dunning policy: the reminder steps for an invoice, relative to its due date."""
 
     name: Slug
@@ -411,7 +198,7 @@ class Policy(_Model):
                     "steps_order",
                     "steps must be in increasing order of `at`: "
                     "{at} is not after the step before ({previous})",
-                    {"at": _format_offset(step.at), "previous": _format_offset(before.at)},
+                    {"at": format_offset(step.at), "previous": format_offset(before.at)},
                 ),
                 loc=(index, "at"),
                 input=step.at,
@@ -422,31 +209,3 @@ class Policy(_Model):
         if errors:
             raise ValidationError.from_exception_data("steps", errors)
         return steps
-
-
-def _format_offset(days: int) -> str:
-    return f"{days:+d}d" if days else "0d"
-
-
-def _refuse_duplicates(items: list[str], what: str) -> None:
-    seen: set[str] = set()
-    for item in items:
-        if item in seen:
-            raise ValueError(f"{what} {item!r} is listed twice")
-        seen.add(item)
-
-
-# --- money ---------------------------------------------------------------------------------
-
-
-def late_fee_minor(fee: LateFee, balance_minor: int, currency_exponent: int = 2) -> int:
-    """The fee in minor units: a percentage of the balance rounded half-up, or the fixed amount."""
-    if fee.fixed is not None:
-        return to_minor(fee.fixed, currency_exponent)
-    if balance_minor <= 0:
-        return 0
-    assert fee.percent is not None  # guaranteed by LateFee's validator
-    with localcontext() as ctx:
-        ctx.prec = 100  # exact for any realistic balance and percentage
-        exact = Decimal(balance_minor) * fee.percent / 100
-    return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))

@@ -25,9 +25,10 @@ from fastapi.responses import RedirectResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from ledger.console_sessions import close_session, open_session
 from ledger.db import session_scope
 from ledger.models import Role, utcnow
-from ledger.users import LoginRefused, authenticate, close_session, open_session
+from ledger.users import LoginRefused, authenticate
 from portal.auth import (
     CONSOLE_HOME,
     LOGIN_PATH,

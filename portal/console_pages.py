@@ -17,17 +17,16 @@ from casework.cases import UnknownCase, load_case
 from ledger import audit_export, routing, tasks
 from ledger.books import LedgerError
 from ledger.db import session_scope
-from ledger.models import Role, ShortPayReason
+from ledger.models import Role
 from ledger.users import find_user
 from policies.schema import PRIORITIES
 from portal.auth import Actor, console_actor
 from portal.links import now
-from portal.pages import render
+from portal.pages import REASON_CHOICES, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 Viewer = Annotated[Actor, Depends(console_actor(Role.VIEWER))]
 TASK_CHANGES = ("claim", "release", "reassign")
-REASON_CODES = [(r.value, r.value.replace("_", " ").capitalize()) for r in ShortPayReason]
 
 
 @router.get("")
@@ -102,7 +101,7 @@ async def _case_view(
             "actor": actor,
             "case": case,
             "error": error,
-            "reason_codes": REASON_CODES,
+            "reason_codes": REASON_CHOICES,
             "priorities": PRIORITIES,
             "message_templates": actions.message_templates(),
             "request_id": lambda: str(uuid.uuid4()),

@@ -11,6 +11,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.responses import Response
 
 from activities.currency import format_day, format_money, to_major
+from ledger.models import ShortPayReason
 from vocabulary import AWAITING_PAYMENT
 
 PAGES_DIR = Path(__file__).resolve().parent.parent / "templates" / "pages"
@@ -20,6 +21,10 @@ templates.env.globals["money"] = format_money
 templates.env.globals["day"] = format_day
 templates.env.globals["major"] = lambda minor, currency: str(to_major(minor, currency))
 templates.env.globals["AWAITING_PAYMENT"] = AWAITING_PAYMENT
+# Why less than the balance is paid, or the invoice disputed, as a form's (value, label) choices.
+REASON_CHOICES = [
+    (reason.value, reason.value.replace("_", " ").capitalize()) for reason in ShortPayReason
+]
 
 
 def render(

@@ -112,9 +112,15 @@ class SetupOut(BaseModel):
     client_secret: str
 
 
-def account_view(request: Request, customer_id: str) -> accounts.CustomerAccount:
+def account_view(
+    request: Request,
+    customer_id: str,
+    today: date | None = None,
+    history_limit: int = accounts.HISTORY_LIMIT,
+) -> accounts.CustomerAccount:
+    """The customer's account as of `today`, by default the current date."""
     with session_scope(request.app.state.services.engine) as session:
-        return accounts.customer_account(session, customer_id, now().date())
+        return accounts.customer_account(session, customer_id, today or now().date(), history_limit)
 
 
 def plan_out(plan: plans.PlanView | None) -> PlanOut | None:

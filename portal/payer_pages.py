@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
@@ -19,7 +21,7 @@ from ledger import accounts, checkout_events, checkouts, plans
 from ledger.books import UnknownInvoice
 from ledger.checkouts import CheckoutItemError
 from ledger.db import session_scope
-from ledger.models import CheckoutStatus, Customer, PaymentMethodKind, ShortPayReason
+from ledger.models import CheckoutStatus, Customer, PaymentMethodKind
 from paylinks import PayLinkError, read_genuine_pay_token
 from payments import checkout as checkout_service
 from payments.portal_events import note_in_background
@@ -27,7 +29,8 @@ from payments.receipts import send_fresh_pay_link
 from payments.stripe_gateway import GatewayError
 from portal.checkout_input import CheckoutIn, CheckoutItemIn, checkout_draft
 from portal.links import LinkProblem, now, open_link
-from portal.pages import render
+from portal.pages import REASON_CHOICES, render
+from portal.payer_api import account_view
 from portal.pdf import invoice_pdf, statement_pdf
 from workflows.models import PortalEventKind
 
@@ -41,7 +44,6 @@ VISIT_NOTES = 50
 PAGE_SIZE = 100
 # The account form's fields that a refused checkout shows again as the payer entered them.
 ENTERED_FIELDS = ("amount:", "reason:", "note:")
-REASONS = [(reason.value, reason.value.replace("_", " ").capitalize()) for reason in ShortPayReason]
 
 
 @router.get("/{token}")
@@ -62,7 +64,7 @@ async def account_page(request: Request, token: str, page: int = 1) -> Response:
         note_in_background(services, abandoned_numbers, PortalEventKind.CHECKOUT_ABANDONED)
     visited = pay.invoice_numbers or [i.number for i in account.open_invoices[:VISIT_NOTES]]
     note_in_background(services, visited, PortalEventKind.PORTAL_VISIT)
-    return _account_view(request, token, account, set(pay.invoice_numbers), page=page)
+    return _render_account(request, token, account, set(pay.invoice_numbers), page=page)
 
 
 @router.post("/{token}/checkout")
@@ -73,7 +75,7 @@ async def checkout_form(request: Request, token: str) -> Response:
     form = await request.form()
     try:
         if form.get("all"):
-            items = _everything_due(services, pay.customer_id, str(form.get("all")))
+            items = _everything_due(request, pay.customer_id, str(form.get("all")))
         else:
             items = [
                 CheckoutItemIn(
@@ -95,10 +97,9 @@ async def checkout_form(request: Request, token: str) -> Response:
     except (ValueError, GatewayError) as err:
         # CheckoutItemError and pydantic's ValidationError are ValueErrors: the page again,
         # with the problem; nothing was charged.
-        with session_scope(services.engine) as session:
-            account = accounts.customer_account(session, pay.customer_id, now().date())
+        account = account_view(request, pay.customer_id)
         entered = {key: str(value) for key, value in form.items() if key.startswith(ENTERED_FIELDS)}
-        return _account_view(
+        return _render_account(
             request,
             token,
             account,
@@ -110,10 +111,9 @@ async def checkout_form(request: Request, token: str) -> Response:
     return RedirectResponse(f"/pay/{token}/checkouts/{started.checkout_id}", status_code=303)
 
 
-def _everything_due(services, customer_id: str, currency: str) -> list[CheckoutItemIn]:
+def _everything_due(request: Request, customer_id: str, currency: str) -> list[CheckoutItemIn]:
     """ "Pay all": every open invoice in this currency, in full."""
-    with session_scope(services.engine) as session:
-        account = accounts.customer_account(session, customer_id, now().date(), 0)
+    account = account_view(request, customer_id, history_limit=0)
     return [
         CheckoutItemIn(invoice=i.number, amount=str(to_major(payable, i.currency)))
         for i in account.open_invoices
@@ -121,7 +121,7 @@ def _everything_due(services, customer_id: str, currency: str) -> list[CheckoutI
     ]
 
 
-def _account_view(
+def _render_account(
     request: Request,
     token: str,
     account: accounts.CustomerAccount,
@@ -160,7 +160,7 @@ def _account_view(
             "selected": selected,
             "plans": on_plan,
             "entered": entered or {},
-            "reasons": REASONS,
+            "reasons": REASON_CHOICES,
             "request_id": str(uuid.uuid4()),
             "error": error,
             "surcharge_percent": settings.card_surcharge_percent,
@@ -262,34 +262,21 @@ async def invoice_page(request: Request, token: str, number: str) -> Response:
 @router.get("/{token}/invoices/{number}/pdf")
 async def invoice_as_pdf(request: Request, token: str, number: str) -> Response:
     pay = open_link(request, token)
-    services = request.app.state.services
     detail = _invoice_of(request, pay.customer_id, number)
-    with session_scope(services.engine) as session:
-        locale = accounts.customer_account(session, pay.customer_id, now().date(), 0).locale
-    note_in_background(services, [number], PortalEventKind.INVOICE_VIEWED, "as PDF")
-    document = invoice_pdf(
-        detail,
-        company_name=services.settings.company_name,
-        brand_color=services.settings.brand_color,
-        locale=locale,
+    locale = account_view(request, pay.customer_id, history_limit=0).locale
+    note_in_background(
+        request.app.state.services, [number], PortalEventKind.INVOICE_VIEWED, "as PDF"
     )
-    return _pdf(document, f"invoice-{number}.pdf")
+    return _pdf(request, invoice_pdf, detail, f"invoice-{number}.pdf", locale=locale)
 
 
 @router.get("/{token}/statement.pdf")
 async def statement(request: Request, token: str) -> Response:
     pay = open_link(request, token)
-    services = request.app.state.services
     today = now().date()
-    with session_scope(services.engine) as session:
-        account = accounts.customer_account(session, pay.customer_id, today)
-    document = statement_pdf(
-        account,
-        company_name=services.settings.company_name,
-        brand_color=services.settings.brand_color,
-        today=today,
-    )
-    return _pdf(document, f"statement-{today.isoformat()}.pdf")
+    account = account_view(request, pay.customer_id, today)
+    filename = f"statement-{today.isoformat()}.pdf"
+    return _pdf(request, statement_pdf, account, filename, today=today)
 
 
 @router.post("/{token}/renew")
@@ -321,7 +308,14 @@ def _invoice_of(request: Request, customer_id: str, number: str) -> accounts.Inv
             raise HTTPException(404, f"no invoice {number} on this account") from None
 
 
-def _pdf(document: bytes, filename: str) -> Response:
+def _pdf(
+    request: Request, make_pdf: Callable[..., bytes], subject: Any, filename: str, **options: Any
+) -> Response:
+    """The subject as a PDF in the company's brand, shown inline."""
+    settings = request.app.state.services.settings
+    document = make_pdf(
+        subject, company_name=settings.company_name, brand_color=settings.brand_color, **options
+    )
     return Response(
         document,
         media_type="application/pdf",

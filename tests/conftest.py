@@ -27,6 +27,10 @@ from ledger.db import make_engine
 from ledger.migrate import upgrade
 from tests.browser import chromium  # noqa: F401  (the fixture of the browser tests)
 
+# Every worker a test starts re-imports the workflow modules per run, so a non-deterministic
+# call in them fails a test (see worker.workflow_runner).
+os.environ.setdefault("DUNWISE_STRICT_WORKFLOW_SANDBOX", "true")
+
 POSTGRES_URL_VARIABLE = "DUNWISE_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 

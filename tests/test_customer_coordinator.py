@@ -13,7 +13,7 @@ from temporalio.client import WorkflowExecutionStatus
 from ledger.db import session_scope
 from ledger.models import Invoice
 from tests.invoice_harness import DUE, invoice_harness, local
-from workflows.invoice_core import COORDINATOR_ANSWER_TIMEOUT
+from workflows.invoice_reminders import COORDINATOR_ANSWER_TIMEOUT
 
 
 def subjects(h) -> list[str]:

