@@ -42,7 +42,7 @@ def result_of(row: Message) -> ChannelResult:
 def mark_outcome(
     session: Session,
     key: str,
-    status: str,
+    status: MessageStatus,
     reason: str | None = None,
     provider_id: str | None = None,
 ) -> ChannelResult:

@@ -50,7 +50,11 @@ class Outbox:
         return self.finish(job.key, MessageStatus.SENT, provider_id=delivered)
 
     def finish(
-        self, key: str, status: str, reason: str | None = None, provider_id: str | None = None
+        self,
+        key: str,
+        status: MessageStatus,
+        reason: str | None = None,
+        provider_id: str | None = None,
     ) -> ChannelResult:
         with session_scope(self._engine) as session:
             return mark_outcome(session, key, status, reason=reason, provider_id=provider_id)

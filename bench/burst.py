@@ -175,12 +175,14 @@ async def bench(invoices: int, progress: bool = False) -> dict:
             late_start = max(0.0, (datetime.now(UTC) - instant).total_seconds())
             if late_start:
                 sys.exit(f"the workflows started {late_start:.0f} s after the instant")
-            last_change, done_before = time.monotonic(), -1
+            # Nothing can be done before the instant: the stall clock starts there.
+            wait = max(0.0, (instant - datetime.now(UTC)).total_seconds())
+            last_change, done_before = time.monotonic() + wait, 0
             while True:
                 final, delivered = messages_done(engine)
                 if final >= invoices:
                     break
-                if final != done_before:
+                if final > done_before:
                     last_change, done_before = time.monotonic(), final
                 elif time.monotonic() - last_change > STALLED_AFTER_SECONDS:
                     # An invoice whose first workflow task ran after the instant skipped
