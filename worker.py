@@ -63,6 +63,7 @@ def activities_for(engine: sa.Engine, settings: Settings, client: Client | None 
         ledger.apply_payment,
         ledger.apply_adjustment,
         ledger.set_status,
+        ledger.close_invoice,
         ledger.open_collector_task,
         ledger.close_collector_tasks,
         ledger.record_timeline,

@@ -73,9 +73,8 @@ def append_json_line_once(
     with locked(path):
         existing = path.read_bytes() if path.exists() else b""
         whole = existing[: existing.rfind(b"\n") + 1]
-        for old_line in whole.decode("utf-8").splitlines():
-            if old_line.strip() and json.loads(old_line).get(key_field) == key:
-                return False
+        if _holds_key(whole, key_field, key):
+            return False
         with path.open("r+b" if existing else "wb") as journal:
             journal.truncate(len(whole))
             journal.seek(len(whole))
@@ -84,3 +83,18 @@ def append_json_line_once(
             if durable:
                 os.fsync(journal.fileno())
         return True
+
+
+def _holds_key(lines: bytes, key_field: str, key: Any) -> bool:
+    """Whether a line of the journal has `key` in `key_field`. Only lines in which the key's
+    JSON text occurs are parsed: a journal of many thousand lines is searched at the speed of
+    a byte scan, not of a JSON parser."""
+    needle = json.dumps(key, ensure_ascii=False).encode("utf-8")
+    start = lines.find(needle)
+    while start >= 0:
+        line_start = lines.rfind(b"\n", 0, start) + 1
+        line_end = lines.find(b"\n", start)
+        if json.loads(lines[line_start:line_end]).get(key_field) == key:
+            return True
+        start = lines.find(needle, line_end)
+    return False

@@ -12,8 +12,10 @@ from temporalio.exceptions import ApplicationError
 
 from activities.models import (
     AdjustmentApplication,
+    Closing,
     CollectorOutcome,
     CollectorTaskRequest,
+    InvoiceClosed,
     LedgerBalance,
     NoteRequest,
     PaymentApplication,
@@ -63,6 +65,10 @@ class LedgerActivities:
     @activity.defn
     def set_status(self, request: StatusChange) -> LedgerBalance:
         return self._run(lambda session: lifecycle.set_status(session, request))
+
+    @activity.defn
+    def close_invoice(self, closing: Closing) -> InvoiceClosed:
+        return self._run(lambda session: lifecycle.close_invoice(session, closing))
 
     @activity.defn
     def open_collector_task(self, request: CollectorTaskRequest) -> int:

@@ -9,9 +9,11 @@ from pydantic import BaseModel, Field
 # The ledger's own requests and answers travel between workflows and activities unchanged.
 from ledger.requests import (
     AdjustmentApplication,
+    Closing,
     CollectorOutcome,
     CollectorTaskRequest,
     Installment,
+    InvoiceClosed,
     LedgerBalance,
     NoteRequest,
     PaymentApplication,
@@ -143,6 +145,7 @@ class PlannedStep(BaseModel):
 __all__ = [
     "AdjustmentApplication",
     "ChannelResult",
+    "Closing",
     "CollectorOutcome",
     "CollectorTaskRequest",
     "CoordinatorStart",
@@ -153,6 +156,7 @@ __all__ = [
     "GroupedOutcome",
     "GroupedReminder",
     "Installment",
+    "InvoiceClosed",
     "LedgerBalance",
     "NoteRequest",
     "PaymentApplication",

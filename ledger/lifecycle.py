@@ -33,7 +33,15 @@ from ledger.books import (
     write_once,
 )
 from ledger.models import CollectorTask, Invoice, InvoiceStatus, utcnow
-from ledger.requests import CollectorOutcome, CollectorTaskRequest, LedgerBalance, StatusChange
+from ledger.requests import (
+    Closing,
+    CollectorOutcome,
+    CollectorTaskRequest,
+    InvoiceClosed,
+    LedgerBalance,
+    StatusChange,
+)
+from ledger.timeline import TimelineConflict, record_timeline
 from vocabulary import TERMINAL_STATUSES, AdjustmentKind, TaskOutcome, TaskStatus
 
 # Status changes that move no money. Paid, void and written off come from money operations.
@@ -46,6 +54,17 @@ _TRANSITIONS: dict[InvoiceStatus, frozenset[InvoiceStatus]] = {
     InvoiceStatus.WRITTEN_OFF: frozenset({InvoiceStatus.CLOSED}),
     InvoiceStatus.CLOSED: frozenset(),
 }
+
+
+def close_invoice(session: Session, closing: Closing) -> InvoiceClosed:
+    """Close the invoice and store its timeline together. A timeline the ledger refuses (it
+    holds another workflow's story for the invoice) does not keep the invoice open."""
+    balance = set_status(session, closing.status)
+    try:
+        record_timeline(session, closing.timeline)
+    except TimelineConflict as conflict:  # refused before anything was written
+        return InvoiceClosed(balance=balance, timeline_refused=str(conflict))
+    return InvoiceClosed(balance=balance)
 
 
 def set_status(session: Session, req: StatusChange) -> LedgerBalance:

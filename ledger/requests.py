@@ -157,3 +157,17 @@ class TimelineBatch(BaseModel):
     invoice_number: str
     first_position: int = Field(ge=0, description="the timeline position of entries[0]")
     entries: list[TimelineEntry]
+
+
+class Closing(BaseModel):
+    """Close a paid and cleared invoice and keep its story: one ledger transaction."""
+
+    status: StatusChange
+    timeline: TimelineBatch
+
+
+class InvoiceClosed(BaseModel):
+    balance: LedgerBalance
+    timeline_refused: str | None = Field(
+        None, description="why the ledger kept another story for the invoice, if it did"
+    )

@@ -35,6 +35,7 @@ from activities.delivery import (
     outbox_file_stem,
     sms_channel,
 )
+from activities.files import append_json_line_once
 from settings import Settings
 
 # --------------------------------------------------------------------------- local servers
@@ -258,6 +259,23 @@ def test_outbox_sms_is_safe_from_concurrent_threads(settings: Settings) -> None:
         thread.join()
     lines = (settings.effective_outbox_dir / "sms.jsonl").read_text().splitlines()
     assert sorted(json.loads(line)["idempotency_key"] for line in lines) == sorted(set(keys))
+
+
+def test_a_journal_finds_its_key_only_in_the_key_field(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.jsonl"
+    for index in range(2_000):
+        # Other lines mention the key in another field: only the key field counts.
+        append_json_line_once(
+            journal, {"key": f"k{index}", "note": "retry of k-last"}, key_field="key"
+        )
+    assert append_json_line_once(journal, {"key": "k-last", "note": ""}, key_field="key")
+    assert not append_json_line_once(journal, {"key": "k-last", "note": "again"}, key_field="key")
+    assert not append_json_line_once(journal, {"key": "k1999"}, key_field="key")
+    assert append_json_line_once(journal, {"key": "k-ümlaut"}, key_field="key")
+    assert not append_json_line_once(journal, {"key": "k-ümlaut"}, key_field="key")
+    lines = [json.loads(line) for line in journal.read_text("utf-8").splitlines()]
+    assert [line["key"] for line in lines[-2:]] == ["k-last", "k-ümlaut"]
+    assert len(lines) == 2_002
 
 
 def test_backends_default_to_the_outbox(settings: Settings) -> None:

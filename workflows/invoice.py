@@ -8,9 +8,10 @@ The lifecycle lives here. Its parts are mixins, each on the one before: the stat
 helpers all share (`invoice_core.py`), sending reminders (`invoice_reminders.py`), its
 collector tasks (`invoice_tasks.py`), the requests that interrupt the lifecycle
 (`invoice_requests.py`, `invoice_disputes.py`, `invoice_payments.py`,
-`invoice_collector.py`, `invoice_plans.py`), and a policy step's work (`invoice_steps.py`).
-`workflow.patched` ids are in `invoice_patches.py`. The workflow continues as new, carrying
-its whole state, once its history grows long.
+`invoice_collector.py`, `invoice_plans.py`), a policy step's work (`invoice_steps.py`), and
+clearing, closing and continuing as new (`invoice_closing.py`). `workflow.patched` ids are
+in `invoice_patches.py`. The workflow continues as new, carrying its whole state, once its
+history grows long.
 """
 
 from __future__ import annotations
@@ -19,17 +20,8 @@ import asyncio
 from datetime import datetime, time, timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.erp import ErpActivities
-    from activities.ledger import LedgerActivities
-    from activities.messaging import MessagingActivities
-    from activities.models import (
-        ErpClearingRequest,
-        ReceiptRequest,
-        TimelineBatch,
-    )
     from policies.schedule import calendar_zone
     from vocabulary import InvoiceStatus
     from workflows import keys
@@ -39,28 +31,20 @@ with workflow.unsafe.imports_passed_through():
         InvoiceState,
         Stage,
     )
+from workflows.invoice_closing import InvoiceClosing
 from workflows.invoice_core import (
-    ERP_REJECTED_RETRY_AFTER,
-    ERP_RETRY,
-    HISTORY_EVENTS_BOUND,
     LATE_STEP_TOLERANCE,
-    LEDGER_TIMEOUT,
-    MESSAGE_TIMEOUT,
     PAUSING_STAGES,
-    SERVICE_RETRY,
     STAGE_FOR_LEDGER_STATUS,
-    activity_reason,
 )
 from workflows.invoice_patches import (
     BROKEN_PROMISE_OPENS_TASK,
     PROMISE_AFTER_LAST_STEP,
-    TIMELINE_IN_LEDGER,
 )
-from workflows.invoice_steps import InvoiceSteps
 
 
 @workflow.defn
-class InvoiceWorkflow(InvoiceSteps):
+class InvoiceWorkflow(InvoiceClosing):
     @workflow.init
     def __init__(self, invoice: InvoiceInput) -> None:
         self.invoice = invoice
@@ -221,91 +205,3 @@ class InvoiceWorkflow(InvoiceSteps):
                     f"promise of {broken_by} broken",
                 )
         self._set_stage(s.stage_after_pause)
-
-    async def _close(self) -> None:
-        self._set_stage(Stage.CLEARING)
-        while True:
-            try:
-                await workflow.execute_activity_method(
-                    ErpActivities.clear_in_erp,
-                    ErpClearingRequest(
-                        invoice_number=self.invoice.number,
-                        cleared_on=self._now().astimezone(self.zone).date(),
-                        idempotency_key=keys.erp_clearing(self.invoice.number),
-                    ),
-                    start_to_close_timeout=timedelta(minutes=1),
-                    retry_policy=ERP_RETRY,
-                )
-                break
-            except ActivityError as err:
-                # Rejected outright (for example a 4xx): keep the invoice open in clearing.
-                self._record("erp_rejected", activity_reason(err))
-                # Six hours, then twelve, ... at most a day: someone must fix the ERP side.
-                rejections = self.s.timeline[-1].count
-                await workflow.sleep(min(ERP_REJECTED_RETRY_AFTER * rejections, timedelta(days=1)))
-                await self._continue_as_new_if_due()
-        self._record("cleared", "posted to the ERP")
-        if self.s.status == InvoiceStatus.PAID:
-            try:
-                await workflow.execute_activity_method(
-                    MessagingActivities.send_receipt,
-                    ReceiptRequest(
-                        invoice_number=self.invoice.number,
-                        paid_at=self._now(),
-                        idempotency_key=keys.receipt(self.invoice.number),
-                    ),
-                    start_to_close_timeout=MESSAGE_TIMEOUT,
-                    retry_policy=SERVICE_RETRY,
-                )
-                self._record("receipt")
-            except ActivityError as err:
-                # Refused for good (say its template is gone): the money is settled all the
-                # same, so the invoice closes and the timeline says what went wrong.
-                self._record("receipt_failed", activity_reason(err))
-            async with self._ledger_turn():
-                await self._set_status(InvoiceStatus.CLOSED, "paid and cleared")
-        self._set_stage(Stage.CLOSED)
-        self._record("closed", self.s.status)
-        self._publish()
-        if workflow.patched(TIMELINE_IN_LEDGER):
-            # Temporal forgets a closed workflow after its retention period; the ledger keeps
-            # the invoice's story for as long as the books are kept.
-            await self._save_timeline()
-
-    # ----------------------------------------------------------------- continue-as-new
-
-    def _history_full(self) -> bool:
-        info = workflow.info()
-        return (
-            info.is_continue_as_new_suggested()
-            or info.get_current_history_length() > HISTORY_EVENTS_BOUND
-        )
-
-    async def _continue_as_new_if_due(self) -> None:
-        """Start a fresh history that carries the state and timeline, once this one is long."""
-        if not self._history_full():
-            return
-        await self._save_timeline()
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        workflow.continue_as_new(self.invoice.model_copy(update={"progress": self.s}))
-
-    async def _save_timeline(self) -> None:
-        """Write the entries the ledger lacks (and the last one, whose count may have grown)."""
-        first = max(self.s.timeline_saved - 1, 0)
-        try:
-            await workflow.execute_activity_method(
-                LedgerActivities.record_timeline,
-                TimelineBatch(
-                    invoice_number=self.invoice.number,
-                    first_position=first,
-                    entries=self.s.timeline[first:],
-                ),
-                start_to_close_timeout=LEDGER_TIMEOUT,
-                retry_policy=SERVICE_RETRY,
-            )
-        except ActivityError as err:
-            # The ledger holds another story for this invoice (an earlier workflow's): keep
-            # both rather than fail; this run's timeline stays in its workflow.
-            self._record("timeline_not_saved", activity_reason(err))
-            return
-        self.s.timeline_saved = len(self.s.timeline)

@@ -22,3 +22,5 @@ CUSTOMER_COORDINATOR = "customer-coordinator"
 COORDINATOR_WAIT_UNCANCELLED = "coordinator-wait-uncancelled"
 # Search attributes upserted only when they change: fewer commands than older histories hold.
 PUBLISH_CHANGES_ONLY = "publish-changes-only"
+# A paid invoice is closed and its timeline saved by one ledger activity, not two.
+CLOSE_IN_ONE_STEP = "close-in-one-step"
