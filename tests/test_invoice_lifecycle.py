@@ -12,6 +12,7 @@ from decimal import Decimal
 
 import pytest
 from sqlmodel import select
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
 
 from ledger.db import session_scope
@@ -73,6 +74,29 @@ async def test_paid_early_closes_with_receipt_and_erp_posting(tmp_path, ledger_u
         [receipt] = h.messages("INV-1")
         assert (receipt.template, receipt.channel, receipt.status) == ("receipt", "email", "sent")
         assert len(list((h.settings.effective_outbox_dir / "email").glob("*.eml"))) == 1
+        await h.assert_replays(handle)
+
+
+async def test_a_paid_invoice_closes_and_keeps_its_story_in_one_ledger_step(tmp_path, ledger_url):
+    async with invoice_harness(tmp_path, ledger_url) as h:
+        handle = await h.start("INV-30", due_on=DUE)
+        await h.advance_to(local(date(2026, 3, 10), 12))
+        await handle.execute_update(InvoiceWorkflow.record_payment, pay(100_000, method="card"))
+        final = await handle.result()
+
+        history = await handle.fetch_history()
+        activities = [
+            event.activity_task_scheduled_event_attributes.activity_type.name
+            for event in history.events
+            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        ]
+        assert activities[-3:] == ["clear_in_erp", "send_receipt", "close_invoice"]
+        assert "set_status" not in activities and "record_timeline" not in activities
+        assert h.invoice("INV-30").status == "closed"
+        with session_scope(h.engine) as session:
+            kept = read_timeline(session, "INV-30")
+        assert kept == final.timeline  # the closing entry included
+        assert [entry.event for entry in kept][-2:] == ["receipt", "closed"]
         await h.assert_replays(handle)
 
 

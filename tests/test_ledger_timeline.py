@@ -23,10 +23,11 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.models import TimelineBatch, TimelineEntry
+from activities.models import Closing, StatusChange, TimelineBatch, TimelineEntry
 from invoices import invoice_state_from_ledger
 from ledger.books import LedgerError, UnknownInvoice
 from ledger.db import session_scope
+from ledger.lifecycle import close_invoice
 from ledger.models import Customer, Invoice, InvoiceStatus
 from ledger.timeline import InvoiceEvent, TimelineConflict, read_timeline, record_timeline
 from policies.loader import load_policies
@@ -232,6 +233,47 @@ def test_a_stored_entry_cannot_be_replaced_by_another_and_nothing_is_half_writte
     with session_scope(engine) as session, pytest.raises(TimelineConflict, match=conflict):
         record_timeline(session, batch)
     assert read(engine) == story()[:2]
+
+
+def closing(entries: list[TimelineEntry], first: int = 0) -> Closing:
+    return Closing(
+        status=StatusChange(invoice_number="INV-1", status=InvoiceStatus.CLOSED, reason="paid"),
+        timeline=TimelineBatch(invoice_number="INV-1", first_position=first, entries=entries),
+    )
+
+
+def test_closing_a_paid_invoice_stores_its_timeline_in_the_same_transaction(
+    engine: sa.Engine,
+) -> None:
+    add_invoice(engine, status=InvoiceStatus.PAID, balance_minor=0)
+    closed_entry = TimelineEntry(at=datetime(2026, 3, 4, 8, 0, tzinfo=UTC), event="closed")
+    with session_scope(engine) as session:
+        closed = close_invoice(session, closing([*story(), closed_entry]))
+
+    assert closed.balance.status == InvoiceStatus.CLOSED
+    assert closed.timeline_refused is None
+    assert [entry.event for entry in read(engine)][-2:] == ["erp_rejected", "closed"]
+
+
+def test_a_refused_timeline_does_not_keep_a_paid_invoice_open(engine: sa.Engine) -> None:
+    add_invoice(engine, status=InvoiceStatus.PAID, balance_minor=0)
+    record(engine, story()[:2])  # another run's story
+    other = TimelineEntry(at=datetime(2026, 2, 27, 9, 0, tzinfo=BERLIN), event="dispute")
+    with session_scope(engine) as session:
+        closed = close_invoice(session, closing([other], first=1))
+
+    assert closed.balance.status == InvoiceStatus.CLOSED
+    assert "position 1 holds 'reminder'" in (closed.timeline_refused or "")
+    assert read(engine) == story()[:2]  # nothing of the refused batch
+
+
+def test_an_invoice_with_money_due_cannot_be_closed_and_its_timeline_is_not_written(
+    engine: sa.Engine,
+) -> None:
+    add_invoice(engine)  # open, 1,200.00 due
+    with session_scope(engine) as session, pytest.raises(LedgerError, match="cannot become"):
+        close_invoice(session, closing(story()))
+    assert stored_rows(engine) == 0
 
 
 @pytest.mark.parametrize(
