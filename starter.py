@@ -1,5 +1,5 @@
 """The `dunwise` command line: run, web, paylink, user, apikey, queue, customer, import, invoice,
-simulate, demo, policy."""
+simulate, demo, templates, policy."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from commands.errors import CommandError, error_line, loaded_classes
 from commands.queues import add_routing_parsers
+from commands.templates import add_template_parsers
 from policies.priorities import PRIORITIES
 from vocabulary import CHANNELS
 
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         "revoke", help="revoke a key, given whole or as dw_<prefix>"
     ).add_argument("key")
     add_routing_parsers(commands)
+    add_template_parsers(commands)
     commands.add_parser("migrate", help="create or upgrade the ledger database")
     commands.add_parser(
         "sync", help="start the workflow of every unfinished invoice whose workflow is not running"
@@ -239,6 +241,10 @@ def _dispatch(args: argparse.Namespace) -> int | None:
             from commands.simulate import demo_command
 
             _wait(demo_command(_settings()))
+        case "templates":
+            from commands.templates import templates_command
+
+            templates_command(_settings(), args)
         case "policy" if args.action == "check":
             from commands.policy import policy_check
 

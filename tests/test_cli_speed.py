@@ -117,3 +117,13 @@ def test_an_unknown_command_is_refused_by_the_parser_alone():
     assert run.returncode == 2
     assert "invalid choice: 'frobnicate'" in run.stderr
     assert not run.packages & (SERVER_STACK | PARSING_STACK)
+
+
+@pytest.mark.parametrize(
+    "args", [["templates", "list"], ["templates", "preview", "overdue_firm"]], ids=" ".join
+)
+def test_templates_load_no_server_stack(args):
+    run = run_dunwise(*args)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip()
+    assert not run.packages & SERVER_STACK
