@@ -1,5 +1,6 @@
 """`dunwise queue add|remove QUEUE EMAIL...`, `dunwise queue list [--json]` and `dunwise
-customer owner CUSTOMER_ID [EMAIL | --none]`: who is given collector tasks (ledger.routing).
+customer owner CUSTOMER_ID [EMAIL | --none]`: who is given collector tasks (ledger.routing);
+`dunwise customer show CUSTOMER_ID [--json]` is in `commands.customers`.
 
 Each command runs in one transaction on the migrated ledger and changes all it names or
 nothing; a refusal is one line naming the problem (commands.errors). The command line builds
@@ -37,7 +38,7 @@ def add_routing_parsers(commands: argparse._SubParsersAction) -> None:
         action.add_argument("emails", nargs="+", metavar="EMAIL")
     listing = actions.add_parser("list", help="every queue with its members")
     listing.add_argument("--json", action="store_true")
-    customer = commands.add_parser("customer", help="a customer's account owner")
+    customer = commands.add_parser("customer", help="look up a customer; the account's owner")
     customer_actions = customer.add_subparsers(dest="action", required=True)
     owner = customer_actions.add_parser(
         "owner", help="show or set the collector who owns the account (new tasks go to them)"
@@ -45,6 +46,11 @@ def add_routing_parsers(commands: argparse._SubParsersAction) -> None:
     owner.add_argument("customer_id")
     owner.add_argument("email", nargs="?", help="the owner's email; without it, show the owner")
     owner.add_argument("--none", action="store_true", help="leave the account without an owner")
+    show = customer_actions.add_parser(
+        "show", help="contacts, consent per channel, what is open and the latest messages"
+    )
+    show.add_argument("customer_id")
+    show.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def queue_command(settings: Settings, args: argparse.Namespace) -> None:
@@ -52,18 +58,18 @@ def queue_command(settings: Settings, args: argparse.Namespace) -> None:
 
     match args.action:
         case "add":
-            added = _in_ledger(settings, lambda s: add_queue_members(s, args.queue, args.emails))
+            added = in_ledger(settings, lambda s: add_queue_members(s, args.queue, args.emails))
             if added:
                 print(f"queue {args.queue}: added {', '.join(added)}")
             else:
                 print(f"queue {args.queue}: nothing changed, each user is a member already")
         case "remove":
-            removed = _in_ledger(
+            removed = in_ledger(
                 settings, lambda s: remove_queue_members(s, args.queue, args.emails)
             )
             print(f"queue {args.queue}: removed {', '.join(removed)}")
         case "list":
-            views = _in_ledger(settings, queues)
+            views = in_ledger(settings, queues)
             if args.json:
                 print(json.dumps([view.model_dump() for view in views], indent=2))
                 return
@@ -82,18 +88,23 @@ def queue_command(settings: Settings, args: argparse.Namespace) -> None:
 def customer_command(settings: Settings, args: argparse.Namespace) -> None:
     from ledger.routing import owner_of, set_customer_owner
 
+    if args.action == "show":
+        from commands.customers import show_customer
+
+        show_customer(settings, args.customer_id, as_json=args.json)
+        return
     if args.action != "owner":
         raise CommandError(f"unknown action {args.action!r}")
     if args.none and args.email is not None:
         raise CommandError("give the owner's email or --none, not both")
     if args.email is None and not args.none:
-        owner = _in_ledger(settings, lambda s: owner_of(s, args.customer_id))
+        owner = in_ledger(settings, lambda s: owner_of(s, args.customer_id))
     else:
-        owner = _in_ledger(settings, lambda s: set_customer_owner(s, args.customer_id, args.email))
+        owner = in_ledger(settings, lambda s: set_customer_owner(s, args.customer_id, args.email))
     print(f"customer {args.customer_id}: {f'owner {owner}' if owner else 'no owner'}")
 
 
-def _in_ledger(settings: Settings, change: Callable[[Session], T]) -> T:
+def in_ledger(settings: Settings, change: Callable[[Session], T]) -> T:
     """Run `change(session)` in one transaction on the migrated ledger; its answer."""
     from ledger.books import LedgerError
     from ledger.db import make_engine, session_scope
