@@ -113,6 +113,8 @@ def build_email_message(
     }
     if email.unsubscribe_link:
         headers["List-Unsubscribe"] = f"<{email.unsubscribe_link}>"
+        # RFC 8058: mail clients may unsubscribe with one POST to that link.
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     text = MIMEText(email.text, "plain", BODY_CHARSET)
     if email.html is None:
         message: Message = text

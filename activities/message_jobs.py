@@ -98,14 +98,12 @@ def suppression_reason(
             return f"invoice is {invoice.status}"
         if invoice.balance_minor <= 0:
             return "nothing is due on this invoice"
-    if job.channel == "email":
-        if customer.email_opt_out:
-            return "customer opted out of email"
-        if not customer.email:
-            return "no email address on file"
-    else:
-        if customer.sms_opt_out:
-            return "customer opted out of sms"
-        if not customer.phone:
-            return "no phone number on file"
+    # An opt-out stops reminders; a receipt records a transaction and goes out regardless.
+    opted_out = customer.email_opt_out if job.channel == "email" else customer.sms_opt_out
+    if opted_out and not job.is_receipt:
+        return f"customer opted out of {job.channel}"
+    if job.channel == "email" and not customer.email:
+        return "no email address on file"
+    if job.channel == "sms" and not customer.phone:
+        return "no phone number on file"
     return None

@@ -24,9 +24,8 @@ from activities.message_content import ReadyToSend
 from activities.message_jobs import MessageJob
 from activities.message_rows import mark_outcome
 from activities.models import ChannelResult
-from ledger.books import record_audit
+from ledger.consent import opt_out
 from ledger.db import session_scope
-from ledger.models import Customer
 from vocabulary import MessageStatus
 
 
@@ -80,13 +79,11 @@ class Outbox:
         """The provider says the customer left this channel: respect it from now on."""
         with session_scope(self._engine) as session:
             invoice = invoice_in_ledger(session, job.invoice_number)
-            customer = session.get(Customer, invoice.customer_id)
-            assert customer is not None
-            if job.channel == "sms":
-                customer.sms_opt_out = True
-            else:
-                customer.email_opt_out = True
-            session.add(customer)
-            record_audit(
-                session, "provider", f"{job.channel}_opt_out", invoice.id, {"reason": reason}
+            opt_out(
+                session,
+                invoice.customer_id,
+                job.channel,
+                actor="provider",
+                via=reason,
+                invoice_id=invoice.id,
             )

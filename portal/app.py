@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ledger.checkouts import CheckoutItemError
 from payments.services import PaymentServices
 from portal import (
+    consent_pages,
     console_api,
     console_auth,
     console_pages,
@@ -40,6 +41,7 @@ def create_app(services: PaymentServices) -> FastAPI:
     app.include_router(payer_pages.router)
     app.include_router(payer_api.router)
     app.include_router(webhooks.router)
+    app.include_router(consent_pages.router)
     app.include_router(console_auth.router)
     app.include_router(console_pages.router)
     app.include_router(console_api.router)

@@ -107,7 +107,9 @@ async def test_run_import_show_pay_and_list(running, dunwise_env, tmp_path):
     assert "next step at 2099-02-02T09:00-08:00 (America/Los_Angeles)" in plain.stdout
     assert "  2026-01-05T00:00-08:00  issued  due 2099-02-04" in plain.stdout
 
-    paid = dunwise(dunwise_env, "invoice", "pay", "E2E-2", "80.00", "--method", "card", cwd=tmp_path)
+    paid = dunwise(
+        dunwise_env, "invoice", "pay", "E2E-2", "80.00", "--method", "card", cwd=tmp_path
+    )
     assert paid.returncode == 0, paid.stderr
     deadline = time.monotonic() + 30
     while show(dunwise_env, "E2E-2", tmp_path)["stage"] != "closed":
@@ -127,7 +129,9 @@ async def test_run_import_show_pay_and_list(running, dunwise_env, tmp_path):
         listed = [w.id async for w in client.list_workflows('DunwiseCustomer = "acme"')]
         closed = [w.id async for w in client.list_workflows('DunwiseStatus = "closed"')]
         # Aging by due date: E2E-1 fell due on 2026-02-04 in Los Angeles, E2E-2 in 2099.
-        aged = 'DunwiseDueOn < "2026-02-05T00:00:00-08:00" AND DunwiseDueOn >= "2026-02-04T08:00:00Z"'
+        aged = (
+            'DunwiseDueOn < "2026-02-05T00:00:00-08:00" AND DunwiseDueOn >= "2026-02-04T08:00:00Z"'
+        )
         overdue = [w.id async for w in client.list_workflows(aged)]
         if (
             sorted(listed) == ["invoice-E2E-1", "invoice-E2E-2"]

@@ -218,6 +218,7 @@ def test_email_carries_a_working_unsubscribe_link(engine: sa.Engine, settings: S
     link = eml["List-Unsubscribe"].strip("<>")
     # Raw, not RFC 2047-encoded: mail clients read the link from the header as written.
     assert f"List-Unsubscribe: <{link}>".encode() in path.read_bytes()
+    assert eml["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"  # RFC 8058
     token = read_unsubscribe_token(settings, link.rsplit("/", 1)[1])
     assert (token.customer_id, token.channel) == ("cust-1", "email")
     assert link in eml.get_body(("plain",)).get_content()
@@ -491,13 +492,15 @@ def test_receipt_is_sent_for_a_paid_invoice_once(engine: sa.Engine, settings: Se
     assert sms_lines(settings) == []
 
 
-def test_receipt_respects_email_opt_out(engine: sa.Engine, settings: Settings) -> None:
+def test_a_receipt_goes_out_to_a_customer_who_opted_out_of_reminders(
+    engine: sa.Engine, settings: Settings
+) -> None:
     add_invoice(engine, email_opt_out=True)
     pay(engine, 123450, "pay-1")
     outcome = MessagingActivities(engine, settings).send_receipt(
         ReceiptRequest(invoice_number="INV-1", paid_at=NOW, idempotency_key="INV-1:receipt")
     )
-    assert statuses(outcome) == [("email", "suppressed", "customer opted out of email")]
+    assert statuses(outcome) == [("email", "sent", None)]
 
 
 def test_receipt_without_payments_is_suppressed(engine: sa.Engine, settings: Settings) -> None:
@@ -532,5 +535,5 @@ def test_a_stop_reply_at_twilio_opts_the_customer_out_of_sms(
     assert statuses(later) == [("sms", "suppressed", "customer opted out of sms")]
     with session_scope(engine) as session:
         assert session.get(Customer, "cust-1").sms_opt_out  # type: ignore[union-attr]
-        [audit] = session.exec(select(AuditEvent).where(AuditEvent.action == "sms_opt_out")).all()
+        [audit] = session.exec(select(AuditEvent).where(AuditEvent.action == "opted_out")).all()
         assert audit.actor == "provider"

@@ -237,4 +237,6 @@ async def test_a_chargeback_reopens_the_balance_and_opens_a_collector_task(tmp_p
 
         state = await p.until(restarted)
         assert state.balance_minor == 10_000
-        assert any(e.event == "restarted" for e in state.timeline), [e.event for e in state.timeline]
+        assert any(e.event == "restarted" for e in state.timeline), [
+            e.event for e in state.timeline
+        ]

@@ -148,9 +148,7 @@ async def connect(port: int) -> Client:
     deadline = time.monotonic() + STARTUP_SECONDS
     while True:
         try:
-            return await Client.connect(
-                f"127.0.0.1:{port}", data_converter=pydantic_data_converter
-            )
+            return await Client.connect(f"127.0.0.1:{port}", data_converter=pydantic_data_converter)
         except RuntimeError:
             # A server that has just opened its port may still say "not healthy yet".
             if time.monotonic() > deadline:
