@@ -98,9 +98,10 @@ def suppression_reason(
             return f"invoice is {invoice.status}"
         if invoice.balance_minor <= 0:
             return "nothing is due on this invoice"
-    # An opt-out stops reminders; a receipt records a transaction and goes out regardless.
+    # An opt-out stops reminders. An email receipt records a transaction and goes out
+    # regardless; a number that replied STOP gets no SMS at all, as carriers require.
     opted_out = customer.email_opt_out if job.channel == "email" else customer.sms_opt_out
-    if opted_out and not job.is_receipt:
+    if opted_out and not (job.is_receipt and job.channel == "email"):
         return f"customer opted out of {job.channel}"
     if job.channel == "email" and not customer.email:
         return "no email address on file"

@@ -1,13 +1,14 @@
-"""What a customer agreed to receive: reminders per channel. Receipts are transactional and
-go out whatever the customer opted out of; reminders never go out on an opted-out channel.
+"""What a customer agreed to receive, per channel. Reminders never go out on an opted-out
+channel; email receipts are transactional and still do; a number that replied STOP gets no SMS
+until it replies START.
 
-Invariants: an opt-out is recorded once (a repeated one changes nothing and adds no audit
-event); every change is audited with who made it and through what.
+Invariants: a change is recorded once (repeating it changes nothing and adds no audit event);
+every change is audited with who made it and through what.
 """
 
 from __future__ import annotations
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from ledger.accounts import UnknownCustomer
 from ledger.books import record_audit
@@ -27,16 +28,40 @@ def opt_out(
     """Stop reminders to the customer on `channel`; False if they had opted out already.
     `via` says how (an unsubscribe link, the provider's refusal); `invoice_id` the invoice
     whose message told us, if one did."""
+    return _set_opt_out(session, customer_id, channel, True, actor, via, invoice_id)
+
+
+def opt_in(session: Session, customer_id: str, channel: Channel, *, actor: str, via: str) -> bool:
+    """Allow reminders on `channel` again (an SMS reply START); False if they were allowed."""
+    return _set_opt_out(session, customer_id, channel, False, actor, via, None)
+
+
+def customers_with_phone(session: Session, phone: str) -> list[str]:
+    """The ids of the customers whose SMS go to `phone` (E.164), in order."""
+    return list(
+        session.exec(select(Customer.id).where(Customer.phone == phone).order_by(Customer.id))
+    )
+
+
+def _set_opt_out(
+    session: Session,
+    customer_id: str,
+    channel: Channel,
+    opted_out: bool,
+    actor: str,
+    via: str,
+    invoice_id: int | None,
+) -> bool:
     if channel not in CHANNELS:
         raise ValueError(f"unknown channel {channel!r}; expected one of {', '.join(CHANNELS)}")
     customer = session.get(Customer, customer_id, with_for_update=True)
     if customer is None:
         raise UnknownCustomer(f"customer {customer_id!r} does not exist")
     field = f"{channel}_opt_out"
-    if getattr(customer, field):
+    if getattr(customer, field) == opted_out:
         return False
-    setattr(customer, field, True)
+    setattr(customer, field, opted_out)
     session.add(customer)
     detail = {"customer": customer_id, "channel": channel, "via": via}
-    record_audit(session, actor, "opted_out", invoice_id, detail)
+    record_audit(session, actor, "opted_out" if opted_out else "opted_in", invoice_id, detail)
     return True

@@ -23,6 +23,7 @@ from portal import (
     payer_api,
     payer_pages,
     tasks_api,
+    twilio_webhooks,
     webhooks,
 )
 from portal.links import LinkProblem
@@ -41,6 +42,7 @@ def create_app(services: PaymentServices) -> FastAPI:
     app.include_router(payer_pages.router)
     app.include_router(payer_api.router)
     app.include_router(webhooks.router)
+    app.include_router(twilio_webhooks.router)
     app.include_router(consent_pages.router)
     app.include_router(console_auth.router)
     app.include_router(console_pages.router)

@@ -1,0 +1,146 @@
+"""Replies to reminders by SMS, posted to the web app under uvicorn on loopback as Twilio posts
+them, each signed the way Twilio signs (HMAC-SHA1 of the URL and the sorted form fields, keyed
+with the auth token, base64): STOP and START change consent once, HELP answers with the
+sender's contact line, and a bad signature records nothing."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from datetime import UTC, datetime
+from xml.etree import ElementTree
+
+from pydantic import SecretStr
+from sqlmodel import select
+
+from activities.messaging import MessagingActivities
+from activities.models import ReminderRequest
+from ledger.db import session_scope
+from ledger.models import AuditEvent, Customer
+from tests.portal_harness import DUE, portal
+
+AUTH_TOKEN = "twilio-test-auth-token"
+PHONE = "+14155550123"
+PATH = "/webhooks/twilio/inbound"
+DUE_AT = datetime(2026, 5, 28, 14, 0, tzinfo=UTC)  # a step a few days before DUE
+
+
+def twilio_signature(url: str, fields: dict[str, str], token: str = AUTH_TOKEN) -> str:
+    """As Twilio's docs describe it: the URL, then each field name and value sorted by name."""
+    signed = url + "".join(f"{name}{fields[name]}" for name in sorted(fields))
+    digest = hmac.new(token.encode(), signed.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def reply(body: str) -> dict[str, str]:
+    return {
+        "MessageSid": "SM" + "0" * 32,
+        "AccountSid": "AC" + "1" * 32,
+        "From": PHONE,
+        "To": "+15005550006",
+        "Body": body,
+    }
+
+
+async def post_reply(p, body: str, signature: str | None = None):
+    fields = reply(body)
+    url = p.web_settings.public_base_url.rstrip("/") + PATH  # the URL Twilio was given
+    headers = {"X-Twilio-Signature": signature or twilio_signature(url, fields)}
+    return await p.http.post(PATH, data=fields, headers=headers)
+
+
+def sms_opted_out(p) -> dict[str, bool]:
+    with session_scope(p.harness.engine) as session:
+        return {c.id: c.sms_opt_out for c in session.exec(select(Customer).order_by(Customer.id))}
+
+
+def consent_audits(p) -> list[tuple[str, str]]:
+    with session_scope(p.harness.engine) as session:
+        events = session.exec(
+            select(AuditEvent).where(AuditEvent.action.in_(["opted_out", "opted_in"]))
+        ).all()
+        return [(event.action, event.actor) for event in events]
+
+
+def twiml_message(text: str) -> str | None:
+    message = ElementTree.fromstring(text).find("Message")
+    return None if message is None else message.text
+
+
+async def test_stop_then_start_change_sms_consent_of_every_customer_on_that_number(tmp_path):
+    async with portal(tmp_path, twilio_auth_token=SecretStr(AUTH_TOKEN)) as p:
+        await p.harness.start("INV-S1", due_on=DUE, phone=PHONE)
+        await p.harness.start("INV-S2", due_on=DUE, phone=PHONE)
+        await p.harness.start("INV-S3", due_on=DUE, phone="+14155550999")
+
+        for word in ("stop", " STOP "):  # Twilio passes the text as typed
+            answer = await post_reply(p, word)
+            assert answer.status_code == 200
+            assert twiml_message(answer.text) is None  # Twilio confirms STOP itself
+        assert sms_opted_out(p) == {"cust-INV-S1": True, "cust-INV-S2": True, "cust-INV-S3": False}
+        assert consent_audits(p) == [("opted_out", "payer")] * 2  # once per customer
+
+        outcome = MessagingActivities(p.harness.engine, p.settings).send_reminder(
+            ReminderRequest(
+                invoice_number="INV-S1",
+                template="courtesy",
+                channels=["sms"],
+                step_index=0,
+                scheduled_for=DUE_AT,
+                idempotency_key="INV-S1:step:0",
+            )
+        )
+        assert [(r.status, r.reason) for r in outcome.results] == [
+            ("suppressed", "customer opted out of sms")
+        ]
+
+        assert (await post_reply(p, "Start")).status_code == 200
+        assert sms_opted_out(p) == {
+            "cust-INV-S1": False,
+            "cust-INV-S2": False,
+            "cust-INV-S3": False,
+        }
+        assert consent_audits(p)[-2:] == [("opted_in", "payer")] * 2
+
+
+async def test_help_answers_with_the_senders_contact_line(tmp_path):
+    async with portal(
+        tmp_path,
+        twilio_auth_token=SecretStr(AUTH_TOKEN),
+        company_name="Northwind Traders",
+        support_email="ar@northwind.example",
+    ) as p:
+        answer = await post_reply(p, "help")
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("application/xml")
+        message = twiml_message(answer.text) or ""
+        assert message.startswith("Northwind Traders: payment reminders. Help: ar@northwind.")
+        assert "Reply STOP to stop" in message
+        # Any other reply is left alone: an empty answer, nothing changed.
+        other = await post_reply(p, "I paid yesterday, thanks")
+        assert other.status_code == 200 and twiml_message(other.text) is None
+        assert consent_audits(p) == []
+
+
+async def test_a_bad_or_missing_signature_is_refused_and_records_nothing(tmp_path):
+    async with portal(tmp_path, twilio_auth_token=SecretStr(AUTH_TOKEN)) as p:
+        await p.harness.start("INV-S1", due_on=DUE, phone=PHONE)
+        url = p.web_settings.public_base_url.rstrip("/") + PATH
+        wrong_key = twilio_signature(url, reply("STOP"), token="another-token")
+        other_body = twilio_signature(url, reply("HELP"))  # signed for other fields
+        for signature in (wrong_key, other_body, "not-a-signature"):
+            refused = await post_reply(p, "STOP", signature=signature)
+            assert refused.status_code == 403
+        missing = await p.http.post(PATH, data=reply("STOP"))
+        assert missing.status_code == 403
+        assert missing.json() == {"error": "bad or missing X-Twilio-Signature"}
+        assert sms_opted_out(p) == {"cust-INV-S1": False}
+        assert consent_audits(p) == []
+
+
+async def test_without_an_auth_token_the_webhook_is_refused(tmp_path):
+    async with portal(tmp_path) as p:
+        refused = await p.http.post(PATH, data=reply("STOP"))
+        assert refused.status_code == 403
+        assert "DUNWISE_TWILIO_AUTH_TOKEN" in refused.json()["error"]
