@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     delivery_timeout_seconds: float = 20.0
     sendgrid_api_key: SecretStr | None = None
     sendgrid_host: str = "https://api.sendgrid.com"
+    sendgrid_webhook_public_key: str | None = Field(
+        None, description="the signed event webhook's verification key, base64 as SendGrid shows it"
+    )
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
     twilio_from: str | None = Field(None, description="sender number (E.164) or sender id")

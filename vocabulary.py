@@ -99,3 +99,20 @@ FINAL_MESSAGE_STATUSES = frozenset(
 # A Literal, not an enum, so policy files and API bodies keep their JSON schema.
 Channel = Literal["email", "sms"]
 CHANNELS: tuple[Channel, ...] = get_args(Channel)
+
+
+class DeliveryKind(StrEnum):
+    """What an email or SMS provider tells of a message after it left."""
+
+    DELIVERED = "delivered"
+    OPENED = "opened"
+    CLICKED = "clicked"
+    BOUNCED = "bounced"
+    DROPPED = "dropped"
+    SPAM_REPORT = "spamreport"
+    UNSUBSCRIBED = "unsubscribed"
+
+
+DELIVERY_FAILURES = frozenset(
+    {DeliveryKind.BOUNCED, DeliveryKind.DROPPED, DeliveryKind.SPAM_REPORT}
+)

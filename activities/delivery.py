@@ -222,6 +222,7 @@ class SendGridEmail:
         mail.header = Header(IDEMPOTENCY_HEADER, message.idempotency_key)
         if message.unsubscribe_link:
             mail.header = Header("List-Unsubscribe", f"<{message.unsubscribe_link}>")
+            mail.header = Header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
         # Comes back on SendGrid's event webhook, so events map to our Message row.
         mail.custom_arg = CustomArg("dunwise_idempotency_key", message.idempotency_key)
         try:

@@ -180,6 +180,8 @@ class Message(SQLModel, table=True):
     subject: str | None = Field(default=None, max_length=300)
     provider_id: str | None = Field(default=None, max_length=200)
     created_at: datetime = aware(default_factory=utcnow)
+    # What the provider last told of it (`ledger.delivery_events`): delivered, opened, ...
+    delivery: str | None = Field(default=None, max_length=16, description="a DeliveryKind")
 
 
 class ErpPosting(SQLModel, table=True):

@@ -1,4 +1,5 @@
-"""What a payer does in the portal, told to the timelines of the invoices it concerns.
+"""What a payer does in the portal, and what providers tell of a message, told to the
+timelines of the invoices it concerns.
 
 Fire-and-forget signals: a collector wants to know the payer looked, but a page never waits
 for it and an invoice whose workflow has ended simply misses it.
@@ -8,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from temporalio.service import RPCError, RPCStatusCode
 
 from invoices import workflow_id
 from payments.services import PaymentServices
 from workflows.invoice import InvoiceWorkflow
-from workflows.models import PortalEvent, PortalEventKind
+from workflows.models import DeliveryNote, PortalEvent, PortalEventKind
 
 log = logging.getLogger(__name__)
 # Signals sent at once for one page view, so a customer with thousands of invoices does not
@@ -26,6 +29,17 @@ async def note_portal_event(
     services: PaymentServices, numbers: list[str], kind: PortalEventKind, detail: str = ""
 ) -> None:
     event = PortalEvent(event=kind, detail=detail[:500])
+    await _signal_each(services, numbers, InvoiceWorkflow.note_portal_event, event)
+
+
+async def note_delivery(services: PaymentServices, numbers: list[str], note: DeliveryNote) -> None:
+    """A provider's news of a message, on the timelines of the invoices it was about."""
+    await _signal_each(services, numbers, InvoiceWorkflow.note_delivery, note)
+
+
+async def _signal_each(
+    services: PaymentServices, numbers: list[str], signal: Callable[..., Any], payload: Any
+) -> None:
     client = await services.temporal()
     gate = asyncio.Semaphore(CONCURRENT_SIGNALS)
 
@@ -33,7 +47,7 @@ async def note_portal_event(
         handle = client.get_workflow_handle_for(InvoiceWorkflow.run, workflow_id(number))
         async with gate:
             try:
-                await handle.signal(InvoiceWorkflow.note_portal_event, event)
+                await handle.signal(signal, payload)
             except RPCError as err:
                 if err.status != RPCStatusCode.NOT_FOUND:
                     raise

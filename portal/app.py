@@ -22,6 +22,7 @@ from portal import (
     console_pages,
     payer_api,
     payer_pages,
+    sendgrid_webhooks,
     tasks_api,
     twilio_webhooks,
     webhooks,
@@ -43,6 +44,7 @@ def create_app(services: PaymentServices) -> FastAPI:
     app.include_router(payer_api.router)
     app.include_router(webhooks.router)
     app.include_router(twilio_webhooks.router)
+    app.include_router(sendgrid_webhooks.router)
     app.include_router(consent_pages.router)
     app.include_router(console_auth.router)
     app.include_router(console_pages.router)

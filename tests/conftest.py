@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import SQLModel
 
+import ledger.delivery_events  # noqa: F401
 import ledger.models  # noqa: F401  (registers the tables)
 import ledger.notes  # noqa: F401
 import ledger.plans  # noqa: F401

@@ -18,6 +18,7 @@ with workflow.unsafe.imports_passed_through():
     from vocabulary import AWAITING_PAYMENT
     from workflows.models import (
         BalanceReopened,
+        DeliveryNote,
         InvoiceState,
         PaymentFailed,
         PaymentPending,
@@ -33,6 +34,10 @@ class InvoicePayments(InvoiceDisputes):
     @workflow.signal
     def note_portal_event(self, event: PortalEvent) -> None:
         self._record(event.event.value, event.detail)
+
+    @workflow.signal
+    def note_delivery(self, note: DeliveryNote) -> None:
+        self._record(note.kind.value, note.detail, channel=note.channel)
 
     @workflow.update
     async def payment_pending(self, pending: PaymentPending) -> InvoiceState:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from activities.models import Installment, PlannedStep, ReminderSent, TimelineEntry
 from ledger.currencies import MAX_MINOR
 from policies.schema import Policy, Priority, Slug
-from vocabulary import AdjustmentKind, Channel, InvoiceStatus
+from vocabulary import AdjustmentKind, Channel, DeliveryKind, InvoiceStatus
 
 
 class InvoiceInput(BaseModel):
@@ -73,6 +73,14 @@ class PortalEventKind(StrEnum):
 
 class PortalEvent(BaseModel):
     event: PortalEventKind
+    detail: str = Field("", max_length=500)
+
+
+class DeliveryNote(BaseModel):
+    """What a provider told of a message about the invoice, for its timeline."""
+
+    kind: DeliveryKind
+    channel: Channel
     detail: str = Field("", max_length=500)
 
 

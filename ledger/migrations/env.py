@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from alembic import context
 from sqlmodel import SQLModel
 
+import ledger.delivery_events  # noqa: F401
 import ledger.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 import ledger.notes  # noqa: F401
 import ledger.plans  # noqa: F401

@@ -1,0 +1,141 @@
+"""SendGrid's event webhook at `/webhooks/sendgrid`: what happened to each email after it left.
+
+The signed event webhook is checked before anything is read: an ECDSA (P-256, SHA-256)
+signature over the timestamp header and the raw body, with the verification key SendGrid
+shows (`DUNWISE_SENDGRID_WEBHOOK_PUBLIC_KEY`); bad or missing, or no key set, is 403 and
+nothing is recorded. Each event is recorded once by its `sg_event_id` on the message it names
+(the `dunwise_idempotency_key` custom argument every email carries); delivered, opened,
+clicked, bounced, dropped, spam reports and unsubscribes go to the timelines of the message's
+invoices, and a spam report or an unsubscribe opts the customer out of email reminders.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from ledger.consent import opt_out
+from ledger.db import session_scope
+from ledger.delivery_events import RecordedDelivery, record_delivery_event
+from payments.portal_events import note_delivery
+from vocabulary import DeliveryKind
+from workflows.models import DeliveryNote
+
+router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+log = logging.getLogger(__name__)
+SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
+TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
+# SendGrid's event names; `processed` and `deferred` say nothing a collector needs.
+KINDS = {
+    "delivered": DeliveryKind.DELIVERED,
+    "open": DeliveryKind.OPENED,
+    "click": DeliveryKind.CLICKED,
+    "bounce": DeliveryKind.BOUNCED,
+    "dropped": DeliveryKind.DROPPED,
+    "spamreport": DeliveryKind.SPAM_REPORT,
+    "unsubscribe": DeliveryKind.UNSUBSCRIBED,
+    "group_unsubscribe": DeliveryKind.UNSUBSCRIBED,
+}
+LEAVES_EMAIL = frozenset({DeliveryKind.SPAM_REPORT, DeliveryKind.UNSUBSCRIBED})
+
+
+class SignatureRefused(Exception):
+    pass
+
+
+@router.post("/sendgrid")
+async def sendgrid_webhook(request: Request) -> JSONResponse:
+    services = request.app.state.services
+    payload = await request.body()
+    try:
+        verify_signature(
+            services.settings.sendgrid_webhook_public_key,
+            request.headers.get(SIGNATURE_HEADER),
+            request.headers.get(TIMESTAMP_HEADER),
+            payload,
+        )
+    except SignatureRefused as refused:
+        return JSONResponse({"error": str(refused)}, status_code=403)
+    try:
+        events = json.loads(payload)
+        if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+            raise ValueError("expected a JSON array of event objects")
+    except ValueError as err:
+        return JSONResponse({"error": f"not SendGrid events: {err}"}, status_code=400)
+    recorded = []
+    with session_scope(services.engine) as session:
+        for event in events:
+            kind = KINDS.get(str(event.get("event")))
+            if kind is None or not event.get("sg_event_id"):
+                continue
+            new = record_delivery_event(
+                session,
+                provider="sendgrid",
+                event_id=str(event["sg_event_id"]),
+                message_key=event.get("dunwise_idempotency_key"),
+                kind=kind,
+                at=_moment(event.get("timestamp")),
+                detail=_detail(event),
+            )
+            if new is None:
+                continue
+            if kind in LEAVES_EMAIL and new.customer_id is not None:
+                opt_out(session, new.customer_id, "email", actor="provider", via=f"SendGrid {kind}")
+            recorded.append((new, _detail(event)))
+    for new, detail in recorded:
+        await _tell_timelines(services, new, detail)
+    return JSONResponse({"received": len(events), "recorded": len(recorded)})
+
+
+def verify_signature(
+    public_key: str | None, signature: str | None, timestamp: str | None, payload: bytes
+) -> None:
+    """Raise SignatureRefused unless `signature` signs timestamp + payload under the key."""
+    if not public_key:
+        raise SignatureRefused(
+            "the SendGrid webhook is not configured: set DUNWISE_SENDGRID_WEBHOOK_PUBLIC_KEY"
+        )
+    if not signature or not timestamp:
+        raise SignatureRefused(f"missing {SIGNATURE_HEADER} or {TIMESTAMP_HEADER}")
+    try:
+        key = load_der_public_key(base64.b64decode(public_key))
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise SignatureRefused("the SendGrid verification key is not an ECDSA key")
+        key.verify(
+            base64.b64decode(signature), timestamp.encode() + payload, ec.ECDSA(hashes.SHA256())
+        )
+    except (InvalidSignature, ValueError, binascii.Error):
+        raise SignatureRefused("bad SendGrid event webhook signature") from None
+
+
+async def _tell_timelines(services: Any, new: RecordedDelivery, detail: str) -> None:
+    if not new.invoice_numbers or new.channel is None:
+        return
+    note = DeliveryNote(kind=new.kind, channel=new.channel, detail=detail)
+    try:
+        await note_delivery(services, new.invoice_numbers, note)
+    except Exception:  # noqa: BLE001 - the event is recorded; a missed note must not fail it
+        log.warning("could not note %s on %s", new.kind, new.invoice_numbers, exc_info=True)
+
+
+def _moment(timestamp: Any) -> datetime:
+    try:
+        return datetime.fromtimestamp(int(timestamp), UTC)
+    except (TypeError, ValueError, OverflowError):
+        return datetime.now(UTC)
+
+
+def _detail(event: dict[str, Any]) -> str:
+    """What a collector reads: the link clicked, or why the mail was refused."""
+    return str(event.get("url") or event.get("reason") or event.get("response") or "")[:500]

@@ -1,0 +1,162 @@
+"""SendGrid's event webhook, posted to the web app under uvicorn on loopback as SendGrid posts
+it: a JSON array of events signed the way SendGrid signs (ECDSA P-256 with SHA-256 over the
+timestamp header and the raw body, base64), with a key pair made in the test. Events land on
+the message's row once each and on the invoice's timeline; a bad signature records nothing."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlmodel import func, select
+
+from activities.messaging import MessagingActivities
+from activities.models import ReminderRequest
+from ledger.db import session_scope
+from ledger.delivery_events import DeliveryEvent
+from ledger.models import Customer, Message
+from tests.portal_harness import DUE, portal
+from tests.test_twilio_inbound import DUE_AT
+
+PATH = "/webhooks/sendgrid"
+SIGNING_KEY = ec.generate_private_key(ec.SECP256R1())
+PUBLIC_KEY = base64.b64encode(
+    SIGNING_KEY.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+).decode()
+
+
+def signed(body: bytes, key: ec.EllipticCurvePrivateKey = SIGNING_KEY) -> dict[str, str]:
+    timestamp = str(int(time.time()))
+    signature = key.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    return {
+        "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
+        "X-Twilio-Email-Event-Webhook-Timestamp": timestamp,
+        "Content-Type": "application/json",
+    }
+
+
+def event(kind: str, event_id: str, key: str, **more) -> dict:
+    return {
+        "email": "ap@customer.example",
+        "timestamp": 1_780_000_000,
+        "event": kind,
+        "sg_event_id": event_id,
+        "sg_message_id": "14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0",
+        "dunwise_idempotency_key": key,
+        **more,
+    }
+
+
+async def post_events(p, events: list[dict], headers: dict | None = None):
+    body = json.dumps(events).encode()
+    return await p.http.post(PATH, content=body, headers=headers or signed(body))
+
+
+def send_reminder(p, number: str) -> Message:
+    MessagingActivities(p.harness.engine, p.settings).send_reminder(
+        ReminderRequest(
+            invoice_number=number,
+            template="courtesy",
+            channels=["email"],
+            step_index=0,
+            scheduled_for=DUE_AT,
+            idempotency_key=f"{number}:step:0",
+        )
+    )
+    with session_scope(p.harness.engine) as session:
+        return session.exec(select(Message).where(Message.channel == "email")).one()
+
+
+def delivery_of(engine: sa.Engine) -> tuple[str | None, int]:
+    with session_scope(engine) as session:
+        row = session.exec(select(Message)).one()
+        return row.delivery, session.exec(select(func.count()).select_from(DeliveryEvent)).one()
+
+
+async def test_events_land_once_on_the_message_and_on_the_invoices_timeline(tmp_path) -> None:
+    async with portal(tmp_path, sendgrid_webhook_public_key=PUBLIC_KEY) as p:
+        await p.harness.start("INV-E1", due_on=DUE)
+        key = send_reminder(p, "INV-E1").idempotency_key
+        # Out of order, with a repeat and events that say nothing to a collector.
+        events = [
+            event("processed", "ev-0", key),
+            event("open", "ev-2", key),
+            event("delivered", "ev-1", key, response="250 OK"),
+            event("delivered", "ev-1", key, response="250 OK"),
+            event("click", "ev-3", key, url="http://127.0.0.1:8000/pay/abc"),
+            event("delivered", "ev-9", "no-such-key"),
+        ]
+        answer = await post_events(p, events)
+        assert answer.status_code == 200
+        assert answer.json() == {"received": 6, "recorded": 4}
+        assert delivery_of(p.harness.engine) == ("clicked", 4)
+
+        again = await post_events(p, events)  # SendGrid retries a whole batch
+        assert again.json() == {"received": 6, "recorded": 0}
+        assert delivery_of(p.harness.engine) == ("clicked", 4)
+
+        async def noted():
+            """the timeline shows the three events"""
+            state = await p.state("INV-E1")
+            told = [(e.event, e.channel, e.detail) for e in state.timeline]
+            wanted = [
+                ("opened", "email", ""),
+                ("delivered", "email", "250 OK"),
+                ("clicked", "email", "http://127.0.0.1:8000/pay/abc"),
+            ]
+            return all(entry in told for entry in wanted) and told
+
+        told = await p.until(noted)
+        assert sum(1 for entry in told if entry[0] == "delivered") == 1
+
+
+async def test_a_bounce_shows_over_earlier_news_and_an_unsubscribe_opts_out(tmp_path) -> None:
+    async with portal(tmp_path, sendgrid_webhook_public_key=PUBLIC_KEY) as p:
+        await p.harness.start("INV-E1", due_on=DUE)
+        key = send_reminder(p, "INV-E1").idempotency_key
+        await post_events(p, [event("delivered", "ev-1", key)])
+        bounce = event("bounce", "ev-2", key, reason="550 5.1.1 mailbox unknown")
+        await post_events(p, [bounce, event("open", "ev-3", key)])
+        assert delivery_of(p.harness.engine) == ("bounced", 3)
+
+        await post_events(p, [event("unsubscribe", "ev-4", key)])
+        with session_scope(p.harness.engine) as session:
+            assert session.get(Customer, "cust-INV-E1").email_opt_out  # type: ignore[union-attr]
+
+
+async def test_a_bad_or_missing_signature_records_nothing(tmp_path) -> None:
+    async with portal(tmp_path, sendgrid_webhook_public_key=PUBLIC_KEY) as p:
+        await p.harness.start("INV-E1", due_on=DUE)
+        key = send_reminder(p, "INV-E1").idempotency_key
+        body = json.dumps([event("delivered", "ev-1", key)]).encode()
+        other_key = ec.generate_private_key(ec.SECP256R1())
+        tampered = body.replace(b"delivered", b"spamreport")
+        attempts = [
+            (body, signed(body, other_key)),  # signed by someone else
+            (tampered, signed(body)),  # the body changed after signing
+            (body, {"Content-Type": "application/json"}),  # no signature at all
+            (body, {**signed(body), "X-Twilio-Email-Event-Webhook-Signature": "bm90IGEgc2ln"}),
+        ]
+        for content, headers in attempts:
+            refused = await p.http.post(PATH, content=content, headers=headers)
+            assert refused.status_code == 403, refused.text
+        assert delivery_of(p.harness.engine) == (None, 0)
+
+        not_events = b'{"event": "delivered"}'
+        assert (
+            await p.http.post(PATH, content=not_events, headers=signed(not_events))
+        ).status_code == 400
+
+
+async def test_without_a_verification_key_the_webhook_is_refused(tmp_path) -> None:
+    async with portal(tmp_path) as p:
+        body = b"[]"
+        refused = await p.http.post(PATH, content=body, headers=signed(body))
+        assert refused.status_code == 403
+        assert "DUNWISE_SENDGRID_WEBHOOK_PUBLIC_KEY" in refused.json()["error"]
