@@ -248,6 +248,8 @@ class TwilioSms:
                 "are required when sms_backend is twilio"
             )
         self._sender = settings.twilio_from
+        # Twilio posts each status change here (portal.twilio_webhooks).
+        self._status_callback = f"{settings.public_base_url.rstrip('/')}/webhooks/twilio/status"
         self._client = TwilioClient(
             settings.twilio_account_sid,
             settings.twilio_auth_token.get_secret_value(),
@@ -263,7 +265,9 @@ class TwilioSms:
             else {"from_": self._sender}
         )
         try:
-            created = self._client.messages.create(to=message.to, body=message.body, **sender)
+            created = self._client.messages.create(
+                to=message.to, body=message.body, status_callback=self._status_callback, **sender
+            )
         except TwilioRestException as error:
             if error.code == TWILIO_UNSUBSCRIBED:
                 raise RecipientOptedOut(

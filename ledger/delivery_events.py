@@ -2,8 +2,9 @@
 
 Invariants:
 - An event is recorded once per provider and event id; a repeat changes nothing.
-- An event names its message by the idempotency key it was sent with; one for a message the
-  ledger does not have is kept (with no message) so that a repeat is still recognised.
+- An event names its message by the idempotency key it was sent with, or by the provider's
+  own id of it; one for a message the ledger does not have is kept (with no message) so that
+  a repeat is still recognised.
 - `message.delivery` only moves forward (delivered, then opened, then clicked) except to a
   failure, which always shows: events arrive in any order.
 - The message's invoices are those of every row it delivered (a grouped reminder has several).
@@ -52,7 +53,8 @@ def record_delivery_event(
     *,
     provider: str,
     event_id: str,
-    message_key: str | None,
+    message_key: str | None = None,
+    provider_message_id: str | None = None,
     kind: DeliveryKind,
     at: datetime,
     detail: str = "",
@@ -65,11 +67,15 @@ def record_delivery_event(
     ).first()
     if seen is not None:
         return None
-    message = (
-        session.exec(select(Message).where(Message.idempotency_key == message_key)).first()
-        if message_key
-        else None
-    )
+    message = None
+    if message_key:
+        message = session.exec(
+            select(Message).where(Message.idempotency_key == message_key)
+        ).first()
+    elif provider_message_id:
+        message = session.exec(
+            select(Message).where(Message.provider_id == provider_message_id)
+        ).first()
     session.add(
         DeliveryEvent(
             provider=provider,

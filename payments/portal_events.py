@@ -15,6 +15,7 @@ from typing import Any
 from temporalio.service import RPCError, RPCStatusCode
 
 from invoices import workflow_id
+from ledger.delivery_events import RecordedDelivery
 from payments.services import PaymentServices
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import DeliveryNote, PortalEvent, PortalEventKind
@@ -32,9 +33,16 @@ async def note_portal_event(
     await _signal_each(services, numbers, InvoiceWorkflow.note_portal_event, event)
 
 
-async def note_delivery(services: PaymentServices, numbers: list[str], note: DeliveryNote) -> None:
-    """A provider's news of a message, on the timelines of the invoices it was about."""
-    await _signal_each(services, numbers, InvoiceWorkflow.note_delivery, note)
+async def note_delivery(services: PaymentServices, recorded: RecordedDelivery, detail: str) -> None:
+    """A provider's news of a message, on the timelines of the invoices it was about. The
+    event is in the ledger already: a timeline that misses it is logged, never raised."""
+    if not recorded.invoice_numbers or recorded.channel is None:
+        return
+    note = DeliveryNote(kind=recorded.kind, channel=recorded.channel, detail=detail[:500])
+    try:
+        await _signal_each(services, recorded.invoice_numbers, InvoiceWorkflow.note_delivery, note)
+    except Exception:  # noqa: BLE001 - a provider's webhook must not fail for a timeline note
+        log.warning("could not note %s on %s", note.kind, recorded.invoice_numbers, exc_info=True)
 
 
 async def _signal_each(

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,13 +26,11 @@ from fastapi.responses import JSONResponse
 
 from ledger.consent import opt_out
 from ledger.db import session_scope
-from ledger.delivery_events import RecordedDelivery, record_delivery_event
+from ledger.delivery_events import record_delivery_event
 from payments.portal_events import note_delivery
 from vocabulary import DeliveryKind
-from workflows.models import DeliveryNote
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
-log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 # SendGrid's event names; `processed` and `deferred` say nothing a collector needs.
@@ -94,7 +91,7 @@ async def sendgrid_webhook(request: Request) -> JSONResponse:
                 opt_out(session, new.customer_id, "email", actor="provider", via=f"SendGrid {kind}")
             recorded.append((new, _detail(event)))
     for new, detail in recorded:
-        await _tell_timelines(services, new, detail)
+        await note_delivery(services, new, detail)
     return JSONResponse({"received": len(events), "recorded": len(recorded)})
 
 
@@ -117,16 +114,6 @@ def verify_signature(
         )
     except (InvalidSignature, ValueError, binascii.Error):
         raise SignatureRefused("bad SendGrid event webhook signature") from None
-
-
-async def _tell_timelines(services: Any, new: RecordedDelivery, detail: str) -> None:
-    if not new.invoice_numbers or new.channel is None:
-        return
-    note = DeliveryNote(kind=new.kind, channel=new.channel, detail=detail)
-    try:
-        await note_delivery(services, new.invoice_numbers, note)
-    except Exception:  # noqa: BLE001 - the event is recorded; a missed note must not fail it
-        log.warning("could not note %s on %s", new.kind, new.invoice_numbers, exc_info=True)
 
 
 def _moment(timestamp: Any) -> datetime:

@@ -1,4 +1,6 @@
-"""Twilio's inbound SMS webhook at `/webhooks/twilio/inbound`: replies to reminders.
+"""Twilio's webhooks: replies to reminders at `/webhooks/twilio/inbound`, and each sent SMS's
+status at `/webhooks/twilio/status` (delivered, undelivered, failed: on the message's row and
+its invoices' timelines, once per status, as `ledger.delivery_events` records them).
 
 The `X-Twilio-Signature` is checked the way Twilio computes it (HMAC-SHA1 over the public URL
 Twilio called and the sorted form fields, keyed with the auth token) before anything is read:
@@ -12,6 +14,7 @@ for a collector to read in Twilio. Repeats change nothing (`ledger.consent`).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from xml.sax.saxutils import escape
 
 from fastapi import APIRouter, Request
@@ -20,6 +23,9 @@ from twilio.request_validator import RequestValidator
 
 from ledger.consent import customers_with_phone, opt_in, opt_out
 from ledger.db import session_scope
+from ledger.delivery_events import record_delivery_event
+from payments.portal_events import note_delivery
+from vocabulary import DeliveryKind
 
 router = APIRouter(prefix="/webhooks/twilio", tags=["webhooks"])
 # Twilio's own keywords (its default opt-out handling recognises the same words).
@@ -28,22 +34,21 @@ STOP_WORDS = frozenset(
 )
 START_WORDS = frozenset({"START", "YES", "UNSTOP"})
 HELP_WORDS = frozenset({"HELP", "INFO"})
+# Twilio's final message statuses; queued, sending and sent say nothing a collector needs.
+STATUS_KINDS = {
+    "delivered": DeliveryKind.DELIVERED,
+    "read": DeliveryKind.OPENED,
+    "undelivered": DeliveryKind.BOUNCED,
+    "failed": DeliveryKind.DROPPED,
+}
 
 
 @router.post("/inbound")
 async def inbound_sms(request: Request) -> Response:
+    form = await _signed_form(request)
+    if isinstance(form, Response):
+        return form
     settings = request.app.state.services.settings
-    if settings.twilio_auth_token is None:
-        return JSONResponse(
-            {"error": "Twilio is not configured: set DUNWISE_TWILIO_AUTH_TOKEN"}, status_code=403
-        )
-    form = {key: str(value) for key, value in (await request.form()).items()}
-    public_url = settings.public_base_url.rstrip("/") + request.url.path
-    if request.url.query:
-        public_url += f"?{request.url.query}"
-    validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
-    if not validator.validate(public_url, form, request.headers.get("X-Twilio-Signature", "")):
-        return JSONResponse({"error": "bad or missing X-Twilio-Signature"}, status_code=403)
     keyword = form.get("Body", "").strip().upper()
     phone = form.get("From", "")
     if keyword in STOP_WORDS or keyword in START_WORDS:
@@ -59,6 +64,51 @@ async def inbound_sms(request: Request) -> Response:
             "Reply STOP to stop, START to start again."
         )
     return _twiml()
+
+
+@router.post("/status")
+async def message_status(request: Request) -> Response:
+    """A sent SMS's status callback: each status once per message, on its row and timeline."""
+    form = await _signed_form(request)
+    if isinstance(form, Response):
+        return form
+    services = request.app.state.services
+    kind = STATUS_KINDS.get(form.get("MessageStatus", ""))
+    sid = form.get("MessageSid", "")
+    if kind is None or not sid:
+        return Response(status_code=204)
+    detail = form.get("ErrorCode", "")
+    detail = f"error {detail}" if detail else ""
+    with session_scope(services.engine) as session:
+        recorded = record_delivery_event(
+            session,
+            provider="twilio",
+            event_id=f"{sid}:{form['MessageStatus']}",  # a status comes once per message
+            provider_message_id=sid,
+            kind=kind,
+            at=datetime.now(UTC),
+            detail=detail,
+        )
+    if recorded is not None:
+        await note_delivery(services, recorded, detail)
+    return Response(status_code=204)
+
+
+async def _signed_form(request: Request) -> dict[str, str] | Response:
+    """The posted form if Twilio signed it; else the 403 answer."""
+    settings = request.app.state.services.settings
+    if settings.twilio_auth_token is None:
+        return JSONResponse(
+            {"error": "Twilio is not configured: set DUNWISE_TWILIO_AUTH_TOKEN"}, status_code=403
+        )
+    form = {key: str(value) for key, value in (await request.form()).items()}
+    public_url = settings.public_base_url.rstrip("/") + request.url.path
+    if request.url.query:
+        public_url += f"?{request.url.query}"
+    validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
+    if not validator.validate(public_url, form, request.headers.get("X-Twilio-Signature", "")):
+        return JSONResponse({"error": "bad or missing X-Twilio-Signature"}, status_code=403)
+    return form
 
 
 def _twiml(message: str | None = None) -> Response:

@@ -513,7 +513,12 @@ def test_twilio_sdk_creates_the_message_at_the_configured_base_url(settings: Set
     assert request.path == f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
     expected_auth = base64.b64encode(f"{ACCOUNT_SID}:twilio-token".encode()).decode()
     assert request.headers["authorization"] == f"Basic {expected_auth}"
-    assert request.form() == {"To": sms.to, "From": "+15005550006", "Body": sms.body}
+    assert request.form() == {
+        "To": sms.to,
+        "From": "+15005550006",
+        "Body": sms.body,
+        "StatusCallback": f"{settings.public_base_url}/webhooks/twilio/status",
+    }
 
 
 def test_twilio_messaging_service_sender(settings: Settings) -> None:

@@ -17,7 +17,7 @@ from sqlmodel import select
 from activities.messaging import MessagingActivities
 from activities.models import ReminderRequest
 from ledger.db import session_scope
-from ledger.models import AuditEvent, Customer
+from ledger.models import AuditEvent, Customer, Message
 from tests.portal_harness import DUE, portal
 
 AUTH_TOKEN = "twilio-test-auth-token"
@@ -144,3 +144,51 @@ async def test_without_an_auth_token_the_webhook_is_refused(tmp_path):
         refused = await p.http.post(PATH, data=reply("STOP"))
         assert refused.status_code == 403
         assert "DUNWISE_TWILIO_AUTH_TOKEN" in refused.json()["error"]
+
+
+async def test_status_callbacks_land_once_on_the_message_and_the_timeline(tmp_path):
+    async with portal(tmp_path, twilio_auth_token=SecretStr(AUTH_TOKEN)) as p:
+        await p.harness.start("INV-S1", due_on=DUE, phone=PHONE)
+        MessagingActivities(p.harness.engine, p.settings).send_reminder(
+            ReminderRequest(
+                invoice_number="INV-S1",
+                template="courtesy",
+                channels=["sms"],
+                step_index=0,
+                scheduled_for=DUE_AT,
+                idempotency_key="INV-S1:step:0",
+            )
+        )
+        sid = "SM" + "7" * 32
+        with session_scope(p.harness.engine) as session:  # as Twilio's answer would have set it
+            row = session.exec(select(Message)).one()
+            row.provider_id = sid
+            session.add(row)
+        url = p.web_settings.public_base_url.rstrip("/") + "/webhooks/twilio/status"
+
+        async def status(value: str, **more: str):
+            fields = {"MessageSid": sid, "MessageStatus": value, "To": PHONE, **more}
+            headers = {"X-Twilio-Signature": twilio_signature(url, fields)}
+            return await p.http.post("/webhooks/twilio/status", data=fields, headers=headers)
+
+        for value in ("sent", "delivered", "delivered"):
+            assert (await status(value)).status_code == 204
+        with session_scope(p.harness.engine) as session:
+            assert session.exec(select(Message)).one().delivery == "delivered"
+
+        async def noted():
+            """the timeline shows the delivery once"""
+            state = await p.state("INV-S1")
+            return [e for e in state.timeline if (e.event, e.channel) == ("delivered", "sms")]
+
+        [entry] = await p.until(noted)
+        assert entry.count == 1
+        forged = await p.http.post(
+            "/webhooks/twilio/status",
+            data={"MessageSid": sid, "MessageStatus": "undelivered"},
+            headers={"X-Twilio-Signature": "forged"},
+        )
+        assert forged.status_code == 403
+        assert (await status("undelivered", ErrorCode="30005")).status_code == 204
+        with session_scope(p.harness.engine) as session:
+            assert session.exec(select(Message)).one().delivery == "bounced"
