@@ -8,13 +8,15 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 from temporalio.testing import WorkflowEnvironment
 
+from activities.messaging import MessagingActivities
+from activities.models import ReminderOutcome, ReminderRequest
 from commands.web import serving_web
 from paylinks import make_pay_token
 from tests.invoice_harness import InvoiceHarness, dev_server_environment, invoice_harness
@@ -37,6 +39,19 @@ class Portal:
 
     def token(self, customer_id: str, invoices: list[str] | None = None) -> str:
         return make_pay_token(self.settings, customer_id, invoices or [])
+
+    def send_courtesy(self, number: str, channels: list[str]) -> ReminderOutcome:
+        """The invoice's first reminder, sent now through the messaging activity."""
+        return MessagingActivities(self.harness.engine, self.settings).send_reminder(
+            ReminderRequest(
+                invoice_number=number,
+                template="courtesy",
+                channels=channels,
+                step_index=0,
+                scheduled_for=datetime(2026, 5, 28, 14, 0, tzinfo=UTC),  # before DUE
+                idempotency_key=f"{number}:step:0",
+            )
+        )
 
     async def state(self, number: str) -> InvoiceState:
         handle = self.harness.env.client.get_workflow_handle_for(

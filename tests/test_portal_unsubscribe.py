@@ -4,13 +4,9 @@ record the opt-out once, the JSON API does the same, and a later reminder is not
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import sqlalchemy as sa
 from sqlmodel import select
 
-from activities.messaging import MessagingActivities
-from activities.models import ReminderRequest
 from ledger.db import session_scope
 from ledger.models import AuditEvent, Customer
 from paylinks import make_unsubscribe_link
@@ -76,16 +72,7 @@ async def test_a_reminder_after_the_opt_out_is_not_sent_on_that_channel(tmp_path
         await p.harness.start("INV-U1", due_on=DUE)
         await p.http.post(f"/unsubscribe/{token_for(p.settings, 'email')}")
 
-        outcome = MessagingActivities(p.harness.engine, p.settings).send_reminder(
-            ReminderRequest(
-                invoice_number="INV-U1",
-                template="courtesy",
-                channels=["email", "sms"],
-                step_index=0,
-                scheduled_for=datetime(2026, 5, 28, 14, 0, tzinfo=UTC),
-                idempotency_key="INV-U1:step:0",
-            )
-        )
+        outcome = p.send_courtesy("INV-U1", ["email", "sms"])
         results = [(r.channel, r.status, r.reason) for r in outcome.results]
         assert results == [
             ("email", "suppressed", "customer opted out of email"),

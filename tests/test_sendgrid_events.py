@@ -14,13 +14,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlmodel import func, select
 
-from activities.messaging import MessagingActivities
-from activities.models import ReminderRequest
 from ledger.db import session_scope
 from ledger.delivery_events import DeliveryEvent
 from ledger.models import Customer, Message
 from tests.portal_harness import DUE, portal
-from tests.test_twilio_inbound import DUE_AT
 
 PATH = "/webhooks/sendgrid"
 SIGNING_KEY = ec.generate_private_key(ec.SECP256R1())
@@ -59,16 +56,7 @@ async def post_events(p, events: list[dict], headers: dict | None = None):
 
 
 def send_reminder(p, number: str) -> Message:
-    MessagingActivities(p.harness.engine, p.settings).send_reminder(
-        ReminderRequest(
-            invoice_number=number,
-            template="courtesy",
-            channels=["email"],
-            step_index=0,
-            scheduled_for=DUE_AT,
-            idempotency_key=f"{number}:step:0",
-        )
-    )
+    p.send_courtesy(number, ["email"])
     with session_scope(p.harness.engine) as session:
         return session.exec(select(Message).where(Message.channel == "email")).one()
 

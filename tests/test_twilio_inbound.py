@@ -8,14 +8,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from datetime import UTC, datetime
 from xml.etree import ElementTree
 
 from pydantic import SecretStr
 from sqlmodel import select
 
-from activities.messaging import MessagingActivities
-from activities.models import ReminderRequest
 from ledger.db import session_scope
 from ledger.models import AuditEvent, Customer, Message
 from tests.portal_harness import DUE, portal
@@ -23,7 +20,6 @@ from tests.portal_harness import DUE, portal
 AUTH_TOKEN = "twilio-test-auth-token"
 PHONE = "+14155550123"
 PATH = "/webhooks/twilio/inbound"
-DUE_AT = datetime(2026, 5, 28, 14, 0, tzinfo=UTC)  # a step a few days before DUE
 
 
 def twilio_signature(url: str, fields: dict[str, str], token: str = AUTH_TOKEN) -> str:
@@ -81,16 +77,7 @@ async def test_stop_then_start_change_sms_consent_of_every_customer_on_that_numb
         assert sms_opted_out(p) == {"cust-INV-S1": True, "cust-INV-S2": True, "cust-INV-S3": False}
         assert consent_audits(p) == [("opted_out", "payer")] * 2  # once per customer
 
-        outcome = MessagingActivities(p.harness.engine, p.settings).send_reminder(
-            ReminderRequest(
-                invoice_number="INV-S1",
-                template="courtesy",
-                channels=["sms"],
-                step_index=0,
-                scheduled_for=DUE_AT,
-                idempotency_key="INV-S1:step:0",
-            )
-        )
+        outcome = p.send_courtesy("INV-S1", ["sms"])
         assert [(r.status, r.reason) for r in outcome.results] == [
             ("suppressed", "customer opted out of sms")
         ]
@@ -149,16 +136,7 @@ async def test_without_an_auth_token_the_webhook_is_refused(tmp_path):
 async def test_status_callbacks_land_once_on_the_message_and_the_timeline(tmp_path):
     async with portal(tmp_path, twilio_auth_token=SecretStr(AUTH_TOKEN)) as p:
         await p.harness.start("INV-S1", due_on=DUE, phone=PHONE)
-        MessagingActivities(p.harness.engine, p.settings).send_reminder(
-            ReminderRequest(
-                invoice_number="INV-S1",
-                template="courtesy",
-                channels=["sms"],
-                step_index=0,
-                scheduled_for=DUE_AT,
-                idempotency_key="INV-S1:step:0",
-            )
-        )
+        p.send_courtesy("INV-S1", ["sms"])
         sid = "SM" + "7" * 32
         with session_scope(p.harness.engine) as session:  # as Twilio's answer would have set it
             row = session.exec(select(Message)).one()
