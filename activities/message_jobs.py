@@ -107,4 +107,10 @@ def suppression_reason(
         return "no email address on file"
     if job.channel == "sms" and not customer.phone:
         return "no phone number on file"
+    # A provider could not deliver there: sending again would only hurt the sender's name.
+    undeliverable = (
+        customer.email_undeliverable if job.channel == "email" else customer.phone_undeliverable
+    )
+    if undeliverable is not None:
+        return f"{job.channel} address undeliverable: {undeliverable}"[:200]
     return None

@@ -34,6 +34,8 @@ def profile_text(profile: CustomerProfile) -> str:
             consent = "no address: nothing is sent"
         elif contact.opted_out:
             consent = "opted out: no reminders"
+        elif contact.undeliverable:
+            consent = f"undeliverable ({contact.undeliverable}): nothing is sent"
         else:
             consent = "reminders go out"
         lines.append(f"  {contact.channel:<5} {contact.address or '-':<32} {consent}")

@@ -1,6 +1,8 @@
-"""What a customer agreed to receive, per channel. Reminders never go out on an opted-out
-channel; email receipts are transactional and still do; a number that replied STOP gets no SMS
-until it replies START.
+"""What a customer agreed to receive, per channel, and where they cannot be reached.
+
+Reminders never go out on an opted-out channel; email receipts are transactional and still
+do; a number that replied STOP gets no SMS until it replies START. An address a provider could
+not deliver to is marked with why, until an import or edit changes it.
 
 Invariants: a change is recorded once (repeating it changes nothing and adds no audit event);
 every change is audited with who made it and through what.
@@ -65,3 +67,32 @@ def _set_opt_out(
     detail = {"customer": customer_id, "channel": channel, "via": via}
     record_audit(session, actor, "opted_out" if opted_out else "opted_in", invoice_id, detail)
     return True
+
+
+UNDELIVERABLE_FIELD = {"email": "email_undeliverable", "sms": "phone_undeliverable"}
+
+
+def mark_undeliverable(
+    session: Session, customer_id: str, channel: Channel, reason: str, *, actor: str
+) -> bool:
+    """Mark the customer's address on `channel` as one the provider could not deliver to;
+    False if it was marked already."""
+    customer = session.get(Customer, customer_id, with_for_update=True)
+    if customer is None:
+        raise UnknownCustomer(f"customer {customer_id!r} does not exist")
+    field = UNDELIVERABLE_FIELD[channel]
+    if getattr(customer, field) is not None:
+        return False
+    setattr(customer, field, (reason or "undeliverable")[:200])
+    session.add(customer)
+    detail = {"customer": customer_id, "channel": channel, "reason": reason}
+    record_audit(session, actor, "contact_undeliverable", None, detail)
+    return True
+
+
+def clear_marks_of_changed_addresses(customer: Customer, changes: dict[str, object]) -> None:
+    """An import or edit that gives a new address clears what was known of the old one."""
+    if "email" in changes:
+        customer.email_undeliverable = None
+    if "phone" in changes:
+        customer.phone_undeliverable = None

@@ -22,10 +22,7 @@ class ChannelContact(BaseModel):
     channel: Channel
     address: str | None
     opted_out: bool
-
-    @property
-    def reminders_go_out(self) -> bool:
-        return self.address is not None and not self.opted_out
+    undeliverable: str | None = None  # why the provider could not deliver there
 
 
 class RecentMessage(BaseModel):
@@ -76,9 +73,17 @@ def customer_profile(session: Session, customer_id: str) -> CustomerProfile:
         owner=customer.owner_email,
         contacts=[
             ChannelContact(
-                channel="email", address=customer.email, opted_out=customer.email_opt_out
+                channel="email",
+                address=customer.email,
+                opted_out=customer.email_opt_out,
+                undeliverable=customer.email_undeliverable,
             ),
-            ChannelContact(channel="sms", address=customer.phone, opted_out=customer.sms_opt_out),
+            ChannelContact(
+                channel="sms",
+                address=customer.phone,
+                opted_out=customer.sms_opt_out,
+                undeliverable=customer.phone_undeliverable,
+            ),
         ],
         open_invoices=sum(count for _, count, _ in open_rows),
         outstanding_minor={currency: int(total) for currency, _, total in open_rows},

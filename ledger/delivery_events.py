@@ -46,6 +46,8 @@ class RecordedDelivery(BaseModel):
     customer_id: str | None
     channel: str | None
     invoice_numbers: list[str]
+    message_key: str | None = None
+    template: str | None = None
 
 
 def record_delivery_event(
@@ -102,6 +104,8 @@ def record_delivery_event(
         customer_id=message.customer_id,
         channel=message.channel,
         invoice_numbers=sorted(set(numbers)),
+        message_key=message.idempotency_key,
+        template=message.template,
     )
 
 

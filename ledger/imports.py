@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from ledger.books import record_audit
+from ledger.consent import clear_marks_of_changed_addresses
 from ledger.import_checks import (
     PolicyFor,
     already_in_ledger,
@@ -197,6 +198,7 @@ def _upsert_customers(
         if changes:
             for name, (_, value) in changes.items():
                 setattr(customer, name, value)
+            clear_marks_of_changed_addresses(customer, changes)
             record_audit(
                 session,
                 actor,

@@ -43,6 +43,10 @@ class Customer(SQLModel, table=True):
     segment: str | None = Field(default=None, max_length=64)
     email_opt_out: bool = False
     sms_opt_out: bool = False
+    # Why the provider could not deliver to the address (a hard bounce, an unknown number);
+    # cleared when an import or edit changes the address (`ledger.consent`).
+    email_undeliverable: str | None = Field(default=None, max_length=200)
+    phone_undeliverable: str | None = Field(default=None, max_length=200)
     created_at: datetime = aware(default_factory=utcnow)
     stripe_customer_id: str | None = Field(default=None, max_length=64)
     # `dunwise paylink --revoke`: links signed before this moment no longer open the account.

@@ -1,5 +1,4 @@
-"""What a payer does in the portal, and what providers tell of a message, told to the
-timelines of the invoices it concerns.
+"""What a payer does in the portal, told to the timelines of the invoices it concerns.
 
 Fire-and-forget signals: a collector wants to know the payer looked, but a page never waits
 for it and an invoice whose workflow has ended simply misses it.
@@ -15,10 +14,9 @@ from typing import Any
 from temporalio.service import RPCError, RPCStatusCode
 
 from invoices import workflow_id
-from ledger.delivery_events import RecordedDelivery
 from payments.services import PaymentServices
 from workflows.invoice import InvoiceWorkflow
-from workflows.models import DeliveryNote, PortalEvent, PortalEventKind
+from workflows.models import PortalEvent, PortalEventKind
 
 log = logging.getLogger(__name__)
 # Signals sent at once for one page view, so a customer with thousands of invoices does not
@@ -30,24 +28,13 @@ async def note_portal_event(
     services: PaymentServices, numbers: list[str], kind: PortalEventKind, detail: str = ""
 ) -> None:
     event = PortalEvent(event=kind, detail=detail[:500])
-    await _signal_each(services, numbers, InvoiceWorkflow.note_portal_event, event)
+    await signal_each(services, numbers, InvoiceWorkflow.note_portal_event, event)
 
 
-async def note_delivery(services: PaymentServices, recorded: RecordedDelivery, detail: str) -> None:
-    """A provider's news of a message, on the timelines of the invoices it was about. The
-    event is in the ledger already: a timeline that misses it is logged, never raised."""
-    if not recorded.invoice_numbers or recorded.channel is None:
-        return
-    note = DeliveryNote(kind=recorded.kind, channel=recorded.channel, detail=detail[:500])
-    try:
-        await _signal_each(services, recorded.invoice_numbers, InvoiceWorkflow.note_delivery, note)
-    except Exception:  # noqa: BLE001 - a provider's webhook must not fail for a timeline note
-        log.warning("could not note %s on %s", note.kind, recorded.invoice_numbers, exc_info=True)
-
-
-async def _signal_each(
+async def signal_each(
     services: PaymentServices, numbers: list[str], signal: Callable[..., Any], payload: Any
 ) -> None:
+    """Signal each invoice's workflow, a few at a time; one that has ended is skipped."""
     client = await services.temporal()
     gate = asyncio.Semaphore(CONCURRENT_SIGNALS)
 

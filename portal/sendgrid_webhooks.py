@@ -4,9 +4,9 @@ The signed event webhook is checked before anything is read: an ECDSA (P-256, SH
 signature over the timestamp header and the raw body, with the verification key SendGrid
 shows (`DUNWISE_SENDGRID_WEBHOOK_PUBLIC_KEY`); bad or missing, or no key set, is 403 and
 nothing is recorded. Each event is recorded once by its `sg_event_id` on the message it names
-(the `dunwise_idempotency_key` custom argument every email carries); delivered, opened,
-clicked, bounced, dropped, spam reports and unsubscribes go to the timelines of the message's
-invoices, and a spam report or an unsubscribe opts the customer out of email reminders.
+(the `dunwise_idempotency_key` custom argument every email carries) and acted on as
+`payments.delivery_news` says: timelines, opt-outs, and a hard bounce or a dropped email
+followed up (a `blocked` bounce is temporary and ignored).
 """
 
 from __future__ import annotations
@@ -24,10 +24,8 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from ledger.consent import opt_out
 from ledger.db import session_scope
-from ledger.delivery_events import record_delivery_event
-from payments.portal_events import note_delivery
+from payments.delivery_news import record_news, tell
 from vocabulary import DeliveryKind
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
@@ -44,7 +42,6 @@ KINDS = {
     "unsubscribe": DeliveryKind.UNSUBSCRIBED,
     "group_unsubscribe": DeliveryKind.UNSUBSCRIBED,
 }
-LEAVES_EMAIL = frozenset({DeliveryKind.SPAM_REPORT, DeliveryKind.UNSUBSCRIBED})
 
 
 class SignatureRefused(Exception):
@@ -74,24 +71,22 @@ async def sendgrid_webhook(request: Request) -> JSONResponse:
     with session_scope(services.engine) as session:
         for event in events:
             kind = KINDS.get(str(event.get("event")))
-            if kind is None or not event.get("sg_event_id"):
+            if kind is None or not event.get("sg_event_id") or _soft_bounce(event):
                 continue
-            new = record_delivery_event(
+            event_id = str(event["sg_event_id"])
+            new = record_news(
                 session,
                 provider="sendgrid",
-                event_id=str(event["sg_event_id"]),
-                message_key=event.get("dunwise_idempotency_key"),
+                event_id=event_id,
                 kind=kind,
                 at=_moment(event.get("timestamp")),
                 detail=_detail(event),
+                message_key=event.get("dunwise_idempotency_key"),
             )
-            if new is None:
-                continue
-            if kind in LEAVES_EMAIL and new.customer_id is not None:
-                opt_out(session, new.customer_id, "email", actor="provider", via=f"SendGrid {kind}")
-            recorded.append((new, _detail(event)))
-    for new, detail in recorded:
-        await note_delivery(services, new, detail)
+            if new is not None:
+                recorded.append((new, _detail(event), event_id))
+    for new, detail, event_id in recorded:
+        await tell(services, new, detail, event_id)
     return JSONResponse({"received": len(events), "recorded": len(recorded)})
 
 
@@ -121,6 +116,11 @@ def _moment(timestamp: Any) -> datetime:
         return datetime.fromtimestamp(int(timestamp), UTC)
     except (TypeError, ValueError, OverflowError):
         return datetime.now(UTC)
+
+
+def _soft_bounce(event: dict[str, Any]) -> bool:
+    """A `blocked` bounce is the receiving server refusing for now, not a bad address."""
+    return event.get("event") == "bounce" and event.get("type") == "blocked"
 
 
 def _detail(event: dict[str, Any]) -> str:

@@ -1,6 +1,6 @@
 """Twilio's webhooks: replies to reminders at `/webhooks/twilio/inbound`, and each sent SMS's
-status at `/webhooks/twilio/status` (delivered, undelivered, failed: on the message's row and
-its invoices' timelines, once per status, as `ledger.delivery_events` records them).
+status at `/webhooks/twilio/status` (delivered, undelivered, failed: once per status, acted on
+as `payments.delivery_news` says: timelines, and an undelivered SMS followed up).
 
 The `X-Twilio-Signature` is checked the way Twilio computes it (HMAC-SHA1 over the public URL
 Twilio called and the sorted form fields, keyed with the auth token) before anything is read:
@@ -23,8 +23,7 @@ from twilio.request_validator import RequestValidator
 
 from ledger.consent import customers_with_phone, opt_in, opt_out
 from ledger.db import session_scope
-from ledger.delivery_events import record_delivery_event
-from payments.portal_events import note_delivery
+from payments.delivery_news import record_news, tell
 from vocabulary import DeliveryKind
 
 router = APIRouter(prefix="/webhooks/twilio", tags=["webhooks"])
@@ -79,18 +78,19 @@ async def message_status(request: Request) -> Response:
         return Response(status_code=204)
     detail = form.get("ErrorCode", "")
     detail = f"error {detail}" if detail else ""
+    event_id = f"{sid}:{form['MessageStatus']}"  # a status comes once per message
     with session_scope(services.engine) as session:
-        recorded = record_delivery_event(
+        recorded = record_news(
             session,
             provider="twilio",
-            event_id=f"{sid}:{form['MessageStatus']}",  # a status comes once per message
-            provider_message_id=sid,
+            event_id=event_id,
             kind=kind,
             at=datetime.now(UTC),
             detail=detail,
+            provider_message_id=sid,
         )
     if recorded is not None:
-        await note_delivery(services, recorded, detail)
+        await tell(services, recorded, detail, event_id)
     return Response(status_code=204)
 
 

@@ -40,6 +40,7 @@ def ledger_dir(tmp_path: Path) -> Path:
                 timezone="Europe/Berlin",
                 locale="de-DE",
                 sms_opt_out=True,
+                phone_undeliverable="error 30005",
                 owner_email="jo@northwind.example",
             )
         )
@@ -96,8 +97,18 @@ def test_a_customer_shows_contacts_consent_what_is_open_and_the_latest_messages(
     assert profile["owner"] == "jo@northwind.example"
     assert profile["locale"] == "de-DE"
     assert profile["contacts"] == [
-        {"channel": "email", "address": "ap@acme.example", "opted_out": False},
-        {"channel": "sms", "address": "+14155550101", "opted_out": True},
+        {
+            "channel": "email",
+            "address": "ap@acme.example",
+            "opted_out": False,
+            "undeliverable": None,
+        },
+        {
+            "channel": "sms",
+            "address": "+14155550101",
+            "opted_out": True,
+            "undeliverable": "error 30005",
+        },
     ]
     assert profile["open_invoices"] == 3  # the disputed one is still owed; the closed is not
     assert profile["outstanding_minor"] == {"EUR": 150_050, "JPY": 5_000}

@@ -327,7 +327,10 @@ def test_an_invoice_already_in_the_ledger_is_refused(engine: sa.Engine, tmp_path
 def test_a_known_customer_gets_new_contact_details(engine: sa.Engine, tmp_path: Path) -> None:
     with session_scope(engine) as session:
         import_file(session, csv_file(tmp_path, GOOD_CSV[0]), standard_policy)
-        session.get(Customer, "C1").sms_opt_out = True
+        customer = session.get(Customer, "C1")
+        customer.sms_opt_out = True
+        # Both addresses bounced; only the email changes below.
+        customer.email_undeliverable = customer.phone_undeliverable = "550 mailbox unknown"
     moved = GOOD_CSV[1].replace("ap@acme.example", "billing@acme.example")
     with session_scope(engine) as session:
         report = import_file(
@@ -341,6 +344,8 @@ def test_a_known_customer_gets_new_contact_details(engine: sa.Engine, tmp_path: 
         ).one()
     assert customer.email == "billing@acme.example"
     assert customer.sms_opt_out  # an import never re-subscribes a customer
+    assert customer.email_undeliverable is None  # a new address clears the old one's mark
+    assert customer.phone_undeliverable == "550 mailbox unknown"
     assert json.loads(update.detail)["changes"] == {
         "email": ["ap@acme.example", "billing@acme.example"]
     }

@@ -8,12 +8,15 @@ from __future__ import annotations
 import base64
 import json
 import time
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlmodel import func, select
 
+from activities.messaging import MessagingActivities
+from activities.models import ReminderRequest
 from ledger.db import session_scope
 from ledger.delivery_events import DeliveryEvent
 from ledger.models import Customer, Message
@@ -62,8 +65,9 @@ def send_reminder(p, number: str) -> Message:
 
 
 def delivery_of(engine: sa.Engine) -> tuple[str | None, int]:
+    """The email's delivery, and how many events are recorded."""
     with session_scope(engine) as session:
-        row = session.exec(select(Message)).one()
+        row = session.exec(select(Message).where(Message.channel == "email")).one()
         return row.delivery, session.exec(select(func.count()).select_from(DeliveryEvent)).one()
 
 
@@ -109,9 +113,38 @@ async def test_a_bounce_shows_over_earlier_news_and_an_unsubscribe_opts_out(tmp_
         await p.harness.start("INV-E1", due_on=DUE)
         key = send_reminder(p, "INV-E1").idempotency_key
         await post_events(p, [event("delivered", "ev-1", key)])
-        bounce = event("bounce", "ev-2", key, reason="550 5.1.1 mailbox unknown")
-        await post_events(p, [bounce, event("open", "ev-3", key)])
-        assert delivery_of(p.harness.engine) == ("bounced", 3)
+        blocked = event("bounce", "ev-b", key, type="blocked", reason="try again later")
+        bounce = event("bounce", "ev-2", key, type="bounce", reason="550 5.1.1 mailbox unknown")
+        await post_events(p, [blocked, bounce, event("open", "ev-3", key)])
+        assert delivery_of(p.harness.engine) == ("bounced", 3)  # the blocked one is not kept
+        with session_scope(p.harness.engine) as session:
+            customer = session.get(Customer, "cust-INV-E1")
+            assert customer.email_undeliverable == "550 5.1.1 mailbox unknown"  # type: ignore[union-attr]
+
+        async def followed_up():
+            """the reminder went out by SMS instead, and a collector is to fix the email"""
+            state = await p.state("INV-E1")
+            told = [(e.event, e.channel, e.detail) for e in state.timeline]
+            fallback = ("reminder", "sms", "instead of email")
+            return fallback in told and any(e[0] == "contact_task" for e in told)
+
+        await p.until(followed_up)
+        # The next email reminder is not sent to the address that bounced.
+        later = p.send_courtesy("INV-E1", ["email"])  # same key: the bounced row answers
+        assert [r.status for r in later.results] == ["sent"]
+        outcome = MessagingActivities(p.harness.engine, p.settings).send_reminder(
+            ReminderRequest(
+                invoice_number="INV-E1",
+                template="due_today",
+                channels=["email"],
+                step_index=1,
+                scheduled_for=datetime(2026, 6, 1, 13, 0, tzinfo=UTC),
+                idempotency_key="INV-E1:step:1",
+            )
+        )
+        assert [(r.status, r.reason) for r in outcome.results] == [
+            ("suppressed", "email address undeliverable: 550 5.1.1 mailbox unknown")
+        ]
 
         await post_events(p, [event("unsubscribe", "ev-4", key)])
         with session_scope(p.harness.engine) as session:

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from sqlmodel import select
 
 from ledger.db import session_scope
-from ledger.models import AuditEvent, Customer, Message
+from ledger.models import AuditEvent, CollectorTask, Customer, Message
 from tests.portal_harness import DUE, portal
 
 AUTH_TOKEN = "twilio-test-auth-token"
@@ -169,4 +169,27 @@ async def test_status_callbacks_land_once_on_the_message_and_the_timeline(tmp_pa
         assert forged.status_code == 403
         assert (await status("undelivered", ErrorCode="30005")).status_code == 204
         with session_scope(p.harness.engine) as session:
-            assert session.exec(select(Message)).one().delivery == "bounced"
+            sms = session.exec(select(Message).where(Message.provider_id == sid)).one()
+            assert sms.delivery == "bounced"
+            customer = session.get(Customer, "cust-INV-S1")
+            assert customer.phone_undeliverable == "error 30005"  # type: ignore[union-attr]
+
+        async def followed_up():
+            """the reminder went out by email instead, and a collector is to fix the number"""
+            state = await p.state("INV-S1")
+            told = [(e.event, e.channel, e.detail) for e in state.timeline]
+            fallback = ("reminder", "email", "instead of sms")
+            return fallback in told and any(e[0] == "contact_task" for e in told) and told
+
+        told = await p.until(followed_up)
+        [task] = [e for e in told if e[0] == "contact_task"]
+        assert task[2].startswith("fix the customer's sms address (error 30005): queue ")
+        with session_scope(p.harness.engine) as session:
+            [open_task] = session.exec(
+                select(CollectorTask).where(CollectorTask.status == "open")
+            ).all()
+            assert open_task.idempotency_key == "INV-S1:fix-contact:sms"
+        # Twilio repeating the callback changes nothing more.
+        assert (await status("undelivered", ErrorCode="30005")).status_code == 204
+        state = await p.state("INV-S1")
+        assert sum(1 for e in state.timeline if e.event == "contact_task") == 1

@@ -1,4 +1,5 @@
-"""What the payment portal and the payment provider tell an invoice workflow.
+"""What the payment portal, the payment provider and the message providers tell an invoice
+workflow.
 
 Invariants:
 - A payer's portal activity (visits, invoice views, abandoned checkouts) only adds to the
@@ -8,6 +9,8 @@ Invariants:
   reference) or its failure ends the hold.
 - Money taken back (a refund, a chargeback) is written to the ledger first; the workflow only
   takes the ledger's new balance.
+- A message that could not be delivered opens one "fix contact" task a channel, and its
+  reminder goes out once on the other channel, if the policy uses that channel at all.
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from vocabulary import AWAITING_PAYMENT
+    from activities.models import ReminderRequest
+    from vocabulary import AWAITING_PAYMENT, MessageStatus
+    from workflows import keys
     from workflows.models import (
         BalanceReopened,
+        ContactFailure,
         DeliveryNote,
         InvoiceState,
         PaymentFailed,
@@ -26,6 +32,9 @@ with workflow.unsafe.imports_passed_through():
         Stage,
     )
 from workflows.invoice_disputes import InvoiceDisputes
+
+# A reminder sent again on another channel belongs to no step of the policy.
+CONTACT_FALLBACK_STEP = -2
 
 
 class InvoicePayments(InvoiceDisputes):
@@ -38,6 +47,47 @@ class InvoicePayments(InvoiceDisputes):
     @workflow.signal
     def note_delivery(self, note: DeliveryNote) -> None:
         self._record(note.kind.value, note.detail, channel=note.channel)
+
+    @workflow.update
+    async def contact_failed(self, failure: ContactFailure) -> InvoiceState:
+        async with self._request("follow up an undelivered message on") as request_id:
+            if request_id is None:
+                return self.state()
+            number = self.invoice.number
+            other = "sms" if failure.channel == "email" else "email"
+            used = {channel for step in self.invoice.policy.steps for channel in step.channels}
+            if failure.send_fallback and failure.template and other in used:
+                outcome = await self._send(
+                    ReminderRequest(
+                        invoice_number=number,
+                        template=failure.template,
+                        channels=[other],
+                        step_index=CONTACT_FALLBACK_STEP,
+                        scheduled_for=self._now(),
+                        idempotency_key=keys.contact_fallback(number, failure.failed_key),
+                    )
+                )
+                for result in outcome.results:
+                    sent = result.status == MessageStatus.SENT
+                    self._record(
+                        "reminder" if sent else f"reminder_{result.status}",
+                        f"instead of {failure.channel}" if sent else result.reason or "",
+                        channel=result.channel,
+                        template=failure.template,
+                    )
+            why = failure.reason or "undeliverable"
+            await self._reopen_task(
+                keys.fix_contact(number, failure.channel),
+                f"fix the customer's {failure.channel} address ({why})",
+                event="contact_task",
+            )
+        return self.state()
+
+    @contact_failed.validator
+    def _validate_contact_failed(self, failure: ContactFailure) -> None:
+        if self._repeated_request():
+            return
+        self._require_open("follow up an undelivered message on")
 
     @workflow.update
     async def payment_pending(self, pending: PaymentPending) -> InvoiceState:

@@ -38,8 +38,11 @@ class InvoiceTasks(InvoiceReminders):
                 return step.escalate.queue
         return DEFAULT_QUEUE
 
-    async def _reopen_task(self, idempotency_key: str, why: str) -> None:
-        """A broken promise or plan puts the invoice back on a collector's worklist."""
+    async def _reopen_task(
+        self, idempotency_key: str, why: str, event: str = "task_reopened"
+    ) -> None:
+        """A broken promise or plan, or an address that cannot be reached, puts the invoice
+        (back) on a collector's worklist."""
         queue = self._policy_queue()
         await self._ledger(
             LedgerActivities.open_collector_task,
@@ -51,7 +54,7 @@ class InvoiceTasks(InvoiceReminders):
                 idempotency_key=idempotency_key,
             ),
         )
-        self._record("task_reopened", f"{why}: queue {queue}")
+        self._record(event, f"{why}: queue {queue}")
 
     async def _close_tasks(
         self, outcome: TaskOutcome, note: str | None, actor: str, caller_waits: bool = False

@@ -68,3 +68,14 @@ def payment_plan(invoice_number: str, request_id: str) -> str:
 def one_off_message(invoice_number: str, request_id: str) -> str:
     """Per request; the messaging activity appends the channel for each message."""
     return f"{invoice_number}:one-off:{request_id}"
+
+
+def contact_fallback(invoice_number: str, failed_key: str) -> str:
+    """The reminder sent again on the other channel after the message `failed_key` could not
+    be delivered; the messaging activity appends the channel."""
+    return f"{invoice_number}:fallback:{failed_key}"
+
+
+def fix_contact(invoice_number: str, channel: str) -> str:
+    """The collector task to fix an address a provider could not deliver to; one a channel."""
+    return f"{invoice_number}:fix-contact:{channel}"

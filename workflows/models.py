@@ -84,6 +84,17 @@ class DeliveryNote(BaseModel):
     detail: str = Field("", max_length=500)
 
 
+class ContactFailure(BaseModel):
+    """A provider could not deliver a message about the invoice (a hard bounce, a dropped
+    email, an unknown number)."""
+
+    channel: Channel
+    failed_key: str = Field(min_length=1, max_length=200, description="the message's key")
+    template: str | None = Field(None, description="the reminder's, to send on the other channel")
+    reason: str = Field("", max_length=200)
+    send_fallback: bool = Field(True, description="False for all but one invoice of a group")
+
+
 class PaymentPending(BaseModel):
     """Money on its way (a bank debit processing): reminders wait until it lands or fails."""
 

@@ -1,7 +1,9 @@
-"""Delivery events: what the email and SMS providers tell of each message after sending.
+"""Delivery events: what the email and SMS providers tell of each message after sending, and
+the addresses they could not deliver to.
 
-`delivery_event` is new and empty; `message.delivery` is nullable, so messages sent before
-know nothing of their delivery.
+`delivery_event` is new and empty; `message.delivery` and the customer's
+`email_undeliverable` / `phone_undeliverable` are nullable: nothing is known of earlier
+messages, and no address is marked.
 
 Revision ID: 0011
 Revises: 0010
@@ -45,11 +47,16 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("message") as batch:
         batch.add_column(sa.Column("delivery", sa.String(length=16), nullable=True))
+    with op.batch_alter_table("customer") as batch:
+        batch.add_column(sa.Column("email_undeliverable", sa.String(length=200), nullable=True))
+        batch.add_column(sa.Column("phone_undeliverable", sa.String(length=200), nullable=True))
 
 
 def downgrade() -> None:
     # Not batch mode: copying `message` on SQLite would drop a table others refer to. The
     # column has no constraint or index, so SQLite (3.35 and later) drops it in place.
+    op.drop_column("customer", "phone_undeliverable")
+    op.drop_column("customer", "email_undeliverable")
     op.drop_column("message", "delivery")
     op.drop_index(op.f("ix_delivery_event_message_id"), table_name="delivery_event")
     op.drop_table("delivery_event")
