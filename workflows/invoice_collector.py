@@ -26,7 +26,6 @@ with workflow.unsafe.imports_passed_through():
         ReminderRequest,
         TaskBreach,
     )
-    from vocabulary import MessageStatus
     from workflows import keys
     from workflows.models import (
         InvoiceState,
@@ -177,14 +176,7 @@ class InvoiceCollectorRequests(InvoicePayments):
             except ActivityError as err:
                 self._record("message_failed", activity_reason(err), template=message.template)
                 return self.state()
-            for result in outcome.results:
-                sent = result.status == MessageStatus.SENT
-                self._record(
-                    "message" if sent else f"message_{result.status}",
-                    f"by {message.actor}" if sent else result.reason or "",
-                    channel=result.channel,
-                    template=message.template,
-                )
+            self._record_outcome("message", outcome, message.template, f"by {message.actor}")
         return self.state()
 
     @send_message.validator

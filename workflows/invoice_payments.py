@@ -19,7 +19,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.models import ReminderRequest
-    from vocabulary import AWAITING_PAYMENT, MessageStatus
+    from vocabulary import AWAITING_PAYMENT
     from workflows import keys
     from workflows.models import (
         BalanceReopened,
@@ -67,14 +67,8 @@ class InvoicePayments(InvoiceDisputes):
                         idempotency_key=keys.contact_fallback(number, failure.failed_key),
                     )
                 )
-                for result in outcome.results:
-                    sent = result.status == MessageStatus.SENT
-                    self._record(
-                        "reminder" if sent else f"reminder_{result.status}",
-                        f"instead of {failure.channel}" if sent else result.reason or "",
-                        channel=result.channel,
-                        template=failure.template,
-                    )
+                instead = f"instead of {failure.channel}"
+                self._record_outcome("reminder", outcome, failure.template, instead)
             why = failure.reason or "undeliverable"
             await self._reopen_task(
                 keys.fix_contact(number, failure.channel),

@@ -77,12 +77,24 @@ class InvoiceReminders(InvoiceCore):
             reason = err.reason if isinstance(err, CoordinatorRefused) else activity_reason(err)
             self._record("reminder_failed", reason, template=step.template, at=at)
             return
+        self._record_outcome("reminder", outcome, step.template, at=at)
+
+    def _record_outcome(
+        self,
+        event: str,
+        outcome: ReminderOutcome,
+        template: str,
+        sent_detail: str = "",
+        at: datetime | None = None,
+    ) -> None:
+        """Each channel's result on the timeline: `event` if sent, else `event_<status>`."""
         for result in outcome.results:
+            sent = result.status == MessageStatus.SENT
             self._record(
-                "reminder" if result.status == MessageStatus.SENT else f"reminder_{result.status}",
-                result.reason or "",
+                event if sent else f"{event}_{result.status}",
+                sent_detail if sent else result.reason or "",
                 channel=result.channel,
-                template=step.template,
+                template=template,
                 at=at,
             )
 
