@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--payments", type=Path)
     sim.add_argument("--days", type=int, default=120)
     sim.add_argument("--json", action="store_true", help="one JSON object per event per line")
+    sim.add_argument(
+        "--outbox", type=Path, help="keep the rendered messages in this new or empty folder"
+    )
 
     commands.add_parser("demo", help="sample invoices, simulated, with rendered messages")
 

@@ -14,6 +14,7 @@ from datetime import date
 from pathlib import Path
 
 import demo_data
+from commands.errors import CommandError
 from commands.progress import draws_on, progress
 from policies.loader import SHIPPED_POLICIES, load_policy
 from settings import Settings
@@ -22,6 +23,8 @@ from simulation_report import format_timeline
 
 
 async def simulate_command(args: argparse.Namespace) -> None:
+    if args.outbox is not None:
+        _require_empty_folder(args.outbox)
     policy = load_policy(args.policy)
     with tempfile.TemporaryDirectory(prefix="dunwise-simulate-") as scratch:
         with progress("simulating", total=args.days, unit="days", quiet=_quiet(args.json)) as bar:
@@ -33,13 +36,22 @@ async def simulate_command(args: argparse.Namespace) -> None:
                 days=args.days,
                 on_days=bar.advance,
             )
+        kept = "(discarded: scratch folder)"
+        if args.outbox is not None:
+            if result.outbox.exists():
+                shutil.copytree(result.outbox, args.outbox, dirs_exist_ok=True)
+            kept = str(args.outbox.resolve())
         if args.json:
             for event in result.events:
                 print(event.as_json())
         else:
-            print(
-                format_timeline(result).replace(str(result.outbox), "(discarded: scratch folder)")
-            )
+            print(format_timeline(result).replace(str(result.outbox), kept))
+
+
+def _require_empty_folder(folder: Path) -> None:
+    """Refuse before simulating: messages of two runs must not mix."""
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise CommandError(f"--outbox {folder}: give a new or empty folder")
 
 
 async def demo_command(settings: Settings) -> None:

@@ -130,6 +130,29 @@ def test_cli_json_lines(tmp_path):
         assert datetime.fromisoformat(event["at"]).utcoffset() is not None
 
 
+def test_cli_keeps_the_rendered_messages_in_the_outbox_folder(tmp_path):
+    invoices = tmp_path / "invoices.csv"
+    write_invoices(invoices, 2)
+    outbox = tmp_path / "kept"
+    command = [sys.executable, "-c", "import starter; starter.main()", "simulate",
+               "--policy", str(POLICY), "--invoices", str(invoices), "--days", "40",
+               "--outbox", str(outbox)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    emails = sorted((outbox / "email").glob("*.eml"))
+    reminders = [line for line in result.stdout.splitlines() if " reminder " in line]
+    assert emails and len(emails) <= len(reminders)
+    assert "Pay" in emails[0].read_text() or "pay" in emails[0].read_text()
+    assert (outbox / "sms.jsonl").read_text().count("\n") >= 1
+    assert f"Rendered messages: {outbox.resolve()}" in result.stdout
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1
+    assert (
+        again.stderr.strip() == f"dunwise simulate: --outbox {outbox}: give a new or empty folder"
+    )
+
+
 async def test_bad_payments_are_reported_by_row(tmp_path):
     invoices = tmp_path / "invoices.csv"
     write_invoices(invoices, 2)
