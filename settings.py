@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     delivery_timeout_seconds: float = 20.0
     sendgrid_api_key: SecretStr | None = None
     sendgrid_host: str = "https://api.sendgrid.com"
+    templates_dir: Path | None = Field(
+        None, description="finance ops' message templates, searched before the shipped ones"
+    )
     sendgrid_webhook_public_key: str | None = Field(
         None, description="the signed event webhook's verification key, base64 as SendGrid shows it"
     )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 from datetime import date
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from babel.dates import format_date
@@ -15,7 +17,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFo
 from pydantic import BaseModel, Field
 
 from activities.currency import currency_exponent, format_day, format_money, parse_locale
-from activities.template_files import EMAIL_PARTS, SMS_PARTS, TEMPLATE_DIR
+from activities.template_files import EMAIL_PARTS, SMS_PARTS, template_file, template_folders
 from activities.template_files import available_templates as available_templates
 from vocabulary import CHANNELS, Channel
 
@@ -91,9 +93,10 @@ def invoices_phrase(numbers: list[str]) -> str:
     return f"invoices {', '.join(numbers[:-1])} and {numbers[-1]}"
 
 
-def _environment() -> Environment:
+@lru_cache
+def _environment(folders: tuple[Path, ...]) -> Environment:
     env = Environment(
-        loader=FileSystemLoader(TEMPLATE_DIR),
+        loader=FileSystemLoader(folders),
         # Only HTML is escaped: subjects, text bodies and SMS are plain text.
         autoescape=lambda name: name is not None and name.endswith(".html"),
         undefined=StrictUndefined,
@@ -104,9 +107,6 @@ def _environment() -> Environment:
     env.globals["count"] = _count
     env.filters["upper_first"] = _upper_first
     return env
-
-
-TEMPLATES = _environment()
 
 
 def template_variables(context: MessageContext) -> dict[str, Any]:
@@ -160,8 +160,13 @@ def template_variables(context: MessageContext) -> dict[str, Any]:
     }
 
 
+def templates() -> Environment:
+    """The Jinja2 environment over finance ops' template folder and the shipped one."""
+    return _environment(template_folders())
+
+
 def _render(name: str, variables: dict[str, Any]) -> str:
-    return TEMPLATES.get_template(name).render(variables)
+    return templates().get_template(name).render(variables)
 
 
 def _one_line(text: str) -> str:
@@ -177,14 +182,13 @@ def render_message(template: str, channel: str, context: MessageContext) -> Rend
         raise UnknownTemplate(f"no message template named {template!r}")
     parts = EMAIL_PARTS if channel == "email" else SMS_PARTS
     missing = [
-        f"{template}.{part}"
-        for part in parts
-        if not (TEMPLATE_DIR / f"{template}.{part}").is_file()
+        f"{template}.{part}" for part in parts if template_file(f"{template}.{part}") is None
     ]
     if missing:
+        folders = " or ".join(str(folder) for folder in template_folders())
         raise UnknownTemplate(
             f"no message template named {template!r} for {channel}: "
-            f"missing {', '.join(missing)} in {TEMPLATE_DIR}"
+            f"missing {', '.join(missing)} in {folders}"
         )
     variables = template_variables(context)
     try:

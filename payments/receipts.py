@@ -17,7 +17,7 @@ from sqlmodel import select
 
 from activities.currency import format_money, parse_locale
 from activities.delivery import OutgoingEmail, PermanentDeliveryError, email_channel
-from activities.rendering import TEMPLATES
+from activities.rendering import templates
 from ledger import checkouts
 from ledger.db import session_scope
 from ledger.models import Checkout, Customer, Message
@@ -107,15 +107,15 @@ def _send_once(
             **variables(customer),
         }
         subject = " ".join(
-            TEMPLATES.get_template(f"{template}.subject.txt").render(context).split()
+            templates().get_template(f"{template}.subject.txt").render(context).split()
         )
         row.subject = subject[:300]
         session.add(row)
     email = OutgoingEmail(
         to=customer.email,
         subject=subject,
-        text=TEMPLATES.get_template(f"{template}.txt").render(context).strip() + "\n",
-        html=TEMPLATES.get_template(f"{template}.html").render(context),
+        text=templates().get_template(f"{template}.txt").render(context).strip() + "\n",
+        html=templates().get_template(f"{template}.html").render(context),
         idempotency_key=key,
     )
     try:

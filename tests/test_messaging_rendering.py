@@ -8,14 +8,14 @@ from jinja2 import UndefinedError
 from activities.currency import currency_exponent, format_money, to_major
 from activities.rendering import (
     SMS_MAX_CHARS,
-    TEMPLATE_DIR,
-    TEMPLATES,
     MessageContext,
     PaymentLine,
     UnknownTemplate,
     available_templates,
     render_message,
+    templates,
 )
+from activities.template_files import TEMPLATE_DIR
 
 REMINDERS = ["courtesy", "due_today", "overdue_friendly", "overdue_firm", "final_notice"]
 PAY_LINK = (
@@ -175,7 +175,7 @@ def test_unknown_channel_is_refused() -> None:
 
 def test_missing_variable_is_an_error() -> None:
     with pytest.raises(UndefinedError):
-        TEMPLATES.from_string("Hello {{ customer_nmae }}").render(customer_name="x")
+        templates().from_string("Hello {{ customer_nmae }}").render(customer_name="x")
 
 
 def test_unknown_currency_is_refused() -> None:

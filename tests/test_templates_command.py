@@ -14,8 +14,17 @@ from tests.test_cli_errors import DUNWISE, closed_port, dunwise_env
 
 
 def templates(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return templates_with(tmp_path, {}, *args)
+
+
+def templates_with(
+    tmp_path: Path, settings: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
     env = dunwise_env(
-        tmp_path, f"127.0.0.1:{closed_port()}", DUNWISE_COMPANY_NAME="Northwind Traders"
+        tmp_path,
+        f"127.0.0.1:{closed_port()}",
+        DUNWISE_COMPANY_NAME="Northwind Traders",
+        **settings,
     )
     return subprocess.run(
         [DUNWISE, "templates", *args], env=env, capture_output=True, text=True, timeout=60
@@ -94,3 +103,32 @@ def test_bad_preview_input_is_one_clear_line(tmp_path: Path, args: list[str], pr
     [line] = done.stderr.splitlines()
     assert line.startswith("dunwise templates: ")
     assert problem in line
+
+
+def test_finance_ops_templates_override_and_add_to_the_shipped_ones(tmp_path: Path) -> None:
+    own = tmp_path / "our-templates"
+    own.mkdir()
+    # Override one file of a shipped template; the rest of it stays the shipped one.
+    (own / "courtesy.subject.txt").write_text("A gentle note about {{ invoices_text }}")
+    # A template of our own, on the shipped layout.
+    (own / "thank_you.subject.txt").write_text("Thank you, {{ customer_name }}")
+    (own / "thank_you.txt").write_text(
+        '{% extends "_base.txt" %}{% block body %}We value you.{% endblock %}'
+    )
+    (own / "thank_you.html").write_text(
+        '{% extends "_base.html" %}{% block body %}<p>We value you.</p>{% endblock %}'
+    )
+    (own / "thank_you.sms.txt").write_text("{{ company_name }}: thank you!")
+    env = {"DUNWISE_TEMPLATES_DIR": str(own)}
+
+    listed = templates_with(tmp_path, env, "list", "--json")
+    assert "thank_you" in json.loads(listed.stdout)["templates"]
+    courtesy = json.loads(templates_with(tmp_path, env, "preview", "courtesy", "--json").stdout)
+    assert courtesy["subject"] == "A gentle note about invoice INV-1001"
+    assert "friendly reminder" in courtesy["text"]  # the shipped body
+    thanks = json.loads(templates_with(tmp_path, env, "preview", "thank_you", "--json").stdout)
+    assert thanks["subject"] == "Thank you, Acme Corp"
+    assert "We value you." in thanks["text"] and "<p>We value you.</p>" in thanks["html"]
+
+    # Without the setting, only the shipped templates exist.
+    assert "thank_you" not in json.loads(templates(tmp_path, "list", "--json").stdout)["templates"]
