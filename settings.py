@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     # At most this many reminders a day per channel to one customer across their invoices
     # (receipts and one-off messages don't count); 0, the default, for no limit.
     reminders_per_channel_per_day: int = Field(0, ge=0, le=100)
+    # No SMS goes out in these hours of the customer's day, whatever a policy's send window
+    # says: "HH:MM-HH:MM", across midnight when the first is later; empty for none.
+    sms_quiet_hours: str = Field(
+        "21:00-08:00", pattern=r"^$|^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$"
+    )
 
     # Pay links
     public_base_url: str = "http://127.0.0.1:8000"

@@ -111,7 +111,7 @@ class GroupedMessagingActivities(MessagingActivities):
         assert customer is not None, f"customer of invoice {invoice.number} is in the ledger"
         recipient = customer.email if job.channel == "email" else customer.phone
         row = new_row(job, invoice, recipient)
-        reason = suppression_reason(invoice, customer, job, [])
+        reason = suppression_reason(invoice, customer, job, [], self._settings.sms_quiet_hours)
         if reason is not None:
             row.status, row.reason = MessageStatus.SUPPRESSED, reason
         else:

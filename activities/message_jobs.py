@@ -10,7 +10,8 @@ opted out, no address) is decided from the ledger by `suppression_reason`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time
+from zoneinfo import ZoneInfo
 
 from temporalio.exceptions import ApplicationError
 
@@ -85,7 +86,11 @@ def _require_template(template: str) -> None:
 
 
 def suppression_reason(
-    invoice: Invoice, customer: Customer, job: MessageJob, payments: list[PaymentLine]
+    invoice: Invoice,
+    customer: Customer,
+    job: MessageJob,
+    payments: list[PaymentLine],
+    sms_quiet_hours: str = "",
 ) -> str | None:
     """Why `job` must not go out now, or None if it may."""
     if job.is_receipt:
@@ -113,4 +118,15 @@ def suppression_reason(
     )
     if undeliverable is not None:
         return f"{job.channel} address undeliverable: {undeliverable}"[:200]
+    if job.channel == "sms" and in_quiet_hours(job.as_of, customer.timezone, sms_quiet_hours):
+        return f"quiet hours for SMS ({sms_quiet_hours} in {customer.timezone})"
     return None
+
+
+def in_quiet_hours(moment: datetime, timezone: str, quiet_hours: str) -> bool:
+    """Whether `moment` falls in "HH:MM-HH:MM" of the day in `timezone` (none when empty)."""
+    if not quiet_hours:
+        return False
+    start, end = (time.fromisoformat(part) for part in quiet_hours.split("-"))
+    local = moment.astimezone(ZoneInfo(timezone)).time()
+    return (start <= local or local < end) if start > end else start <= local < end

@@ -110,7 +110,9 @@ class MessagingActivities:
                 )
             recipient = customer.email if job.channel == "email" else customer.phone
             payments = payment_lines(session, invoice, customer.timezone) if job.is_receipt else []
-            reason = suppression_reason(invoice, customer, job, payments)
+            reason = suppression_reason(
+                invoice, customer, job, payments, self._settings.sms_quiet_hours
+            )
             if reason is not None:
                 row = row or new_row(job, invoice, recipient)
                 row.status, row.reason = MessageStatus.SUPPRESSED, reason

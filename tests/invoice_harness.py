@@ -168,8 +168,11 @@ async def invoice_harness(
 ) -> AsyncIterator[InvoiceHarness]:
     """A worker and a ledger on a fresh server: time-skipping unless `environment` says.
 
-    `settings_update` overrides scratch settings, e.g. `erp_url=...`."""
+    `settings_update` overrides scratch settings, e.g. `erp_url=...`. SMS quiet hours are off
+    unless given: the pinned clock starts at midnight, and collectors' one-off messages go
+    out at once (test_messaging_activities covers the quiet hours)."""
     settings = Settings.scratch(tmp_path, task_queue=f"test-{uuid.uuid4()}")
+    settings_update.setdefault("sms_quiet_hours", "")
     if database_url:
         settings_update["database_url"] = database_url
     settings = settings.model_copy(update=settings_update)

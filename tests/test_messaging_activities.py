@@ -537,3 +537,26 @@ def test_a_stop_reply_at_twilio_opts_the_customer_out_of_sms(
         assert session.get(Customer, "cust-1").sms_opt_out  # type: ignore[union-attr]
         [audit] = session.exec(select(AuditEvent).where(AuditEvent.action == "opted_out")).all()
         assert audit.actor == "provider"
+
+
+@pytest.mark.parametrize(
+    ("utc_hour", "quiet_hours", "sms"),
+    [
+        (2, "21:00-08:00", ("suppressed", "quiet hours for SMS (21:00-08:00 in America/New_York)")),
+        (14, "21:00-08:00", ("sent", None)),  # 10:00 in New York
+        (2, "", ("sent", None)),  # no quiet hours
+        (
+            17,
+            "12:00-14:00",
+            ("suppressed", "quiet hours for SMS (12:00-14:00 in America/New_York)"),
+        ),
+    ],
+)
+def test_no_sms_goes_out_in_the_customers_quiet_hours(
+    engine: sa.Engine, settings: Settings, utc_hour: int, quiet_hours: str, sms: tuple
+) -> None:
+    add_invoice(engine)
+    quiet = settings.model_copy(update={"sms_quiet_hours": quiet_hours})
+    at_night = reminder(scheduled_for=datetime(2026, 3, 20, utc_hour, 0, tzinfo=UTC))
+    outcome = MessagingActivities(engine, quiet).send_reminder(at_night)
+    assert statuses(outcome) == [("email", "sent", None), ("sms", *sms)]

@@ -87,12 +87,13 @@ class InvoiceReminders(InvoiceCore):
         sent_detail: str = "",
         at: datetime | None = None,
     ) -> None:
-        """Each channel's result on the timeline: `event` if sent, else `event_<status>`."""
+        """Each channel's result on the timeline: `event` if sent (with `sent_detail`, or what
+        the activity said, such as the invoices it went out with), else `event_<status>`."""
         for result in outcome.results:
             sent = result.status == MessageStatus.SENT
             self._record(
                 event if sent else f"{event}_{result.status}",
-                sent_detail if sent else result.reason or "",
+                (sent_detail if sent else "") or result.reason or "",
                 channel=result.channel,
                 template=template,
                 at=at,
