@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
+    # The CA certificates (PEM) that sign the SMTP server's certificate, for a server with a
+    # private CA; None trusts the system's CAs.
+    smtp_ca_file: Path | None = None
     erp_timeout_seconds: float = 30.0
 
     @classmethod

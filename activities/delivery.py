@@ -178,7 +178,7 @@ class SmtpEmail:
                 settings.smtp_host, settings.smtp_port, timeout=settings.delivery_timeout_seconds
             ) as smtp:
                 if settings.smtp_starttls:
-                    smtp.starttls(context=ssl.create_default_context())
+                    smtp.starttls(context=ssl.create_default_context(cafile=settings.smtp_ca_file))
                 if settings.smtp_username:
                     password = (
                         settings.smtp_password.get_secret_value() if settings.smtp_password else ""

@@ -5,12 +5,16 @@ from __future__ import annotations
 import base64
 import email
 import email.policy
+import ipaddress
 import json
+import smtplib
 import socket
+import ssl
 import threading
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,6 +23,10 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
 from activities.delivery import (
@@ -398,6 +406,109 @@ def test_smtp_logs_in_with_the_configured_credentials(settings: Settings) -> Non
         controller.stop()
     assert logins == [(b"dunwise", b"s3cret")]
     assert len(recorder.messages) == 1
+
+
+@pytest.fixture(scope="module")
+def loopback_certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, made here: (certificate, key) PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dunwise test SMTP")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    cert_file, key_file = folder / "smtp.pem", folder / "smtp.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+@pytest.fixture
+def starttls_server(
+    loopback_certificate: tuple[Path, Path],
+) -> Iterator[tuple[SmtpRecorder, int, list[bytes]]]:
+    """An SMTP server that takes mail only after STARTTLS, and logins only over TLS."""
+    recorder, logins = SmtpRecorder(), []
+
+    def authenticator(server, session, envelope, mechanism, auth_data) -> AuthResult:
+        logins.append(auth_data.login)
+        return AuthResult(success=auth_data.password == b"s3cret")
+
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(*loopback_certificate)
+    port = free_port()
+    controller = Controller(
+        recorder,
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=tls,
+        require_starttls=True,
+        authenticator=authenticator,
+        auth_required=True,
+        auth_require_tls=True,
+    )
+    controller.start()
+    try:
+        yield recorder, port, logins
+    finally:
+        controller.stop()
+
+
+def test_smtp_starttls_with_a_private_ca_logs_in_and_sends(
+    settings: Settings, starttls_server, loopback_certificate
+) -> None:
+    recorder, port, logins = starttls_server
+    configured = smtp_settings(
+        settings,
+        port,
+        smtp_starttls=True,
+        smtp_ca_file=loopback_certificate[0],
+        smtp_username="dunwise",
+        smtp_password=SecretStr("s3cret"),
+    )
+    SmtpEmail(configured).deliver(an_email())
+    assert logins == [b"dunwise"]
+    [(_, recipients, message)] = recorder.messages
+    assert recipients == ["ap@acme.example"]
+    assert message["Subject"] == "Invoice INV-1 is due today"
+
+
+def test_smtp_starttls_refuses_a_certificate_it_cannot_trust(
+    settings: Settings, starttls_server
+) -> None:
+    recorder, port, _ = starttls_server
+    configured = smtp_settings(settings, port, smtp_starttls=True)  # the system's CAs only
+    with pytest.raises(ssl.SSLCertVerificationError):
+        SmtpEmail(configured).deliver(an_email())
+    assert recorder.messages == []
+
+
+def test_smtp_without_starttls_is_refused_by_a_server_that_requires_it(
+    settings: Settings, starttls_server
+) -> None:
+    recorder, port, _ = starttls_server
+    with pytest.raises(smtplib.SMTPException):
+        SmtpEmail(smtp_settings(settings, port)).deliver(an_email())
+    assert recorder.messages == []
 
 
 def test_smtp_server_down_is_retryable(settings: Settings) -> None:
