@@ -21,6 +21,7 @@ from activities.rendering import (
     MessageContext,
     PaymentLine,
     RenderedMessage,
+    brand_of,
     render_message,
 )
 from ledger.models import (
@@ -76,6 +77,7 @@ def message_context(
         payments=payments,
         adjustments_minor=int(adjustments),
         credit_minor=_overpaid(session, invoice) if job.is_receipt else 0,
+        brand=brand_of(settings),
     )
 
 

@@ -10,7 +10,7 @@ import re
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from babel.dates import format_date
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound
@@ -20,6 +20,9 @@ from activities.currency import currency_exponent, format_day, format_money, par
 from activities.template_files import EMAIL_PARTS, SMS_PARTS, template_file, template_folders
 from activities.template_files import available_templates as available_templates
 from vocabulary import CHANNELS, Channel
+
+if TYPE_CHECKING:
+    from settings import Settings
 
 TEMPLATE_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 SMS_MAX_CHARS = 300
@@ -46,6 +49,15 @@ class InvoiceLine(BaseModel):
     total_minor: int
 
 
+class Brand(BaseModel):
+    """The sender's look and sign-off, from settings (`brand_of`)."""
+
+    color: str = "#1d4ed8"
+    logo_url: str | None = None
+    signature: str | None = None
+    legal_footer: str | None = None
+
+
 class MessageContext(BaseModel):
     customer_name: str
     company_name: str
@@ -64,6 +76,7 @@ class MessageContext(BaseModel):
     invoices: list[InvoiceLine] = Field(
         default_factory=list, description="every invoice of a grouped reminder; empty for one"
     )
+    brand: Brand = Field(default_factory=Brand)
 
 
 class RenderedMessage(BaseModel):
@@ -109,6 +122,26 @@ def _environment(folders: tuple[Path, ...]) -> Environment:
     return env
 
 
+def brand_of(settings: Settings) -> Brand:
+    """The sender's look and sign-off, as settings give them."""
+    return Brand(
+        color=settings.brand_color,
+        logo_url=settings.logo_url,
+        signature=settings.email_signature,
+        legal_footer=settings.legal_footer,
+    )
+
+
+def brand_variables(brand: Brand, company_name: str) -> dict[str, Any]:
+    """What the layouts show of the sender: every message's template sees these."""
+    return {
+        "brand_color": brand.color,
+        "logo_url": brand.logo_url,
+        "signature": brand.signature or f"Accounts Receivable, {company_name}",
+        "legal_footer": brand.legal_footer,
+    }
+
+
 def template_variables(context: MessageContext) -> dict[str, Any]:
     """What templates see: the context plus amounts and dates formatted for the customer."""
     locale = context.locale
@@ -124,6 +157,7 @@ def template_variables(context: MessageContext) -> dict[str, Any]:
     ]
     return {
         **context.model_dump(),
+        **brand_variables(context.brand, context.company_name),
         "invoices": [
             {
                 "number": line.number,

@@ -90,7 +90,7 @@ def sample_context(settings: Settings, args: argparse.Namespace) -> MessageConte
     from babel import Locale, UnknownLocaleError
 
     from activities.currency import currency_exponent
-    from activities.rendering import InvoiceLine, MessageContext, PaymentLine
+    from activities.rendering import InvoiceLine, MessageContext, PaymentLine, brand_of
     from paylinks import make_pay_link, make_unsubscribe_link
 
     currency = args.currency.upper()
@@ -138,6 +138,7 @@ def sample_context(settings: Settings, args: argparse.Namespace) -> MessageConte
             if len(numbers) > 1
             else []
         ),
+        brand=brand_of(settings),
     )
 
 

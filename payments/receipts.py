@@ -17,7 +17,7 @@ from sqlmodel import select
 
 from activities.currency import format_money, parse_locale
 from activities.delivery import OutgoingEmail, PermanentDeliveryError, email_channel
-from activities.rendering import templates
+from activities.rendering import brand_of, brand_variables, templates
 from ledger import checkouts
 from ledger.db import session_scope
 from ledger.models import Checkout, Customer, Message
@@ -104,6 +104,7 @@ def _send_once(
             "customer_name": customer.name,
             "company_name": settings.company_name,
             "unsubscribe_link": None,
+            **brand_variables(brand_of(settings), settings.company_name),
             **variables(customer),
         }
         subject = " ".join(

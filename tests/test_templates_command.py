@@ -132,3 +132,23 @@ def test_finance_ops_templates_override_and_add_to_the_shipped_ones(tmp_path: Pa
 
     # Without the setting, only the shipped templates exist.
     assert "thank_you" not in json.loads(templates(tmp_path, "list", "--json").stdout)["templates"]
+
+
+def test_emails_carry_the_senders_brand_signature_and_legal_footer(tmp_path: Path) -> None:
+    brand = {
+        "DUNWISE_BRAND_COLOR": "#0a7d3b",
+        "DUNWISE_LOGO_URL": "https://cdn.northwind.example/logo.png",
+        "DUNWISE_EMAIL_SIGNATURE": "Jo Park, Credit Control",
+        "DUNWISE_LEGAL_FOOTER": "Northwind Traders Ltd, 1 Harbour St, Leeds. Company no. 0123456.",
+    }
+    email = json.loads(templates_with(tmp_path, brand, "preview", "due_today", "--json").stdout)
+    assert "Kind regards,\nJo Park, Credit Control" in email["text"]
+    assert email["text"].rstrip().endswith("Company no. 0123456.")
+    html = email["html"]
+    assert '<img src="https://cdn.northwind.example/logo.png" alt="Northwind Traders"' in html
+    assert "background:#0a7d3b" in html  # the pay button
+    assert "Jo Park, Credit Control" in html and "Company no. 0123456." in html
+
+    plain = json.loads(templates(tmp_path, "preview", "due_today", "--json").stdout)
+    assert "Kind regards,\nAccounts Receivable, Northwind Traders" in plain["text"]
+    assert "<img" not in plain["html"] and "Company no." not in plain["text"]
