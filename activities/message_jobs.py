@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 from activities.models import ReceiptRequest, ReminderRequest
 from activities.rendering import PaymentLine, available_templates
 from ledger.books import AWAITING_PAYMENT
+from ledger.consent import opted_out, undeliverable
 from ledger.models import Customer, Invoice, InvoiceStatus
 from vocabulary import CHANNELS
 
@@ -105,19 +106,16 @@ def suppression_reason(
             return "nothing is due on this invoice"
     # An opt-out stops reminders. An email receipt records a transaction and goes out
     # regardless; a number that replied STOP gets no SMS at all, as carriers require.
-    opted_out = customer.email_opt_out if job.channel == "email" else customer.sms_opt_out
-    if opted_out and not (job.is_receipt and job.channel == "email"):
+    if opted_out(customer, job.channel) and not (job.is_receipt and job.channel == "email"):
         return f"customer opted out of {job.channel}"
     if job.channel == "email" and not customer.email:
         return "no email address on file"
     if job.channel == "sms" and not customer.phone:
         return "no phone number on file"
     # A provider could not deliver there: sending again would only hurt the sender's name.
-    undeliverable = (
-        customer.email_undeliverable if job.channel == "email" else customer.phone_undeliverable
-    )
-    if undeliverable is not None:
-        return f"{job.channel} address undeliverable: {undeliverable}"[:200]
+    why = undeliverable(customer, job.channel)
+    if why is not None:
+        return f"{job.channel} address undeliverable: {why}"[:200]
     if job.channel == "sms" and in_quiet_hours(job.as_of, customer.timezone, sms_quiet_hours):
         return f"quiet hours for SMS ({sms_quiet_hours} in {customer.timezone})"
     return None

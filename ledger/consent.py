@@ -17,6 +17,24 @@ from ledger.books import record_audit
 from ledger.models import Customer
 from vocabulary import CHANNELS, Channel
 
+# The customer's columns for each channel.
+ADDRESS_FIELD: dict[str, str] = {"email": "email", "sms": "phone"}
+OPT_OUT_FIELD: dict[str, str] = {"email": "email_opt_out", "sms": "sms_opt_out"}
+UNDELIVERABLE_FIELD: dict[str, str] = {"email": "email_undeliverable", "sms": "phone_undeliverable"}
+
+
+def address(customer: Customer, channel: Channel) -> str | None:
+    return getattr(customer, ADDRESS_FIELD[channel])
+
+
+def opted_out(customer: Customer, channel: Channel) -> bool:
+    return getattr(customer, OPT_OUT_FIELD[channel])
+
+
+def undeliverable(customer: Customer, channel: Channel) -> str | None:
+    """Why the provider could not deliver to the customer's `channel` address; None if it can."""
+    return getattr(customer, UNDELIVERABLE_FIELD[channel])
+
 
 def opt_out(
     session: Session,
@@ -49,7 +67,7 @@ def _set_opt_out(
     session: Session,
     customer_id: str,
     channel: Channel,
-    opted_out: bool,
+    opting_out: bool,
     actor: str,
     via: str,
     invoice_id: int | None,
@@ -59,17 +77,13 @@ def _set_opt_out(
     customer = session.get(Customer, customer_id, with_for_update=True)
     if customer is None:
         raise UnknownCustomer(f"customer {customer_id!r} does not exist")
-    field = f"{channel}_opt_out"
-    if getattr(customer, field) == opted_out:
+    if opted_out(customer, channel) == opting_out:
         return False
-    setattr(customer, field, opted_out)
+    setattr(customer, OPT_OUT_FIELD[channel], opting_out)
     session.add(customer)
     detail = {"customer": customer_id, "channel": channel, "via": via}
-    record_audit(session, actor, "opted_out" if opted_out else "opted_in", invoice_id, detail)
+    record_audit(session, actor, "opted_out" if opting_out else "opted_in", invoice_id, detail)
     return True
-
-
-UNDELIVERABLE_FIELD = {"email": "email_undeliverable", "sms": "phone_undeliverable"}
 
 
 def mark_undeliverable(
@@ -80,10 +94,9 @@ def mark_undeliverable(
     customer = session.get(Customer, customer_id, with_for_update=True)
     if customer is None:
         raise UnknownCustomer(f"customer {customer_id!r} does not exist")
-    field = UNDELIVERABLE_FIELD[channel]
-    if getattr(customer, field) is not None:
+    if undeliverable(customer, channel) is not None:
         return False
-    setattr(customer, field, (reason or "undeliverable")[:200])
+    setattr(customer, UNDELIVERABLE_FIELD[channel], (reason or "undeliverable")[:200])
     session.add(customer)
     detail = {"customer": customer_id, "channel": channel, "reason": reason}
     record_audit(session, actor, "contact_undeliverable", None, detail)

@@ -12,8 +12,9 @@ from pydantic import BaseModel
 from sqlmodel import Session, select
 
 from ledger.accounts import UnknownCustomer
+from ledger.consent import address, opted_out, undeliverable
 from ledger.models import Customer, Invoice, Message
-from vocabulary import AWAITING_PAYMENT, Channel
+from vocabulary import AWAITING_PAYMENT, CHANNELS, Channel
 
 RECENT_MESSAGES = 10
 
@@ -73,17 +74,12 @@ def customer_profile(session: Session, customer_id: str) -> CustomerProfile:
         owner=customer.owner_email,
         contacts=[
             ChannelContact(
-                channel="email",
-                address=customer.email,
-                opted_out=customer.email_opt_out,
-                undeliverable=customer.email_undeliverable,
-            ),
-            ChannelContact(
-                channel="sms",
-                address=customer.phone,
-                opted_out=customer.sms_opt_out,
-                undeliverable=customer.phone_undeliverable,
-            ),
+                channel=channel,
+                address=address(customer, channel),
+                opted_out=opted_out(customer, channel),
+                undeliverable=undeliverable(customer, channel),
+            )
+            for channel in CHANNELS
         ],
         open_invoices=sum(count for _, count, _ in open_rows),
         outstanding_minor={currency: int(total) for currency, _, total in open_rows},

@@ -86,9 +86,9 @@ async def tell(
 async def _follow_up(
     services: PaymentServices, recorded: RecordedDelivery, detail: str, event_id: str
 ) -> None:
+    assert recorded.channel is not None and recorded.message_key is not None
     client = await services.temporal()
     for position, number in enumerate(recorded.invoice_numbers):
-        assert recorded.channel is not None and recorded.message_key is not None
         failure = ContactFailure(
             channel=recorded.channel,
             failed_key=recorded.message_key,

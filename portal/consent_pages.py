@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from ledger.accounts import UnknownCustomer
-from ledger.consent import opt_out
+from ledger.consent import opt_out, opted_out
 from ledger.db import session_scope
 from ledger.models import Customer
 from paylinks import PayLinkError, UnsubscribeToken, read_unsubscribe_token
@@ -41,9 +41,9 @@ async def unsubscribe_page(request: Request, token: str) -> Response:
         customer = session.get(Customer, link.customer_id)
         if customer is None:
             return _problem_page(request, "this unsubscribe link is not valid")
-        opted_out = getattr(customer, f"{link.channel}_opt_out")
+        already = opted_out(customer, link.channel)
         name = customer.name
-    return _page(request, token, link, name, opted_out=opted_out)
+    return _page(request, token, link, name, opted_out=already)
 
 
 @router.post("/unsubscribe/{token}", include_in_schema=False)

@@ -73,18 +73,18 @@ async def sendgrid_webhook(request: Request) -> JSONResponse:
             kind = KINDS.get(str(event.get("event")))
             if kind is None or not event.get("sg_event_id") or _soft_bounce(event):
                 continue
-            event_id = str(event["sg_event_id"])
+            event_id, detail = str(event["sg_event_id"]), _detail(event)
             new = record_news(
                 session,
                 provider="sendgrid",
                 event_id=event_id,
                 kind=kind,
                 at=_moment(event.get("timestamp")),
-                detail=_detail(event),
+                detail=detail,
                 message_key=event.get("dunwise_idempotency_key"),
             )
             if new is not None:
-                recorded.append((new, _detail(event), event_id))
+                recorded.append((new, detail, event_id))
     for new, detail, event_id in recorded:
         await tell(services, new, detail, event_id)
     return JSONResponse({"received": len(events), "recorded": len(recorded)})
