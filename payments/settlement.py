@@ -259,9 +259,11 @@ async def _reopen(services: PaymentServices, balance: Any, amount_minor: int, wh
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:
             raise
-        await restart_from_ledger(
+        # The new run tells the story too: the ledger's timeline lacks the reversal.
+        handle = await restart_from_ledger(
             client, services.settings, services.engine, balance.invoice_number
         )
+        await handle.signal(InvoiceWorkflow.balance_reopened, change)
 
 
 async def _send_receipt(services: PaymentServices, checkout: Checkout, kind: ReceiptKind) -> None:

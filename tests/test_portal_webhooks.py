@@ -164,6 +164,30 @@ async def test_any_order_and_duplicates_end_the_same_to_the_cent(tmp_path) -> No
         assert any(e.event == "payment_reversed" for e in state.timeline)
 
 
+async def test_a_refund_after_the_invoice_closed_restarts_it_and_says_why(tmp_path) -> None:
+    async with portal(tmp_path) as p:
+        handle = await p.harness.start("A-1", due_on=DUE, amount_minor=10_000, customer_id="cust-1")
+        ach_checkout(p, "pi_after", [("A-1", 10_000)])
+        landed = intent_event("payment_intent.succeeded", "pi_after", 10_000)
+        assert (await post(p, landed)).status_code == 200
+        await handle.result()  # the paid invoice closed and its run ended
+        refund = charge_event("charge.refunded", "pi_after", amount_refunded=2_500)
+        assert (await post(p, refund)).status_code == 200
+
+        async def reopened():
+            """a new run of A-1 owes the refunded part"""
+            state = await p.state("A-1")
+            return state.balance_minor == 2_500 and state
+
+        state = await p.until(reopened)
+        told = [e for e in state.timeline if e.event == "payment_reversed"]
+        assert [e.amount_minor for e in told] == [2_500]
+        assert "refund" in (told[0].detail or "")
+        # The story before the restart is kept: the payment and the closing come first.
+        events = [e.event for e in state.timeline]
+        assert events.index("closed") < events.index("payment_reversed")
+
+
 async def test_money_for_a_closed_invoice_becomes_credit(tmp_path) -> None:
     async with portal(tmp_path) as p:
         handle = await p.harness.start("A-1", due_on=DUE, amount_minor=10_000, customer_id="cust-1")
