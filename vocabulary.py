@@ -116,3 +116,5 @@ class DeliveryKind(StrEnum):
 DELIVERY_FAILURES = frozenset(
     {DeliveryKind.BOUNCED, DeliveryKind.DROPPED, DeliveryKind.SPAM_REPORT}
 )
+# The customer read the message or followed its link: a payment should follow.
+ENGAGEMENT_KINDS = frozenset({DeliveryKind.OPENED, DeliveryKind.CLICKED})

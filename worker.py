@@ -66,6 +66,7 @@ def activities_for(engine: sa.Engine, settings: Settings, client: Client | None 
         ledger.close_invoice,
         ledger.open_collector_task,
         ledger.close_collector_tasks,
+        ledger.raise_task_priority,
         ledger.record_timeline,
         ledger.record_note,
         ledger.record_payment_plan,

@@ -75,6 +75,11 @@ class LedgerActivities:
         return self._run(lambda session: lifecycle.open_collector_task(session, request))
 
     @activity.defn
+    def raise_task_priority(self, request: CollectorTaskRequest) -> int:
+        """Make the invoice's open task at least this urgent, or open one."""
+        return self._run(lambda session: lifecycle.raise_task_priority(session, request))
+
+    @activity.defn
     def close_collector_tasks(self, request: CollectorOutcome) -> int:
         return self._run(lambda session: lifecycle.close_collector_tasks(session, request))
 

@@ -42,6 +42,7 @@ from ledger.requests import (
     StatusChange,
 )
 from ledger.timeline import TimelineConflict, record_timeline
+from policies.priorities import PRIORITIES
 from vocabulary import TERMINAL_STATUSES, AdjustmentKind, TaskOutcome, TaskStatus
 
 # Status changes that move no money. Paid, void and written off come from money operations.
@@ -165,6 +166,27 @@ def open_collector_task(session: Session, req: CollectorTaskRequest) -> int:
         return int(task.id)
 
     return write_once(session, CollectorTask, req.idempotency_key, write, repeat)
+
+
+def raise_task_priority(session: Session, req: CollectorTaskRequest) -> int:
+    """Make the invoice's open collector task at least `req.priority` urgent, or open one with
+    it when none is open; the task's id. A task already as urgent is left as it is."""
+    invoice = load_invoice(session, req.invoice_number, for_update=True)
+    task = session.exec(
+        select(CollectorTask)
+        .where(CollectorTask.invoice_id == invoice.id, CollectorTask.status == TaskStatus.OPEN)
+        .order_by(CollectorTask.created_at.desc(), CollectorTask.id.desc())
+    ).first()
+    if task is None:
+        return open_collector_task(session, req)
+    rank = {priority: index for index, priority in enumerate(PRIORITIES)}
+    if rank.get(task.priority, -1) < rank[req.priority]:
+        detail = {"task_id": task.id, "from": task.priority, "to": req.priority}
+        task.priority = req.priority
+        session.add(task)
+        record_audit(session, "system", "collector_task_priority_raised", invoice.id, detail)
+        session.flush()
+    return int(task.id)
 
 
 def close_collector_tasks(session: Session, req: CollectorOutcome) -> int:

@@ -177,6 +177,17 @@ class PromiseToPayRule(PolicyModel):
     )
 
 
+class EngagementRule(PolicyModel):
+    """What happens when a customer reads a reminder or opens its pay link and does not pay."""
+
+    unpaid_after: Duration = Field(
+        timedelta(days=2),
+        description="time after the first open or click without a payment, like 2d",
+        json_schema_extra={"default": "2d"},
+    )
+    priority: Priority = Field("high", description="the collector task's priority then")
+
+
 class Policy(PolicyModel):
     """A dunning policy: the reminder steps for an invoice, relative to its due date."""
 
@@ -187,6 +198,7 @@ class Policy(PolicyModel):
     steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
     on_dispute: Literal["pause", "continue"] = "pause"
     on_promise_to_pay: PromiseToPayRule = Field(default_factory=PromiseToPayRule)
+    on_engagement_without_payment: EngagementRule = Field(default_factory=EngagementRule)
 
     @field_validator("steps")
     @classmethod

@@ -400,6 +400,7 @@ async def test_registration_adds_what_the_namespace_lacks():
             "DunwiseStage": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
             "DunwiseCustomer": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
             "DunwiseCurrency": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+            "DunwisePriority": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
             "DunwiseDaysPastDue": IndexedValueType.INDEXED_VALUE_TYPE_INT,
             "DunwiseAmountDue": IndexedValueType.INDEXED_VALUE_TYPE_INT,
             "DunwiseDueOn": IndexedValueType.INDEXED_VALUE_TYPE_DATETIME,
@@ -455,7 +456,7 @@ async def test_with_an_api_key_nothing_is_registered_and_the_commands_come_back(
     assert commands.splitlines() == [
         f"temporal operator search-attribute create --address {address} --namespace default "
         '--api-key "$TEMPORAL_API_KEY" --name DunwiseStatus --name DunwiseStage '
-        "--name DunwiseCustomer --name DunwiseCurrency --type Keyword",
+        "--name DunwiseCustomer --name DunwiseCurrency --name DunwisePriority --type Keyword",
         f"temporal operator search-attribute create --address {address} --namespace default "
         '--api-key "$TEMPORAL_API_KEY" --name DunwiseDaysPastDue --name DunwiseAmountDue '
         "--type Int",
@@ -481,7 +482,7 @@ def test_temporal_cloud_gets_tcld_commands():
         "tcld namespace search-attributes add -n dunwise-prod.a1b2c "
         "--sa DunwiseStatus=Keyword --sa DunwiseStage=Keyword --sa DunwiseDaysPastDue=Int "
         "--sa DunwiseCustomer=Keyword --sa DunwiseAmountDue=Int --sa DunwiseDueOn=Datetime "
-        "--sa DunwiseCurrency=Keyword"
+        "--sa DunwiseCurrency=Keyword --sa DunwisePriority=Keyword"
     )
     assert search_attribute_commands(settings) == expected
     regional = settings.model_copy(
@@ -502,7 +503,7 @@ def test_self_hosted_commands_name_the_cluster():
     assert lines[0] == (
         "temporal operator search-attribute create --address temporal.internal:7233 "
         "--namespace 'billing team' --tls --name DunwiseStatus --name DunwiseStage "
-        "--name DunwiseCustomer --name DunwiseCurrency --type Keyword"
+        "--name DunwiseCustomer --name DunwiseCurrency --name DunwisePriority --type Keyword"
     )
     assert [line.rsplit(" ", 1)[-1] for line in lines] == ["Keyword", "Int", "Datetime"]
     embedded = Settings(_env_file=None, temporal_dev_port=7299)

@@ -75,6 +75,8 @@ class InvoiceWorkflow(InvoiceClosing):
                 )
             self._publish()
             self.s.schedule = await self._plan_schedule()
+        else:
+            self._watch_engagement()  # a wait the run before this one started goes on
         await self._follow_schedule()
         self.s.next_step_at = None
         self._publish()

@@ -281,6 +281,8 @@ class InvoiceCore:
             sa.CURRENCY.value_set(self.invoice.currency),
             sa.DUE_ON.value_set(datetime.combine(self.invoice.due_on, time(0), self.zone)),
         ]
+        if self.s.raised_priority is not None:
+            values.append(sa.PRIORITY.value_set(self.s.raised_priority))
         published = workflow.info().typed_search_attributes
         changed = [value for value in values if published.get(value.key) != value.value]
         if changed:

@@ -24,3 +24,5 @@ COORDINATOR_WAIT_UNCANCELLED = "coordinator-wait-uncancelled"
 PUBLISH_CHANGES_ONLY = "publish-changes-only"
 # A paid invoice is closed and its timeline saved by one ledger activity, not two.
 CLOSE_IN_ONE_STEP = "close-in-one-step"
+# A reminder read or its pay link opened, and no payment in time: the invoice's priority rises.
+ENGAGEMENT_WATCH = "engagement-watch"

@@ -9,6 +9,8 @@ Invariants:
   reference) or its failure ends the hold.
 - Money taken back (a refund, a chargeback) is written to the ledger first; the workflow only
   takes the ledger's new balance.
+- A reminder read (an open, a click) or a portal visit starts, once, the wait of
+  `InvoiceTasks._watch_engagement`.
 - A message that could not be delivered opens one "fix contact" task a channel, and its
   reminder goes out once on the other channel, if the policy uses that channel at all.
 """
@@ -19,7 +21,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.models import ReminderRequest
-    from vocabulary import AWAITING_PAYMENT
+    from vocabulary import AWAITING_PAYMENT, ENGAGEMENT_KINDS
     from workflows import keys
     from workflows.models import (
         BalanceReopened,
@@ -32,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         Stage,
     )
 from workflows.invoice_disputes import InvoiceDisputes
+from workflows.invoice_patches import ENGAGEMENT_WATCH
 
 # A reminder sent again on another channel belongs to no step of the policy.
 CONTACT_FALLBACK_STEP = -2
@@ -43,10 +46,21 @@ class InvoicePayments(InvoiceDisputes):
     @workflow.signal
     def note_portal_event(self, event: PortalEvent) -> None:
         self._record(event.event.value, event.detail)
+        self._note_engagement()
 
     @workflow.signal
     def note_delivery(self, note: DeliveryNote) -> None:
         self._record(note.kind.value, note.detail, channel=note.channel)
+        if note.kind in ENGAGEMENT_KINDS:
+            self._note_engagement()
+
+    def _note_engagement(self) -> None:
+        """The customer read a reminder or came to the portal: the first time starts a wait
+        for the payment that should follow."""
+        s = self.s
+        if s.engaged_at is None and not self._settled() and workflow.patched(ENGAGEMENT_WATCH):
+            s.engaged_at = self._now()
+            self._watch_engagement()
 
     @workflow.update
     async def contact_failed(self, failure: ContactFailure) -> InvoiceState:

@@ -79,3 +79,9 @@ def contact_fallback(invoice_number: str, failed_key: str) -> str:
 def fix_contact(invoice_number: str, channel: str) -> str:
     """The collector task to fix an address a provider could not deliver to; one a channel."""
     return f"{invoice_number}:fix-contact:{channel}"
+
+
+def engaged_unpaid(invoice_number: str) -> str:
+    """The collector task an invoice gets when a reminder was read or its link opened and no
+    payment followed in time: once per invoice."""
+    return f"{invoice_number}:engaged-unpaid"

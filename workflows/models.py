@@ -260,6 +260,12 @@ class InvoiceProgress(BaseModel):
     pending_payments: list[str] = Field(
         default_factory=list, description="references of payments on their way (bank debits)"
     )
+    engaged_at: datetime | None = Field(
+        None, description="when a reminder was first read or its pay link opened"
+    )
+    raised_priority: str | None = Field(
+        None, description="the task priority set because no payment followed the engagement"
+    )
 
 
 InvoiceInput.model_rebuild()

@@ -21,4 +21,7 @@ DUE_ON = SearchAttributeKey.for_datetime("DunwiseDueOn")
 # ISO 4217 code: `DunwiseCurrency = "EUR" AND DunwiseAmountDue > 100000`.
 CURRENCY = SearchAttributeKey.for_keyword("DunwiseCurrency")
 
-ALL = (STATUS, STAGE, DAYS_PAST_DUE, CUSTOMER, AMOUNT_DUE, DUE_ON, CURRENCY)
+# Set once a collector should look sooner (a reminder read, no payment): a task priority name.
+PRIORITY = SearchAttributeKey.for_keyword("DunwisePriority")
+
+ALL = (STATUS, STAGE, DAYS_PAST_DUE, CUSTOMER, AMOUNT_DUE, DUE_ON, CURRENCY, PRIORITY)
