@@ -89,7 +89,8 @@ class Settings(BaseSettings):
     brand_color: str = Field("#1d4ed8", pattern=r"^#[0-9a-fA-F]{6}$")
     logo_url: str | None = None
     support_email: str | None = None
-    # Emails sign off with this line ("Accounts Receivable, <company name>" when unset) and
+    # Emails sign off with this line (unset: the layout's team line, "Accounts Receivable,
+    # <company name>" in English) and
     # end with the legal footer, if any (company register, address, ...).
     email_signature: str | None = Field(None, max_length=200)
     legal_footer: str | None = Field(None, max_length=1000)

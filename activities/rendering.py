@@ -2,6 +2,9 @@
 
 Each message template NAME has four files: NAME.subject.txt, NAME.txt and NAME.html for
 email, NAME.sms.txt for SMS. Files starting with "_" are shared layouts and macros.
+The customer's locale picks the language folder (see `activities.template_files`) and
+formats money and dates; the phrases built here (`invoices_text`, `count`) are English, so
+translations build theirs from `invoice_numbers`, `join_words` and `plural`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,12 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFo
 from pydantic import BaseModel, Field
 
 from activities.currency import currency_exponent, format_day, format_money, parse_locale
-from activities.template_files import EMAIL_PARTS, SMS_PARTS, template_file, template_folders
+from activities.template_files import (
+    EMAIL_PARTS,
+    SMS_PARTS,
+    template_file,
+    template_folders,
+)
 from activities.template_files import available_templates as available_templates
 from vocabulary import CHANNELS, Channel
 
@@ -91,6 +99,18 @@ def _count(number: int, word: str) -> str:
     return f"{number} {word}" if number == 1 else f"{number} {word}s"
 
 
+def _plural(number: int, one: str, other: str) -> str:
+    """plural(1, "Tag", "Tage") == "1 Tag", plural(3, "Tag", "Tage") == "3 Tage"."""
+    return f"{number} {one if number == 1 else other}"
+
+
+def _join_words(words: list[str], last: str = "and") -> str:
+    """["A", "B", "C"] | join_words("und") == "A, B und C"."""
+    if len(words) < 2:
+        return "".join(words)
+    return f"{', '.join(words[:-1])} {last} {words[-1]}"
+
+
 def _upper_first(text: str) -> str:
     """Start a sentence without lowering the rest, as `capitalize` would ("INV-7")."""
     return text[:1].upper() + text[1:]
@@ -118,7 +138,9 @@ def _environment(folders: tuple[Path, ...]) -> Environment:
         keep_trailing_newline=False,
     )
     env.globals["count"] = _count
+    env.globals["plural"] = _plural
     env.filters["upper_first"] = _upper_first
+    env.filters["join_words"] = _join_words
     return env
 
 
@@ -137,7 +159,7 @@ def brand_variables(brand: Brand, company_name: str) -> dict[str, Any]:
     return {
         "brand_color": brand.color,
         "logo_url": brand.logo_url,
-        "signature": brand.signature or f"Accounts Receivable, {company_name}",
+        "signature": brand.signature,  # unset: each language's layout signs for the team
         "legal_footer": brand.legal_footer,
     }
 
@@ -167,6 +189,7 @@ def template_variables(context: MessageContext) -> dict[str, Any]:
             for line in invoices
         ],
         "grouped": len(invoices) > 1,
+        "invoice_numbers": [line.number for line in invoices],
         "invoices_text": invoices_phrase([line.number for line in invoices]),
         "is_are": "are" if len(invoices) > 1 else "is",
         "was_were": "were" if len(invoices) > 1 else "was",
@@ -194,13 +217,14 @@ def template_variables(context: MessageContext) -> dict[str, Any]:
     }
 
 
-def templates() -> Environment:
-    """The Jinja2 environment over finance ops' template folder and the shipped one."""
-    return _environment(template_folders())
+def language_of(locale: str | None) -> str:
+    """The language part of a customer's locale ("de-AT" -> "de"); English when unknown."""
+    return parse_locale(locale).language
 
 
-def _render(name: str, variables: dict[str, Any]) -> str:
-    return templates().get_template(name).render(variables)
+def templates(language: str = "en") -> Environment:
+    """The Jinja2 environment over a language's templates, falling back to English."""
+    return _environment(template_folders(language))
 
 
 def _one_line(text: str) -> str:
@@ -225,16 +249,19 @@ def render_message(template: str, channel: str, context: MessageContext) -> Rend
             f"missing {', '.join(missing)} in {folders}"
         )
     variables = template_variables(context)
+    env = templates(language_of(context.locale))
+
+    def render(name: str) -> str:
+        return env.get_template(name).render(variables)
+
     try:
         if channel == "sms":
-            return RenderedMessage(
-                channel="sms", text=_one_line(_render(f"{template}.sms.txt", variables))
-            )
+            return RenderedMessage(channel="sms", text=_one_line(render(f"{template}.sms.txt")))
         return RenderedMessage(
             channel="email",
-            subject=_one_line(_render(f"{template}.subject.txt", variables)),
-            text=_render(f"{template}.txt", variables).strip() + "\n",
-            html=_render(f"{template}.html", variables),
+            subject=_one_line(render(f"{template}.subject.txt")),
+            text=render(f"{template}.txt").strip() + "\n",
+            html=render(f"{template}.html"),
         )
     except TemplateNotFound as missing_include:
         raise UnknownTemplate(

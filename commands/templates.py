@@ -1,4 +1,5 @@
-"""`dunwise templates list [--json]` and `dunwise templates preview TEMPLATE [--channel
+"""`dunwise templates list [--json]`, `dunwise templates check [--json]` (see
+`commands.template_check`) and `dunwise templates preview TEMPLATE [--channel
 email|sms] [--locale L] [--currency CODE] [--days-past-due N] [--invoices N] [--html]
 [--json]`: the message templates finance ops can name in a policy, and one rendered with sample
 data, so a reminder can be read before any customer gets it.
@@ -44,11 +45,19 @@ def add_template_parsers(commands: argparse._SubParsersAction) -> None:
     preview.add_argument("--invoices", type=int, default=1, help="invoices in the message")
     preview.add_argument("--html", action="store_true", help="print the email's HTML part")
     preview.add_argument("--json", action="store_true", help="print one JSON object")
+    check = actions.add_parser(
+        "check", help="untranslated files and renderings that fail, in every language"
+    )
+    check.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def templates_command(settings: Settings, args: argparse.Namespace) -> None:
     if args.action == "list":
         list_templates(as_json=args.json)
+    elif args.action == "check":
+        from commands.template_check import check_command
+
+        check_command(settings, as_json=args.json)
     else:
         preview_template(settings, args)
 

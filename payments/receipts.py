@@ -15,9 +15,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import select
 
-from activities.currency import format_money, parse_locale
+from activities.currency import format_money
 from activities.delivery import OutgoingEmail, PermanentDeliveryError, email_channel
-from activities.rendering import brand_of, brand_variables, templates
+from activities.rendering import brand_of, brand_variables, language_of, templates
 from ledger import checkouts
 from ledger.db import session_scope
 from ledger.models import Checkout, Customer, Message
@@ -51,7 +51,7 @@ def send_checkout_receipt(
         key=keys.checkout_receipt(checkout_id, kind),
         customer_id=customer_id,
         template=RECEIPT_TEMPLATE,
-        variables=lambda customer: _receipt_variables(settings, checkout, customer, items, kind),
+        variables=lambda customer: receipt_variables(settings, checkout, customer, items, kind),
     )
 
 
@@ -64,11 +64,15 @@ def send_fresh_pay_link(settings: Settings, engine: sa.Engine, customer_id: str)
         key=keys.fresh_pay_link(customer_id, hour),
         customer_id=customer_id,
         template=FRESH_LINK_TEMPLATE,
-        variables=lambda customer: {
-            "pay_link": make_pay_link(settings, customer.id, []),
-            "valid_days": settings.pay_link_max_age_days,
-        },
+        variables=lambda customer: fresh_link_variables(settings, customer),
     )
+
+
+def fresh_link_variables(settings: Settings, customer: Customer) -> dict[str, Any]:
+    return {
+        "pay_link": make_pay_link(settings, customer.id, []),
+        "valid_days": settings.pay_link_max_age_days,
+    }
 
 
 def _send_once(
@@ -99,26 +103,9 @@ def _send_once(
             row.status, row.reason = MessageStatus.SUPPRESSED, "no email address on file"
             session.add(row)
             return row.status
-        context = {
-            "lang": parse_locale(customer.locale).language,
-            "customer_name": customer.name,
-            "company_name": settings.company_name,
-            "unsubscribe_link": None,
-            **brand_variables(brand_of(settings), settings.company_name),
-            **variables(customer),
-        }
-        subject = " ".join(
-            templates().get_template(f"{template}.subject.txt").render(context).split()
-        )
-        row.subject = subject[:300]
+        email = render_email(settings, customer, template, variables(customer), key)
+        row.subject = email.subject[:300]
         session.add(row)
-    email = OutgoingEmail(
-        to=customer.email,
-        subject=subject,
-        text=templates().get_template(f"{template}.txt").render(context).strip() + "\n",
-        html=templates().get_template(f"{template}.html").render(context),
-        idempotency_key=key,
-    )
     try:
         delivered = email_channel(settings).deliver(email)
         status, reason, provider_id = MessageStatus.SENT, None, delivered.provider_id
@@ -132,7 +119,34 @@ def _send_once(
     return status
 
 
-def _receipt_variables(
+def render_email(
+    settings: Settings,
+    customer: Customer,
+    template: str,
+    variables: dict[str, Any],
+    idempotency_key: str,
+) -> OutgoingEmail:
+    """One of these emails to the customer, in the customer's language."""
+    language = language_of(customer.locale)
+    context = {
+        "lang": language,
+        "customer_name": customer.name,
+        "company_name": settings.company_name,
+        "unsubscribe_link": None,
+        **brand_variables(brand_of(settings), settings.company_name),
+        **variables,
+    }
+    env = templates(language)
+    return OutgoingEmail(
+        to=customer.email or "",
+        subject=" ".join(env.get_template(f"{template}.subject.txt").render(context).split()),
+        text=env.get_template(f"{template}.txt").render(context).strip() + "\n",
+        html=env.get_template(f"{template}.html").render(context),
+        idempotency_key=idempotency_key,
+    )
+
+
+def receipt_variables(
     settings: Settings, checkout: Checkout, customer: Customer, items: list, kind: ReceiptKind
 ) -> dict[str, Any]:
     def money(minor: int) -> str:
@@ -146,6 +160,8 @@ def _receipt_variables(
                 "amount": money(item.amount_minor),
                 "reason": (item.reason_code or "").replace("_", " ")
                 + (f": {item.note}" if item.note else ""),
+                "reason_code": item.reason_code,
+                "note": item.note,
             }
             for item in items
         ],
@@ -155,6 +171,7 @@ def _receipt_variables(
         "surcharge": money(checkout.surcharge_minor),
         "charged": money(checkout.charge_minor),
         "method": "bank account" if checkout.method == "us_bank_account" else "card",
+        "method_kind": checkout.method,
         "reference": checkout.payment_intent_id or f"checkout {checkout.id}",
         "failure_reason": checkout.failure_reason or "the payment was declined",
         "pay_link": make_pay_link(settings, customer.id, []),

@@ -21,6 +21,7 @@ from portal import (
     console_auth,
     console_pages,
     payer_api,
+    payer_documents,
     payer_pages,
     sendgrid_webhooks,
     tasks_api,
@@ -41,6 +42,7 @@ def create_app(services: PaymentServices) -> FastAPI:
     )
     app.state.services = services
     app.include_router(payer_pages.router)
+    app.include_router(payer_documents.router)
     app.include_router(payer_api.router)
     app.include_router(webhooks.router)
     app.include_router(twilio_webhooks.router)
@@ -60,6 +62,7 @@ def create_app(services: PaymentServices) -> FastAPI:
             "link_problem.html",
             {"problem": problem, "token": request.path_params.get("token")},
             status_code=problem.status,
+            locale=problem.locale,
         )
 
     @app.exception_handler(StarletteHTTPException)

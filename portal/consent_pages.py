@@ -5,6 +5,9 @@
 that mail clients send (`List-Unsubscribe=One-Click`, announced by the email's
 `List-Unsubscribe-Post` header). `POST /api/unsubscribe/<token>` does the same for the JSON
 API. A repeated opt-out changes nothing; receipts keep going out (`ledger.consent`).
+
+The page speaks the customer's language; a link that names no customer, the browser's
+(`portal.page_language`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from paylinks import PayLinkError, UnsubscribeToken, read_unsubscribe_token
 from portal.pages import render
 
 router = APIRouter()
-CHANNEL_NAMES = {"email": "email", "sms": "text message"}
 
 
 class OptedOut(BaseModel):
@@ -42,25 +44,25 @@ async def unsubscribe_page(request: Request, token: str) -> Response:
         if customer is None:
             return _problem_page(request, "this unsubscribe link is not valid")
         already = opted_out(customer, link.channel)
-        name = customer.name
-    return _page(request, token, link, name, opted_out=already)
+        name, locale = customer.name, customer.locale
+    return _page(request, token, link, name, locale, opted_out=already)
 
 
 @router.post("/unsubscribe/{token}", include_in_schema=False)
 async def unsubscribe(request: Request, token: str) -> Response:
     """The page's button and RFC 8058's one-click POST alike; the body is not needed."""
     try:
-        link, name, _changed = _opt_out(request, token)
+        link, customer, _changed = _opt_out(request, token)
     except (PayLinkError, UnknownCustomer) as err:
         return _problem_page(request, str(err))
-    return _page(request, token, link, name, opted_out=True)
+    return _page(request, token, link, customer.name, customer.locale, opted_out=True)
 
 
 @router.post("/api/unsubscribe/{token}", tags=["payer"], response_model=OptedOut)
 async def unsubscribe_api(request: Request, token: str) -> Response:
     """Stop payment reminders on the link's channel; receipts still go out."""
     try:
-        link, _name, changed = _opt_out(request, token)
+        link, _customer, changed = _opt_out(request, token)
     except (PayLinkError, UnknownCustomer) as err:
         return JSONResponse({"detail": str(err)}, status_code=404)
     answer = OptedOut(
@@ -69,7 +71,7 @@ async def unsubscribe_api(request: Request, token: str) -> Response:
     return JSONResponse(answer.model_dump())
 
 
-def _opt_out(request: Request, token: str) -> tuple[UnsubscribeToken, str, bool]:
+def _opt_out(request: Request, token: str) -> tuple[UnsubscribeToken, Customer, bool]:
     services = request.app.state.services
     link = read_unsubscribe_token(services.settings, token)
     with session_scope(services.engine) as session:
@@ -81,19 +83,25 @@ def _opt_out(request: Request, token: str) -> tuple[UnsubscribeToken, str, bool]
             raise UnknownCustomer("this unsubscribe link is not valid") from None
         customer = session.get(Customer, link.customer_id)
         assert customer is not None
-        return link, customer.name, changed
+        return link, customer, changed
 
 
 def _page(
-    request: Request, token: str, link: UnsubscribeToken, name: str, *, opted_out: bool
+    request: Request,
+    token: str,
+    link: UnsubscribeToken,
+    name: str,
+    locale: str,
+    *,
+    opted_out: bool,
 ) -> Response:
     context = {
         "token": token,
         "customer_name": name,
-        "channel_name": CHANNEL_NAMES[link.channel],
+        "channel": link.channel,
         "opted_out": opted_out,
     }
-    return render(request, "unsubscribe.html", context)
+    return render(request, "unsubscribe.html", context, locale=locale)
 
 
 def _problem_page(request: Request, problem: str) -> Response:

@@ -1,17 +1,17 @@
-"""The payer's pages: the account behind a pay link, checkout, card entry, receipt, PDFs.
+"""The payer's pages: the account behind a pay link, checkout, card entry, receipt.
 
 Each page is a thin layer over the same services as the JSON API (`portal.payer_api`):
-a form post here does what a JSON post there does. Visits, invoice views and abandoned
-checkouts go to the invoices' timelines in the background.
+a form post here does what a JSON post there does (PDFs: `portal.payer_documents`). Visits,
+invoice views and abandoned checkouts go to the invoices' timelines in the background. Every
+page speaks the customer's language and formats amounts and dates in their locale
+(`portal.page_language`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
@@ -28,10 +28,9 @@ from payments.portal_events import note_in_background
 from payments.receipts import send_fresh_pay_link
 from payments.stripe_gateway import GatewayError
 from portal.checkout_input import CheckoutIn, CheckoutItemIn, checkout_draft
-from portal.links import LinkProblem, now, open_link
+from portal.links import LinkProblem, OpenLink, customer_locale, now, open_link
 from portal.pages import REASON_CHOICES, render
 from portal.payer_api import account_view
-from portal.pdf import invoice_pdf, statement_pdf
 from workflows.models import PortalEventKind
 
 router = APIRouter(prefix="/pay", include_in_schema=False)
@@ -168,6 +167,7 @@ def _render_account(
             "bank_debit": not settings.local_stripe,
         },
         status_code=status_code,
+        locale=account.locale,
     )
 
 
@@ -178,7 +178,7 @@ async def checkout_page(request: Request, token: str, checkout_id: int) -> Respo
     checkout, _ = _checkout_of(request, pay.customer_id, checkout_id)
     if checkout.status not in (CheckoutStatus.CREATED, CheckoutStatus.FAILED):
         return RedirectResponse(f"/pay/{token}/checkouts/{checkout_id}/receipt", status_code=303)
-    return await _checkout_view(request, token, pay.customer_id, checkout_id)
+    return await _checkout_view(request, token, pay, checkout_id)
 
 
 @router.post("/{token}/checkouts/{checkout_id}/card")
@@ -195,7 +195,7 @@ async def pay_with_saved_card(
     except GatewayError as err:
         await checkout_service.note_declined(services, pay.customer_id, checkout_id, str(err))
         return await _checkout_view(
-            request, token, pay.customer_id, checkout_id, error=str(err), status_code=402
+            request, token, pay, checkout_id, error=str(err), status_code=402
         )
     return RedirectResponse(f"/pay/{token}/checkouts/{checkout_id}/receipt", status_code=303)
 
@@ -203,13 +203,14 @@ async def pay_with_saved_card(
 async def _checkout_view(
     request: Request,
     token: str,
-    customer_id: str,
+    pay: OpenLink,
     checkout_id: int,
     *,
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
     services = request.app.state.services
+    customer_id = pay.customer_id
     checkout, items = _checkout_of(request, customer_id, checkout_id)
     cards = await asyncio.to_thread(checkout_service.saved_cards, services, customer_id)
     client_secret = customer_name = None
@@ -237,6 +238,7 @@ async def _checkout_view(
             "error": error,
         },
         status_code=status_code,
+        locale=pay.locale,
     )
 
 
@@ -248,35 +250,16 @@ async def receipt_page(request: Request, token: str, checkout_id: int) -> Respon
         request,
         "receipt.html",
         {"token": token, "checkout": checkout, "items": items},
+        locale=pay.locale,
     )
 
 
 @router.get("/{token}/invoices/{number}")
 async def invoice_page(request: Request, token: str, number: str) -> Response:
     pay = open_link(request, token)
-    detail = _invoice_of(request, pay.customer_id, number)
+    detail = invoice_of(request, pay.customer_id, number)
     note_in_background(request.app.state.services, [number], PortalEventKind.INVOICE_VIEWED)
-    return render(request, "invoice.html", {"token": token, "invoice": detail})
-
-
-@router.get("/{token}/invoices/{number}/pdf")
-async def invoice_as_pdf(request: Request, token: str, number: str) -> Response:
-    pay = open_link(request, token)
-    detail = _invoice_of(request, pay.customer_id, number)
-    locale = account_view(request, pay.customer_id, history_limit=0).locale
-    note_in_background(
-        request.app.state.services, [number], PortalEventKind.INVOICE_VIEWED, "as PDF"
-    )
-    return _pdf(request, invoice_pdf, detail, f"invoice-{number}.pdf", locale=locale)
-
-
-@router.get("/{token}/statement.pdf")
-async def statement(request: Request, token: str) -> Response:
-    pay = open_link(request, token)
-    today = now().date()
-    account = account_view(request, pay.customer_id, today)
-    filename = f"statement-{today.isoformat()}.pdf"
-    return _pdf(request, statement_pdf, account, filename, today=today)
+    return render(request, "invoice.html", {"token": token, "invoice": detail}, locale=pay.locale)
 
 
 @router.post("/{token}/renew")
@@ -288,7 +271,8 @@ async def renew_link(request: Request, token: str) -> Response:
     except PayLinkError:
         raise LinkProblem(403, "this pay link is not valid", renewable=False) from None
     send_fresh_pay_link(services.settings, services.engine, pay.customer_id)
-    return render(request, "link_renewed.html", {}, status_code=200)
+    locale = customer_locale(request, pay.customer_id)
+    return render(request, "link_renewed.html", {}, locale=locale)
 
 
 def _checkout_of(request: Request, customer_id: str, checkout_id: int):
@@ -300,24 +284,10 @@ def _checkout_of(request: Request, customer_id: str, checkout_id: int):
         return checkout, checkouts.checkout_items(session, checkout_id)
 
 
-def _invoice_of(request: Request, customer_id: str, number: str) -> accounts.InvoiceDetail:
+def invoice_of(request: Request, customer_id: str, number: str) -> accounts.InvoiceDetail:
+    """One invoice of the customer, or 404 (for another customer's invoice too)."""
     with session_scope(request.app.state.services.engine) as session:
         try:
             return accounts.invoice_detail(session, customer_id, number)
         except UnknownInvoice:
             raise HTTPException(404, f"no invoice {number} on this account") from None
-
-
-def _pdf(
-    request: Request, make_pdf: Callable[..., bytes], subject: Any, filename: str, **options: Any
-) -> Response:
-    """The subject as a PDF in the company's brand, shown inline."""
-    settings = request.app.state.services.settings
-    document = make_pdf(
-        subject, company_name=settings.company_name, brand_color=settings.brand_color, **options
-    )
-    return Response(
-        document,
-        media_type="application/pdf",
-        headers={"Content-Disposition": f'inline; filename="{filename}"'},
-    )

@@ -69,6 +69,7 @@ class InvoiceHarness:
         phone: str | None = "+12125550100",
         sms_opt_out: bool = False,
         customer_id: str | None = None,
+        locale: str = "en",
     ) -> WorkflowHandle:
         """Add the invoice (and its customer, unless `customer_id` names one already added)."""
         policy = policy or load_policy(POLICIES / "standard.yaml")
@@ -84,6 +85,7 @@ class InvoiceHarness:
                         phone=phone,
                         timezone=timezone,
                         sms_opt_out=sms_opt_out,
+                        locale=locale,
                     )
                 )
             invoice = Invoice(

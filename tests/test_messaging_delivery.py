@@ -195,6 +195,7 @@ def test_outbox_email_is_a_real_multipart_eml(settings: Settings) -> None:
     assert message["Message-ID"].endswith("@northwind.example>")
     assert message[IDEMPOTENCY_HEADER] == "INV-1:step:0:email"
     assert message["List-Unsubscribe"] == "<https://pay.example/unsubscribe/abc>"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert message.get_content_type() == "multipart/alternative"
     assert message.get_body(("plain",)).get_content() == "Hello,\nplease pay.\n"
     assert "<strong>please pay</strong>" in message.get_body(("html",)).get_content()
@@ -549,6 +550,8 @@ def test_sendgrid_sdk_posts_the_mail_to_the_configured_host(settings: Settings) 
     assert personalization["to"] == [{"email": "ap@acme.example"}]
     assert body["headers"][IDEMPOTENCY_HEADER] == "INV-1:step:0:email"
     assert body["headers"]["List-Unsubscribe"] == "<https://pay.example/unsubscribe/abc>"
+    # RFC 8058 one-click: mail clients POST to the link, which the portal honours.
+    assert body["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert body["custom_args"] == {"dunwise_idempotency_key": "INV-1:step:0:email"}
     contents = {part["type"]: part["value"] for part in body["content"]}
     assert contents["text/plain"] == "Hello,\nplease pay.\n"

@@ -72,7 +72,7 @@ def test_invoices_due_the_same_day_share_one_message(engine: sa.Engine, settings
     assert "invoices INV-1, INV-2 and INV-3 for $300.00 were due on March 13, 2026" in text
     for number in ("INV-1", "INV-2", "INV-3"):
         assert f"Invoice {number}: $100.00" in text
-    assert "Total due:    $300.00" in text
+    assert "Total due:     $300.00" in text  # aligned under "Invoice INV-1: "
 
     [sms] = sms_lines(settings)
     assert "invoices INV-1, INV-2 and INV-3 ($300.00) are 7 days overdue" in sms["body"]
