@@ -14,6 +14,7 @@ A workflow that cannot be told is logged: the event stays recorded.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 
@@ -86,16 +87,18 @@ async def tell(
 async def _follow_up(
     services: PaymentServices, recorded: RecordedDelivery, detail: str, event_id: str
 ) -> None:
+    """Every invoice of the message at once, so their coordinator gathers the reminders it
+    sends again into one message, as the first one was."""
     assert recorded.channel is not None and recorded.message_key is not None
     client = await services.temporal()
-    for position, number in enumerate(recorded.invoice_numbers):
-        failure = ContactFailure(
-            channel=recorded.channel,
-            failed_key=recorded.message_key,
-            template=recorded.template,
-            reason=detail[:200],
-            send_fallback=position == 0,
-        )
+    failure = ContactFailure(
+        channel=recorded.channel,
+        failed_key=recorded.message_key,
+        template=recorded.template,
+        reason=detail[:200],
+    )
+
+    async def follow_up(number: str) -> None:
         handle = client.get_workflow_handle_for(InvoiceWorkflow.run, workflow_id(number))
         try:
             await handle.execute_update(
@@ -103,3 +106,5 @@ async def _follow_up(
             )
         except (WorkflowUpdateFailedError, RPCError) as err:  # closed, or gone
             log.info("invoice %s not followed up after %s: %s", number, event_id, err)
+
+    await asyncio.gather(*(follow_up(number) for number in recorded.invoice_numbers))

@@ -15,8 +15,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlmodel import func, select
 
+from activities.grouped_messages import GroupedMessagingActivities
 from activities.messaging import MessagingActivities
-from activities.models import ReminderRequest
+from activities.models import GroupedReminder, ReminderRequest
 from ledger.db import session_scope
 from ledger.delivery_events import DeliveryEvent
 from ledger.models import Customer, Message
@@ -149,6 +150,56 @@ async def test_a_bounce_shows_over_earlier_news_and_an_unsubscribe_opts_out(tmp_
         await post_events(p, [event("unsubscribe", "ev-4", key)])
         with session_scope(p.harness.engine) as session:
             assert session.get(Customer, "cust-INV-E1").email_opt_out  # type: ignore[union-attr]
+
+
+async def test_a_bounced_grouped_reminder_goes_again_as_one_sms_for_every_invoice(
+    tmp_path,
+) -> None:
+    async with portal(tmp_path, sendgrid_webhook_public_key=PUBLIC_KEY) as p:
+        for number in ("INV-G1", "INV-G2"):
+            await p.harness.start(number, due_on=DUE, customer_id="cust-G")
+        grouped = GroupedMessagingActivities(p.harness.engine, p.settings).send_grouped_reminder(
+            GroupedReminder(
+                reminders=[
+                    ReminderRequest(
+                        invoice_number=number,
+                        template="courtesy",
+                        channels=["email"],
+                        step_index=0,
+                        scheduled_for=datetime(2026, 5, 28, 14, 0, tzinfo=UTC),
+                        idempotency_key=f"{number}:step:0",
+                    )
+                    for number in ("INV-G1", "INV-G2")
+                ]
+            )
+        )
+        assert all(o.results[0].status == "sent" for o in grouped.outcomes.values())
+        with session_scope(p.harness.engine) as session:
+            # The one email delivered for both: the row the others point at.
+            [email] = session.exec(
+                select(Message).where(
+                    Message.channel == "email", Message.sent_with_id == Message.id
+                )
+            ).all()
+        bounce = event("bounce", "ev-g", email.idempotency_key, type="bounce", reason="550 gone")
+        assert (await post_events(p, [bounce])).status_code == 200
+
+        async def followed_up():
+            """both invoices went out again by SMS, and each has a task to fix the email"""
+            told = []
+            for number in ("INV-G1", "INV-G2"):
+                state = await p.state(number)
+                told.append([(e.event, e.channel, e.detail) for e in state.timeline])
+            return all(
+                ("reminder", "sms", "instead of email") in entries
+                and any(e[0] == "contact_task" for e in entries)
+                for entries in told
+            )
+
+        await p.until(followed_up)
+        sms_file = p.settings.effective_outbox_dir / "sms.jsonl"
+        [sms] = [json.loads(line) for line in sms_file.read_text().splitlines()]
+        assert "INV-G1" in sms["body"] and "INV-G2" in sms["body"]
 
 
 async def test_a_bad_or_missing_signature_records_nothing(tmp_path) -> None:

@@ -12,16 +12,18 @@ Invariants:
 - A reminder read (an open, a click) or a portal visit starts, once, the wait of
   `InvoiceTasks._watch_engagement`.
 - A message that could not be delivered opens one "fix contact" task a channel, and its
-  reminder goes out once on the other channel, if the policy uses that channel at all.
+  reminder goes out once on the other channel, if the policy uses that channel at all; the
+  invoices of a grouped message go out in one message again, gathered by the coordinator.
 """
 
 from __future__ import annotations
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.models import ReminderRequest
-    from vocabulary import AWAITING_PAYMENT, ENGAGEMENT_KINDS
+    from vocabulary import AWAITING_PAYMENT, ENGAGEMENT_KINDS, Channel
     from workflows import keys
     from workflows.models import (
         BalanceReopened,
@@ -35,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
     )
 from workflows.invoice_disputes import InvoiceDisputes
 from workflows.invoice_patches import ENGAGEMENT_WATCH
+from workflows.invoice_reminders import CoordinatorRefused, send_refusal
 
 # A reminder sent again on another channel belongs to no step of the policy.
 CONTACT_FALLBACK_STEP = -2
@@ -70,19 +73,8 @@ class InvoicePayments(InvoiceDisputes):
             number = self.invoice.number
             other = "sms" if failure.channel == "email" else "email"
             used = {channel for step in self.invoice.policy.steps for channel in step.channels}
-            if failure.send_fallback and failure.template and other in used:
-                outcome = await self._send(
-                    ReminderRequest(
-                        invoice_number=number,
-                        template=failure.template,
-                        channels=[other],
-                        step_index=CONTACT_FALLBACK_STEP,
-                        scheduled_for=self._now(),
-                        idempotency_key=keys.contact_fallback(number, failure.failed_key),
-                    )
-                )
-                instead = f"instead of {failure.channel}"
-                self._record_outcome("reminder", outcome, failure.template, instead)
+            if failure.template and other in used:
+                await self._send_instead(failure, other)
             why = failure.reason or "undeliverable"
             await self._reopen_task(
                 keys.fix_contact(number, failure.channel),
@@ -90,6 +82,29 @@ class InvoicePayments(InvoiceDisputes):
                 event="contact_task",
             )
         return self.state()
+
+    async def _send_instead(self, failure: ContactFailure, channel: Channel) -> None:
+        """The undelivered reminder once more on `channel`, through the customer's
+        coordinator: the invoices of a grouped message are told together, so they go out
+        together again."""
+        template = failure.template
+        assert template is not None
+        # One reminder at a time waits for the coordinator's answer (a step may be sending).
+        await workflow.wait_condition(lambda: self.s.awaiting_reminder is None)
+        request = ReminderRequest(
+            invoice_number=self.invoice.number,
+            template=template,
+            channels=[channel],
+            step_index=CONTACT_FALLBACK_STEP,
+            scheduled_for=self._now(),
+            idempotency_key=keys.contact_fallback(self.invoice.number, failure.failed_key),
+        )
+        try:
+            outcome = await self._send_through_coordinator(request)
+        except (ActivityError, CoordinatorRefused) as err:
+            self._record("reminder_failed", send_refusal(err), template=template)
+            return
+        self._record_outcome("reminder", outcome, template, f"instead of {failure.channel}")
 
     @contact_failed.validator
     def _validate_contact_failed(self, failure: ContactFailure) -> None:

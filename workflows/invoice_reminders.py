@@ -53,6 +53,11 @@ class CoordinatorRefused(Exception):
         self.reason = reason
 
 
+def send_refusal(err: ActivityError | CoordinatorRefused) -> str:
+    """Why a reminder could not be sent, for the timeline."""
+    return err.reason if isinstance(err, CoordinatorRefused) else activity_reason(err)
+
+
 class InvoiceReminders(InvoiceCore):
     """Sending the invoice's reminders, alone or through the customer's coordinator."""
 
@@ -74,8 +79,7 @@ class InvoiceReminders(InvoiceCore):
         except (ActivityError, CoordinatorRefused) as err:
             # Refused for good (say a template removed after the policy was loaded): the
             # invoice stays collectable, and the timeline says what went wrong.
-            reason = err.reason if isinstance(err, CoordinatorRefused) else activity_reason(err)
-            self._record("reminder_failed", reason, template=step.template, at=at)
+            self._record("reminder_failed", send_refusal(err), template=step.template, at=at)
             return
         self._record_outcome("reminder", outcome, step.template, at=at)
 

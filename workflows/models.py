@@ -92,7 +92,6 @@ class ContactFailure(BaseModel):
     failed_key: str = Field(min_length=1, max_length=200, description="the message's key")
     template: str | None = Field(None, description="the reminder's, to send on the other channel")
     reason: str = Field("", max_length=200)
-    send_fallback: bool = Field(True, description="False for all but one invoice of a group")
 
 
 class PaymentPending(BaseModel):
