@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
 from temporalio.client import Client
-from temporalio.worker import Worker, WorkflowRunner
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.coordination import CoordinationActivities
@@ -24,28 +24,21 @@ from workflows.customer import CustomerWorkflow
 from workflows.invoice import InvoiceWorkflow
 
 WORKFLOWS = [InvoiceWorkflow, CustomerWorkflow]
-# The policy language and the holiday calendars behind it are deterministic; they load
-# outside the sandbox, once, because `holidays` imports parts of itself lazily and reads the
-# local clock and gettext catalogs while doing so.
+# The tests and the replay checks run the workflows in Temporal's sandbox, which re-imports
+# their modules for every run and refuses a non-deterministic call (the clock, randomness,
+# I/O) anywhere in them. The policy language and the holiday calendars behind it are
+# deterministic and load outside the sandbox, once, because `holidays` imports parts of itself
+# lazily and reads the local clock and gettext catalogs while doing so.
 LIBRARIES_PASSED_THROUGH = ("policies", "holidays", "dateutil", "six")
-# dunwise's own workflow, activity and vocabulary modules hold classes and constants only,
-# never state that changes. Re-importing them for every workflow run (and compiling them,
-# where bytecode is not cached) costs about a sixth of the worker's CPU and a third of its
-# memory; loaded once, though, the sandbox no longer refuses a non-deterministic call made
-# in them. So the tests and the replay checks run them strictly and a serving worker shares them.
-OWN_MODULES = ("workflows", "activities", "vocabulary")
+STRICT_RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules(*LIBRARIES_PASSED_THROUGH)
+)
+# A serving worker runs the same code the strict runs checked, without the sandbox: its
+# per-run imports and per-payload work cost a sixth of the worker's CPU and a third of its
+# memory, and dunwise's workflow modules hold classes and constants only, no state to isolate.
+SERVING_RUNNER: WorkflowRunner = UnsandboxedWorkflowRunner()
 
 
-def workflow_runner(*, strict: bool, shared: tuple[str, ...] = OWN_MODULES) -> WorkflowRunner:
-    """Strict re-imports each workflow module for every run; otherwise `shared` load once."""
-    restrictions = SandboxRestrictions.default.with_passthrough_modules(
-        *LIBRARIES_PASSED_THROUGH, *(() if strict else shared)
-    )
-    return SandboxedWorkflowRunner(restrictions=restrictions)
-
-
-WORKFLOW_RUNNER = workflow_runner(strict=True)
-SHARED_MODULES_RUNNER = workflow_runner(strict=False)
 # Those lazy imports are harmless but the sandbox warns about each on first use.
 warnings.filterwarnings(
     "ignore", message=r"Module (holidays|dateutil|six)\b.* was imported after initial workflow load"
@@ -88,9 +81,7 @@ def build_worker(
         client,
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
-        workflow_runner=(
-            WORKFLOW_RUNNER if settings.strict_workflow_sandbox else SHARED_MODULES_RUNNER
-        ),
+        workflow_runner=(STRICT_RUNNER if settings.strict_workflow_sandbox else SERVING_RUNNER),
         activities=activities_for(engine, settings, client),
         activity_executor=ThreadPoolExecutor(max_workers=max_concurrent_activities),
         max_concurrent_activities=max_concurrent_activities,

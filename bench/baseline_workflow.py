@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from temporalio import activity, workflow
 
-from worker import workflow_runner
+from worker import SERVING_RUNNER
 
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 # How long after its start each benchmark invoice's first reminder falls due; the baseline's
@@ -62,5 +62,5 @@ class BaselineWorkflow:
         self.paid = True
 
 
-# The baseline's module loads once, as dunwise's own modules do in a serving worker.
-BASELINE_RUNNER = workflow_runner(strict=False, shared=(__name__,))
+# The baseline runs as dunwise's workflows do in a serving worker.
+BASELINE_RUNNER = SERVING_RUNNER

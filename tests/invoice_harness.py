@@ -32,7 +32,7 @@ from policies.loader import load_policy
 from policies.schema import Policy
 from settings import Settings
 from temporal_client import installed_binary, time_skipping_environment
-from worker import WORKFLOW_RUNNER, WORKFLOWS, build_worker
+from worker import STRICT_RUNNER, WORKFLOWS, build_worker
 from workflows import search_attributes
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import InvoiceState
@@ -152,7 +152,7 @@ class InvoiceHarness:
             (HISTORIES / f"{test_name.removeprefix('test_')}.json").write_text(history.to_json())
         await Replayer(
             workflows=WORKFLOWS,
-            workflow_runner=WORKFLOW_RUNNER,
+            workflow_runner=STRICT_RUNNER,
             data_converter=pydantic_data_converter,
         ).replay_workflow(history)
 

@@ -39,7 +39,7 @@ from tests.invoice_harness import (
 )
 from tests.test_cli_errors import adunwise, harness_env
 from tests.test_messaging_delivery import RecordingHttpServer, Reply
-from worker import WORKFLOW_RUNNER, WORKFLOWS
+from worker import STRICT_RUNNER, WORKFLOWS
 from workflows.invoice import InvoiceWorkflow
 from workflows.invoice_core import HISTORY_EVENTS_BOUND, LEDGER_ATTEMPT, LEDGER_RETRY_AFTER
 from workflows.models import Dispute, PaymentReceived, Resolution
@@ -194,7 +194,7 @@ async def test_a_history_replays_after_the_holiday_data_changes(
     )
     assert schedule() != before, "the new data would move the due-date reminder"
     replayer = Replayer(
-        workflows=WORKFLOWS, workflow_runner=WORKFLOW_RUNNER, data_converter=pydantic_data_converter
+        workflows=WORKFLOWS, workflow_runner=STRICT_RUNNER, data_converter=pydantic_data_converter
     )
     await replayer.replay_workflow(history)
 

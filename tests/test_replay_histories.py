@@ -14,7 +14,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from worker import WORKFLOW_RUNNER, WORKFLOWS
+from worker import STRICT_RUNNER, WORKFLOWS
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
@@ -27,6 +27,6 @@ def test_histories_are_saved():
 async def test_history_replays(path: Path):
     history = WorkflowHistory.from_json(f"invoice-{path.stem}", path.read_text())
     replayer = Replayer(
-        workflows=WORKFLOWS, workflow_runner=WORKFLOW_RUNNER, data_converter=pydantic_data_converter
+        workflows=WORKFLOWS, workflow_runner=STRICT_RUNNER, data_converter=pydantic_data_converter
     )
     await replayer.replay_workflow(history)
