@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import sys
 import tempfile
@@ -88,3 +89,19 @@ def _stdout_to_stderr() -> Iterator[None]:
     finally:
         os.dup2(saved, 1)
         os.close(saved)
+
+
+def percentile(values: list[float], share: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(math.ceil(share * len(ordered)) - 1, 0)]
+
+
+def latency_summary(seconds: list[float], **extra: object) -> dict[str, object]:
+    """Count, median and 99th percentile of timings, in milliseconds."""
+    return {
+        "count": len(seconds),
+        "p50_ms": round(1000 * percentile(seconds, 0.50), 2),
+        "p99_ms": round(1000 * percentile(seconds, 0.99), 2),
+        **extra,
+    }

@@ -33,10 +33,6 @@ if os.path.abspath(sys.path[0] or os.curdir) == os.path.dirname(os.path.abspath(
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
-import json
-import math
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -47,22 +43,17 @@ import httpx
 import sqlalchemy as sa
 import uvicorn
 from fastapi import FastAPI
-from sqlmodel import select
 from temporalio.client import Client
-from temporalio.worker import Worker
 
-from bench.baseline_workflow import BASELINE_RUNNER, BaselineWorkflow, Shape
-from bench.harness import arguments, measure, scratch_stack, start_dev_server
+from bench.harness import arguments, latency_summary, measure, scratch_stack, start_dev_server
+from bench.portal_payments import Payments, baseline_updates
 from commands.web import listening_socket, serving_web
 from invoices import invoice_input, start_invoice_workflow
-from ledger import checkout_events, checkouts
 from ledger.db import session_scope
-from ledger.models import Customer, Invoice, InvoiceStatus, Message, PaymentMethodKind
+from ledger.models import Customer, Invoice
 from paylinks import make_pay_token
-from payments.stripe_webhooks import StripeEventKind
 from policies.loader import load_policy
 from settings import Settings
-from vocabulary import MessageStatus
 from worker import build_worker
 from workflows.invoice import InvoiceWorkflow
 
@@ -71,24 +62,6 @@ CUSTOMER = "bench-customer"
 TIMEZONE = "America/New_York"
 WARMUP_REQUESTS = 20
 WARMUP_PAYMENTS = 5
-POLL_SECONDS = 0.005  # how often a payment's outcome is looked for: the timing's resolution
-PAYMENT_TIMEOUT_SECONDS = 60.0
-SETTLED = (InvoiceStatus.PAID, InvoiceStatus.CLOSED)
-
-
-def percentile(values: list[float], share: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[max(math.ceil(share * len(ordered)) - 1, 0)]
-
-
-def summary(seconds: list[float], **extra: object) -> dict[str, object]:
-    return {
-        "count": len(seconds),
-        "p50_ms": round(1000 * percentile(seconds, 0.50), 2),
-        "p99_ms": round(1000 * percentile(seconds, 0.99), 2),
-        **extra,
-    }
 
 
 def machine() -> dict[str, object]:
@@ -200,136 +173,7 @@ async def timed_gets(http: httpx.AsyncClient, url: str, count: int) -> dict[str,
         size = len(answer.content)
         if index >= WARMUP_REQUESTS:
             seconds.append(elapsed)
-    return summary(seconds, bytes=size)
-
-
-class Journal:
-    """The ERP journal's cleared invoice numbers, read on as it grows."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.offset, self.cleared = path, 0, set[str]()
-
-    def has(self, number: str) -> bool:
-        if number not in self.cleared and self.path.exists():
-            with self.path.open("rb") as journal:
-                journal.seek(self.offset)
-                chunk = journal.read()
-            whole = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits
-            self.offset += len(whole)
-            for line in whole.decode("utf-8").splitlines():
-                self.cleared.add(json.loads(line)["invoice_number"])
-        return number in self.cleared
-
-
-def stripe_signature(payload: bytes, secret: str) -> str:
-    """Stripe's `Stripe-Signature`: HMAC-SHA256 of "<unix time>.<body>" under the secret."""
-    at = int(time.time())
-    digest = hmac.new(secret.encode(), f"{at}.".encode() + payload, hashlib.sha256).hexdigest()
-    return f"t={at},v1={digest}"
-
-
-class Payments:
-    def __init__(self, settings: Settings, engine: sa.Engine, http: httpx.AsyncClient) -> None:
-        self.settings, self.engine, self.http = settings, engine, http
-        self.journal = Journal(settings.effective_erp_journal)
-
-    def open_checkout(self, invoice: Invoice) -> str:
-        """A card checkout paying the invoice in full, with a made-up PaymentIntent id."""
-        intent = f"pi_bench_{invoice.number}"
-        draft = checkouts.CheckoutDraft(
-            customer_id=CUSTOMER,
-            request_id=f"bench-{invoice.number}",
-            method=PaymentMethodKind.CARD,
-            lines=[
-                checkouts.CheckoutLine(
-                    invoice_number=invoice.number, amount_minor=invoice.balance_minor
-                )
-            ],
-        )
-        with session_scope(self.engine) as session:
-            checkout = checkouts.open_checkout(session, draft)
-            checkout_events.attach_payment_intent(session, checkout.id, intent)
-        return intent
-
-    def done(self, invoice: Invoice) -> bool:
-        """Paid in the ledger, cleared in the ERP journal and its receipt email sent."""
-        with session_scope(self.engine) as session:
-            status = session.exec(select(Invoice.status).where(Invoice.id == invoice.id)).one()
-            receipt = session.exec(
-                select(Message.id).where(
-                    Message.invoice_id == invoice.id,
-                    Message.template == "receipt",
-                    Message.status == MessageStatus.SENT,
-                )
-            ).first()
-        return status in SETTLED and receipt is not None and self.journal.has(invoice.number)
-
-    async def pay(self, invoice: Invoice) -> tuple[float, float]:
-        """Seconds until the webhook is answered, and until the invoice is done."""
-        intent = self.open_checkout(invoice)
-        event = {
-            "id": f"evt_bench_{invoice.number}",
-            "object": "event",
-            "api_version": "2024-06-20",
-            "created": int(time.time()),
-            "type": str(StripeEventKind.SUCCEEDED),
-            "data": {
-                "object": {
-                    "id": intent,
-                    "object": "payment_intent",
-                    "amount": invoice.balance_minor,
-                    "currency": "usd",
-                    "status": "succeeded",
-                }
-            },
-            "livemode": False,
-            "pending_webhooks": 1,
-            "request": {"id": None, "idempotency_key": None},
-        }
-        payload = json.dumps(event).encode()
-        secret = self.settings.stripe_webhook_secret.get_secret_value()
-        headers = {
-            "Content-Type": "application/json",
-            "Stripe-Signature": stripe_signature(payload, secret),
-        }
-        started = time.perf_counter()
-        answer = await self.http.post("/webhooks/stripe", content=payload, headers=headers)
-        answered = time.perf_counter() - started
-        if answer.status_code != 200 or "paid" not in answer.json().get("outcome", ""):
-            raise RuntimeError(f"the webhook for {invoice.number} answered {answer.text[:300]}")
-        while not self.done(invoice):
-            if time.perf_counter() - started > PAYMENT_TIMEOUT_SECONDS:
-                raise RuntimeError(f"invoice {invoice.number} not done after the webhook")
-            await asyncio.sleep(POLL_SECONDS)
-        return answered, time.perf_counter() - started
-
-
-async def baseline_updates(client: Client, count: int) -> dict[str, object]:
-    """Round trips of an update that returns at once, each on a running no-op workflow."""
-    queue = "bench-portal-baseline"
-    async with Worker(
-        client, task_queue=queue, workflows=[BaselineWorkflow], workflow_runner=BASELINE_RUNNER
-    ):
-        shape = Shape(timers_fired=0, timers_canceled=0, activities=0)
-        handles = [
-            await client.start_workflow(
-                BaselineWorkflow.run, shape, id=f"bench-update-{index}", task_queue=queue
-            )
-            for index in range(WARMUP_PAYMENTS + count)
-        ]
-        for handle in handles:  # each has run its first task, as the invoices have
-            while (
-                await handle.describe()
-            ).raw_description.workflow_execution_info.history_length < 4:
-                await asyncio.sleep(POLL_SECONDS)
-        seconds = []
-        for index, handle in enumerate(handles):
-            started = time.perf_counter()
-            await handle.execute_update(BaselineWorkflow.pay)
-            if index >= WARMUP_PAYMENTS:
-                seconds.append(time.perf_counter() - started)
-            await handle.result()
-    return summary(seconds)
+    return latency_summary(seconds, bytes=size)
 
 
 # ------------------------------------------------------------------------------- main
@@ -361,7 +205,7 @@ async def bench(invoices: int, requests: int, payments: int) -> dict:
                     "baseline": await timed_gets(http, ping_url, requests),
                     "baseline_web_socket": await timed_gets(http, ping_web_socket_url, requests),
                 }
-                paying = Payments(settings, engine, http)
+                paying = Payments(settings, engine, http, CUSTOMER)
                 answered, done = [], []
                 for index, invoice in enumerate(payable):
                     webhook, whole = await paying.pay(invoice)
@@ -369,9 +213,9 @@ async def bench(invoices: int, requests: int, payments: int) -> dict:
                         answered.append(webhook)
                         done.append(whole)
                 paid = {
-                    "webhook_answered": summary(answered),
-                    "paid_cleared_receipted": summary(done),
-                    "baseline": await baseline_updates(env.client, payments),
+                    "webhook_answered": latency_summary(answered),
+                    "paid_cleared_receipted": latency_summary(done),
+                    "baseline": await baseline_updates(env.client, payments, WARMUP_PAYMENTS),
                 }
     return {
         "machine": machine(),
