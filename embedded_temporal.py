@@ -31,6 +31,8 @@ from workflows import search_attributes
 LOCK_FILE = "temporal.lock"
 DATABASE_FILE = "temporal.db"
 LOG_FILE = "temporal.log"
+# Starts tried when the server loses a port it picked to another program meanwhile.
+LAUNCH_ATTEMPTS = 3
 READY_TIMEOUT_SECONDS = 30.0
 
 
@@ -211,15 +213,23 @@ class EmbeddedServer(ChildServer):
         return command
 
     async def _launch(self) -> None:
-        await self._spawn(self._command())
-        try:
-            self.client = await asyncio.wait_for(self._connect_when_ready(), READY_TIMEOUT_SECONDS)
-        except TimeoutError:
-            await self._stop_process()
-            raise EmbeddedServerError(
-                f"the embedded Temporal server did not answer on port {self.port} within "
-                f"{READY_TIMEOUT_SECONDS:.0f} s; its log: {self.log_path}"
-            ) from None
+        for attempt in range(1, LAUNCH_ATTEMPTS + 1):
+            await self._spawn(self._command())
+            try:
+                ready = self._connect_when_ready()
+                self.client = await asyncio.wait_for(ready, READY_TIMEOUT_SECONDS)
+                break
+            except TimeoutError:
+                await self._stop_process()
+                raise EmbeddedServerError(
+                    f"the embedded Temporal server did not answer on port {self.port} within "
+                    f"{READY_TIMEOUT_SECONDS:.0f} s; its log: {self.log_path}"
+                ) from None
+            except EmbeddedServerError as exited:
+                # The server picks its HTTP API and metrics ports itself, and another program
+                # may take one before it binds it: a new start picks them anew.
+                if "address already in use" not in str(exited) or attempt == LAUNCH_ATTEMPTS:
+                    raise
         # `--search-attribute` registers only on a new database: a data folder whose server
         # predates an attribute gets it here.
         from temporal_client import register_search_attributes  # it imports this module
