@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from activities.currency import currency_exponent, format_day, format_money, parse_locale
 from activities.template_files import (
+    DEFAULT_LANGUAGE,
     EMAIL_PARTS,
     SMS_PARTS,
     template_file,
@@ -94,14 +95,14 @@ class RenderedMessage(BaseModel):
     html: str | None = None
 
 
-def _count(number: int, word: str) -> str:
-    """count(1, "day") == "1 day", count(3, "day") == "3 days"."""
-    return f"{number} {word}" if number == 1 else f"{number} {word}s"
-
-
 def _plural(number: int, one: str, other: str) -> str:
     """plural(1, "Tag", "Tage") == "1 Tag", plural(3, "Tag", "Tage") == "3 Tage"."""
     return f"{number} {one if number == 1 else other}"
+
+
+def _count(number: int, word: str) -> str:
+    """count(1, "day") == "1 day", count(3, "day") == "3 days"."""
+    return _plural(number, word, f"{word}s")
 
 
 def _join_words(words: list[str], last: str = "and") -> str:
@@ -222,7 +223,7 @@ def language_of(locale: str | None) -> str:
     return parse_locale(locale).language
 
 
-def templates(language: str = "en") -> Environment:
+def templates(language: str = DEFAULT_LANGUAGE) -> Environment:
     """The Jinja2 environment over a language's templates, falling back to English."""
     return _environment(template_folders(language))
 

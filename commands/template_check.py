@@ -26,11 +26,11 @@ REMINDER_CASES = ((-3, 1), (0, 1), (1, 1), (5, 3), (30, 5))
 
 
 def check_command(settings: Settings, *, as_json: bool) -> None:
-    from activities.template_files import languages, untranslated
+    from activities.template_files import DEFAULT_LANGUAGE, languages, untranslated
 
     report = {
         language: {
-            "untranslated": [] if language == "en" else untranslated(language),
+            "untranslated": [] if language == DEFAULT_LANGUAGE else untranslated(language),
             "errors": list(render_errors(settings, language)),
         }
         for language in languages()
@@ -137,11 +137,15 @@ def _sample_checkout(method: str, kind: Any) -> tuple[Any, list[Any]]:
         payment_intent_id="pi_sample",
         failure_reason="Your card was declined." if kind == "failed" else None,
     )
-    paid = SimpleNamespace(invoice_number="INV-1001", amount_minor=100_000, reason_code=None)
-    short = SimpleNamespace(invoice_number="INV-1002", amount_minor=25_000)
-    short.reason_code = "pricing_dispute"
     items = [
-        SimpleNamespace(**vars(paid), note=None),
-        SimpleNamespace(**vars(short), note="the price agreed was lower"),
+        SimpleNamespace(
+            invoice_number="INV-1001", amount_minor=100_000, reason_code=None, note=None
+        ),
+        SimpleNamespace(
+            invoice_number="INV-1002",
+            amount_minor=25_000,
+            reason_code="pricing_dispute",
+            note="the price agreed was lower",
+        ),
     ]
     return checkout, items

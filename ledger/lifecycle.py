@@ -42,7 +42,7 @@ from ledger.requests import (
     StatusChange,
 )
 from ledger.timeline import TimelineConflict, record_timeline
-from policies.priorities import PRIORITIES
+from policies.priorities import PRIORITY_RANK
 from vocabulary import TERMINAL_STATUSES, AdjustmentKind, TaskOutcome, TaskStatus
 
 # Status changes that move no money. Paid, void and written off come from money operations.
@@ -179,8 +179,7 @@ def raise_task_priority(session: Session, req: CollectorTaskRequest) -> int:
     ).first()
     if task is None:
         return open_collector_task(session, req)
-    rank = {priority: index for index, priority in enumerate(PRIORITIES)}
-    if rank.get(task.priority, -1) < rank[req.priority]:
+    if PRIORITY_RANK.get(task.priority, -1) < PRIORITY_RANK[req.priority]:
         detail = {"task_id": task.id, "from": task.priority, "to": req.priority}
         task.priority = req.priority
         session.add(task)

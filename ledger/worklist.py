@@ -22,12 +22,12 @@ from sqlmodel import Session
 
 from ledger.books import LedgerError
 from ledger.models import AppUser, CollectorTask, Customer, Invoice, utcnow
-from policies.schema import PRIORITIES, Priority
+from policies.priorities import PRIORITIES, PRIORITY_RANK
+from policies.schema import Priority
 from vocabulary import TaskStatus
 
 # How urgent a task is, in the policy language's own words (an escalation step's priority).
 TaskPriority = Priority
-_RANK = {priority: rank for rank, priority in enumerate(PRIORITIES)}  # low 0 ... urgent 3
 
 # A days-past-due filter beyond a century is a typo, and would overflow date arithmetic.
 DAYS_PAST_DUE_BOUND = 36_500
@@ -78,7 +78,7 @@ def _listing() -> sa.Select:
 
 def _view(row: sa.Row, today: date) -> TaskView:
     task, number, customer_id, name, segment, currency, balance, due_on, email = row
-    if task.priority not in _RANK:
+    if task.priority not in PRIORITY_RANK:
         raise LedgerError(
             f"collector task {task.id} on invoice {number} has priority {task.priority!r}, "
             f"not one of {', '.join(PRIORITIES)}"
@@ -153,7 +153,7 @@ def worklist(
         statement = statement.where(Invoice.due_on >= today - timedelta(days=max_days_past_due))
     if assignee_id is not None:
         statement = statement.where(CollectorTask.assignee_id == assignee_id)
-    rank = sa.case(_RANK, value=CollectorTask.priority, else_=-1)
+    rank = sa.case(PRIORITY_RANK, value=CollectorTask.priority, else_=-1)
     statement = statement.order_by(
         rank.desc(),
         CollectorTask.due_at,

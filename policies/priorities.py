@@ -10,3 +10,5 @@ from typing import Literal
 
 Priority = Literal["low", "normal", "high", "urgent"]
 PRIORITIES: tuple[Priority, ...] = ("low", "normal", "high", "urgent")
+# How urgent each is, for comparing and sorting: low 0 ... urgent 3.
+PRIORITY_RANK: dict[str, int] = {priority: rank for rank, priority in enumerate(PRIORITIES)}

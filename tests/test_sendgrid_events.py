@@ -156,8 +156,10 @@ async def test_a_bounced_grouped_reminder_goes_again_as_one_sms_for_every_invoic
     tmp_path,
 ) -> None:
     async with portal(tmp_path, sendgrid_webhook_public_key=PUBLIC_KEY) as p:
-        for number in ("INV-G1", "INV-G2"):
+        handles = [
             await p.harness.start(number, due_on=DUE, customer_id="cust-G")
+            for number in ("INV-G1", "INV-G2")
+        ]
         grouped = GroupedMessagingActivities(p.harness.engine, p.settings).send_grouped_reminder(
             GroupedReminder(
                 reminders=[
@@ -200,6 +202,7 @@ async def test_a_bounced_grouped_reminder_goes_again_as_one_sms_for_every_invoic
         sms_file = p.settings.effective_outbox_dir / "sms.jsonl"
         [sms] = [json.loads(line) for line in sms_file.read_text().splitlines()]
         assert "INV-G1" in sms["body"] and "INV-G2" in sms["body"]
+        await p.harness.assert_replays(handles[1])
 
 
 async def test_a_bad_or_missing_signature_records_nothing(tmp_path) -> None:
