@@ -32,6 +32,15 @@ class Settings(BaseSettings):
     # on its next event: when a burst of reminders wakes more invoices than this, each of them
     # is replayed, so keep it above the invoices and customers that fall due together.
     workflow_cache_size: int = Field(10_000, ge=0)
+    # How long a workflow task waits for the worker that has the run cached before any worker
+    # may take it (replaying the history). A burst queues thousands of tasks for that worker;
+    # a short wait moves them all to replays, which costs the worker and the server twice.
+    # A worker that stops tells the server, so only a crashed one's tasks wait this long.
+    sticky_queue_timeout_seconds: float = Field(300.0, gt=0)
+    # Processes that run the activities (`dunwise worker --activities-only`) beside the
+    # workflows in `dunwise run`; 0 runs them in its own process. Rendering, the ledger and
+    # delivery then use another core than the workflows.
+    activity_processes: int = Field(0, ge=0, le=16)
     temporal_api_key: SecretStr | None = None
     temporal_tls: bool = False
     temporal_dev_port: int = 7233  # of the embedded server; 0 picks a free port

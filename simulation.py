@@ -31,7 +31,7 @@ from settings import Settings
 from simulation_inputs import InputFileRejected, PaymentRow, read_payment_rows
 from simulation_report import SimulationEvent, SimulationResult, timeline_event
 from temporal_client import time_skipping_environment
-from worker import build_worker
+from worker_processes import split_worker
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import PaymentReceived
 
@@ -75,7 +75,8 @@ async def simulate(
     start = min(issue_times.values())
     end = start + timedelta(days=days)
     env = await time_skipping_environment()
-    async with env, build_worker(env.client, settings, engine):
+    address = env.client.service_client.config.target_host
+    async with env, split_worker(env.client, settings, engine, address):
         offset = await env.get_current_time() - start
         run = _Run(env, settings, policy, by_number, offset, start, on_days)
         # Each invoice starts on its issue date and each payment lands at noon on its date,

@@ -1,5 +1,5 @@
-"""The `dunwise` command line: run, web, paylink, user, apikey, queue, customer, import, invoice,
-simulate, demo, templates, policy."""
+"""The `dunwise` command line: run, worker, web, paylink, user, apikey, queue, customer, import,
+invoice, simulate, demo, templates, policy."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 # so `dunwise --help` or `dunwise policy check` never loads Temporal, the database or the web.
 
 # Commands that may start Temporal's core, whose log lines are kept to errors.
-TEMPORAL_COMMANDS = frozenset({"run", "web", "sync", "import", "invoice", "simulate", "demo"})
+TEMPORAL_COMMANDS = frozenset(
+    {"run", "worker", "web", "sync", "import", "invoice", "simulate", "demo"}
+)
 # Refusals reported in one line (exit status 1), by the modules that raise them.
 REFUSALS = ("policies.errors.PolicyFileError", "ledger.import_rows.ImportRejected")
 # Names other code takes from this module, with the module that has them.
@@ -50,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument(
         "--no-web", action="store_true", help="the worker only; the web app runs as `dunwise web`"
     )
+    wrk = commands.add_parser(
+        "worker", help="a worker alone, against the Temporal at DUNWISE_TEMPORAL_ADDRESS"
+    )
+    side = wrk.add_mutually_exclusive_group()
+    side.add_argument("--activities-only", action="store_true", help="no workflows")
+    side.add_argument("--workflows-only", action="store_true", help="no activities")
+    wrk.add_argument("--parent", type=int, help=argparse.SUPPRESS)  # a process of `dunwise run`
     commands.add_parser("web", help="serve the web app alone (portal, API, webhooks)")
     link = commands.add_parser("paylink", help="print a customer's pay link, or revoke them")
     link.add_argument("customer_id")
@@ -190,6 +199,18 @@ def _dispatch(args: argparse.Namespace) -> int | None:
             from commands.run import run
 
             _wait(run(_settings(), pick_port=args.pick_port, with_web=not args.no_web))
+        case "worker":
+            from commands.workers import worker_command
+            from worker import WorkerRole
+
+            role = (
+                WorkerRole.ACTIVITIES
+                if args.activities_only
+                else WorkerRole.WORKFLOWS
+                if args.workflows_only
+                else WorkerRole.ALL
+            )
+            _wait(worker_command(_settings(), role, args.parent))
         case "web":
             from commands.run import web_command
 

@@ -1,6 +1,9 @@
 """The dunwise worker: every workflow and activity on one task queue.
 
-Workers are stateless; run as many as load needs against the same task queue.
+Workers are stateless; run as many as load needs against the same task queue. A worker may
+also take one side only (`WorkerRole`): the workflows (with the pure planning steps they run
+as local activities), or the activities, so that each side has a process, and a core, of its
+own.
 """
 
 from __future__ import annotations
@@ -8,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from enum import StrEnum
 
 import sqlalchemy as sa
 from temporalio.client import Client
@@ -24,6 +29,16 @@ from workflows.customer import CustomerWorkflow
 from workflows.invoice import InvoiceWorkflow
 
 WORKFLOWS = [InvoiceWorkflow, CustomerWorkflow]
+# Pure planning the workflows run as local activities, in their own worker.
+LOCAL_ACTIVITIES = [plan_schedule, plan_next_send_time]
+
+
+class WorkerRole(StrEnum):
+    ALL = "all"
+    WORKFLOWS = "workflows"
+    ACTIVITIES = "activities"
+
+
 # The tests and the replay checks run the workflows in Temporal's sandbox, which re-imports
 # their modules for every run and refuses a non-deterministic call (the clock, randomness,
 # I/O) anywhere in them. The policy language and the holiday calendars behind it are
@@ -69,28 +84,44 @@ def activities_for(engine: sa.Engine, settings: Settings, client: Client | None 
         messaging.send_receipt,
         messaging.send_grouped_reminder,
         erp.clear_in_erp,
-        plan_schedule,
-        plan_next_send_time,
+        *LOCAL_ACTIVITIES,
     ]
 
 
 def build_worker(
-    client: Client, settings: Settings, engine: sa.Engine, *, max_concurrent_activities: int = 32
+    client: Client,
+    settings: Settings,
+    engine: sa.Engine,
+    *,
+    max_concurrent_activities: int = 32,
+    role: WorkerRole = WorkerRole.ALL,
 ) -> Worker:
+    with_workflows = role is not WorkerRole.ACTIVITIES
+    activities = (
+        LOCAL_ACTIVITIES
+        if role is WorkerRole.WORKFLOWS
+        else activities_for(engine, settings, client)
+    )
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
-        workflows=WORKFLOWS,
+        workflows=WORKFLOWS if with_workflows else [],
         workflow_runner=(STRICT_RUNNER if settings.strict_workflow_sandbox else SERVING_RUNNER),
-        activities=activities_for(engine, settings, client),
+        activities=activities,
+        no_remote_activities=role is WorkerRole.WORKFLOWS,
         activity_executor=ThreadPoolExecutor(max_workers=max_concurrent_activities),
         max_concurrent_activities=max_concurrent_activities,
-        max_cached_workflows=settings.workflow_cache_size,
+        max_cached_workflows=settings.workflow_cache_size if with_workflows else 0,
+        sticky_queue_schedule_to_start_timeout=timedelta(
+            seconds=settings.sticky_queue_timeout_seconds
+        ),
     )
 
 
-async def run_worker(client: Client, settings: Settings, engine: sa.Engine) -> None:
-    async with build_worker(client, settings, engine):
+async def run_worker(
+    client: Client, settings: Settings, engine: sa.Engine, role: WorkerRole = WorkerRole.ALL
+) -> None:
+    async with build_worker(client, settings, engine, role=role):
         await asyncio.Event().wait()
 
 

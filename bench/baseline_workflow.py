@@ -7,11 +7,16 @@ work (ledger, rendering, ERP journal, search attributes, pydantic payloads).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import activity, workflow
+from temporalio.client import Client
+from temporalio.worker import Worker
 
 from worker import SERVING_RUNNER
 
@@ -64,3 +69,30 @@ class BaselineWorkflow:
 
 # The baseline runs as dunwise's workflows do in a serving worker.
 BASELINE_RUNNER = SERVING_RUNNER
+MAX_CONCURRENT_ACTIVITIES = 32  # build_worker's default, given to the baseline worker too
+
+
+def baseline_worker(
+    client: Client, task_queue: str, *, workflows: bool, activities: bool
+) -> Worker:
+    """The baseline's worker, shaped as dunwise's: both sides, or one."""
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[BaselineWorkflow] if workflows else [],
+        workflow_runner=BASELINE_RUNNER,
+        activities=[noop] if activities else [],
+        activity_executor=ThreadPoolExecutor(max_workers=MAX_CONCURRENT_ACTIVITIES),
+        max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
+    )
+
+
+async def serve_activities(address: str, task_queue: str) -> None:
+    """The baseline's activities alone, as `dunwise worker --activities-only` serves dunwise's."""
+    client = await Client.connect(address)
+    async with baseline_worker(client, task_queue, workflows=False, activities=True):
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(serve_activities(*sys.argv[1:3]))

@@ -11,7 +11,8 @@ wall-clock instant, a little after every workflow has started.
 
 Prints the time from that instant until every message is in the outbox, messages and
 reminders per second, the benchmark process's peak memory (worker and driver), and the
-Temporal history events per reminder counted on a sample of invoices and their coordinators.
+Temporal actions and the workflow tasks that timed out (each then replayed from its history)
+per reminder, counted on a sample of invoices and their coordinators.
 """
 
 from __future__ import annotations
@@ -136,10 +137,13 @@ def messages_done(engine: sa.Engine) -> tuple[int, int]:
     return final, delivered
 
 
-async def actions_per_reminder(client: Client, customers: list[tuple[str, list[str]]]) -> float:
-    """History events that are actions, of a sample of invoices and their coordinators."""
+async def per_reminder(
+    client: Client, customers: list[tuple[str, list[str]]]
+) -> tuple[float, float]:
+    """History events that are actions, and workflow tasks that timed out (and so went to a
+    replay), per reminder, of a sample of invoices and their coordinators."""
     sample = random.Random(7).sample(customers, min(SAMPLED_HISTORIES, len(customers)))
-    actions, reminders = 0, 0
+    actions, timeouts, reminders = 0, 0, 0
     for customer_id, numbers in sample:
         workflow_ids = [f"invoice-{number}" for number in numbers]
         if len(numbers) > 1:
@@ -148,8 +152,9 @@ async def actions_per_reminder(client: Client, customers: list[tuple[str, list[s
             history = await client.get_workflow_handle(workflow_id).fetch_history()
             kinds = Counter(event.event_type for event in history.events)
             actions += sum(kinds[kind] for kind in ACTIONS)
+            timeouts += kinds[EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT]
         reminders += len(numbers)
-    return actions / reminders
+    return actions / reminders, timeouts / reminders
 
 
 async def bench(invoices: int, progress: bool = False) -> dict:
@@ -195,7 +200,7 @@ async def bench(invoices: int, progress: bool = False) -> dict:
                     print(f"  {final} of {invoices} reminders done", file=sys.stderr)
                 await asyncio.sleep(1 if progress else 0.25)
             seconds = (datetime.now(UTC) - instant).total_seconds()
-            actions = await actions_per_reminder(env.client, customers)
+            actions, timeouts = await per_reminder(env.client, customers)
         emails = sum(1 for _ in (settings.effective_outbox_dir / "email").glob("*.eml"))
     return {
         "invoices": invoices,
@@ -209,6 +214,7 @@ async def bench(invoices: int, progress: bool = False) -> dict:
         "started_after_the_instant_seconds": round(late_start, 2),
         "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "temporal_actions_per_reminder": round(actions, 1),
+        "workflow_task_timeouts_per_reminder": round(timeouts, 2),
     }
 
 
@@ -227,7 +233,9 @@ def report(result: dict) -> str:
                 else ""
             ),
             f"peak memory of the worker process: {result['peak_memory_mb']:.0f} MB",
-            f"Temporal actions per reminder: {result['temporal_actions_per_reminder']:.1f}",
+            f"Temporal actions per reminder: {result['temporal_actions_per_reminder']:.1f}, "
+            f"workflow tasks timed out per reminder: "
+            f"{result['workflow_task_timeouts_per_reminder']:.2f}",
         ]
     )
 

@@ -18,23 +18,23 @@ throughput that dunwise keeps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
-from baseline_workflow import BASELINE_RUNNER, TIMER, BaselineWorkflow, Shape, noop
+from baseline_workflow import TIMER, BaselineWorkflow, Shape, baseline_worker
 from harness import arguments, measure, scratch_stack, start_dev_server
 from sqlmodel import func, select
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
-from temporalio.worker import Worker
 
 from invoices import invoice_input, start_invoice_workflow
 from ledger.db import session_scope
@@ -43,7 +43,7 @@ from policies.loader import load_policy
 from policies.schedule import build_schedule
 from policies.schema import Policy
 from settings import Settings
-from worker import build_worker
+from worker_processes import kept_processes, split_worker
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import PaymentReceived
 
@@ -51,7 +51,6 @@ STANDARD_POLICY = Path(__file__).resolve().parent.parent / "policies" / "standar
 AMOUNT_MINOR = 125_000
 # Both drivers pay this long after the start: after the first reminder went out.
 PAY_AFTER = TIMER + timedelta(milliseconds=500)
-MAX_CONCURRENT_ACTIVITIES = 32  # build_worker's default, given to the baseline worker too
 
 
 @dataclass(frozen=True)
@@ -204,26 +203,31 @@ async def baseline_workflow(client: Client, task_queue: str, shape: Shape, name:
     await handle.result()
 
 
-def baseline_worker(client: Client, task_queue: str) -> Worker:
-    return Worker(
-        client,
-        task_queue=task_queue,
-        workflows=[BaselineWorkflow],
-        workflow_runner=BASELINE_RUNNER,
-        activities=[noop],
-        activity_executor=ThreadPoolExecutor(max_workers=MAX_CONCURRENT_ACTIVITIES),
-        max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
-    )
+@contextlib.asynccontextmanager
+async def baseline_workers(
+    client: Client, task_queue: str, activity_processes: int
+) -> AsyncIterator[None]:
+    """The baseline's worker, split as dunwise's is."""
+    address = client.service_client.config.target_host
+    serve = [sys.executable, str(Path(__file__).with_name("baseline_workflow.py")), address]
+    async with (
+        kept_processes([[*serve, task_queue]] * activity_processes, dict(os.environ)),
+        baseline_worker(client, task_queue, workflows=True, activities=not activity_processes),
+    ):
+        yield
 
 
 # ----------------------------------------------------------------------------- main
 
 
-async def bench(invoices: int, concurrency: int, warmup: int) -> dict:
-    with scratch_stack("dunwise-bench-", "bench-dunwise") as (settings, engine):
+async def bench(invoices: int, concurrency: int, warmup: int, activity_processes: int) -> dict:
+    with scratch_stack(
+        "dunwise-bench-", "bench-dunwise", activity_processes=activity_processes
+    ) as (settings, engine):
         async with await start_dev_server() as env:
             dunwise = Dunwise(env.client, settings, engine, load_policy(STANDARD_POLICY))
-            async with build_worker(env.client, settings, engine):
+            address = env.client.service_client.config.target_host
+            async with split_worker(env.client, settings, engine, address):
                 # Warm-up runs load the sandbox and fill caches; they are not timed.
                 await run_all(warmup, concurrency, lambda i: dunwise.invoice(f"W{i:06d}"))
                 handles: dict[int, WorkflowHandle] = {}
@@ -242,7 +246,7 @@ async def bench(invoices: int, concurrency: int, warmup: int) -> dict:
             (shape, names), same_shape = shapes.most_common(1)[0]
 
             queue = "bench-baseline"
-            async with baseline_worker(env.client, queue):
+            async with baseline_workers(env.client, queue, activity_processes):
                 await run_all(
                     warmup,
                     concurrency,
@@ -258,6 +262,7 @@ async def bench(invoices: int, concurrency: int, warmup: int) -> dict:
         "invoices": invoices,
         "concurrency": concurrency,
         "warmup": warmup,
+        "activity_processes": activity_processes,
         "per_invoice": {
             **asdict(shape),
             "activity_names": list(names),
@@ -306,10 +311,23 @@ def main() -> None:
     parser.add_argument("--invoices", type=int, default=200, help="invoices (and baseline runs)")
     parser.add_argument("--concurrency", type=int, default=50, help="lifecycles in flight at once")
     parser.add_argument("--warmup", type=int, default=10, help="untimed runs of each before")
+    parser.add_argument(
+        "--activity-processes",
+        type=int,
+        default=0,
+        help="both workers run their activities in N processes of their own",
+    )
     args = parser.parse_args()
-    if args.invoices < 1 or args.concurrency < 1 or args.warmup < 0:
-        parser.error("--invoices and --concurrency must be at least 1, --warmup at least 0")
-    result = measure(bench(args.invoices, args.concurrency, args.warmup), args.json, report)
+    if args.invoices < 1 or args.concurrency < 1 or args.warmup < 0 or args.activity_processes < 0:
+        parser.error(
+            "--invoices and --concurrency must be at least 1, --warmup and "
+            "--activity-processes at least 0"
+        )
+    result = measure(
+        bench(args.invoices, args.concurrency, args.warmup, args.activity_processes),
+        args.json,
+        report,
+    )
     ledger = result["ledger"]
     expected = args.invoices + args.warmup
     if not ledger["closed"] == ledger["erp_journal_lines"] == ledger["receipt_emails"] == expected:

@@ -8,12 +8,13 @@ Invariants:
   and then the server within seconds, leaving no server process behind.
 - The web app (and, with no Stripe key, the local Stripe server) runs beside the worker
   unless `--no-web` says it runs elsewhere (`dunwise web`).
+- With DUNWISE_ACTIVITY_PROCESSES the activities run in child processes that restart with
+  the worker and never outlive run (worker_processes.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 from collections import deque
 from contextlib import AbstractAsyncContextManager, nullcontext
@@ -22,12 +23,12 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from commands.errors import CommandError
+from commands.workers import cancel_on_signals, serve_worker
 from embedded_temporal import DATABASE_FILE, EmbeddedServer, EmbeddedServerError
 from ledger.db import make_engine
 from ledger.migrate import upgrade
 from settings import DEV_SECRET_KEY, Settings
 from temporal_client import connect, register_search_attributes
-from worker import run_worker
 
 if TYPE_CHECKING:
     from commands.web import WebApp
@@ -42,7 +43,7 @@ async def run(settings: Settings, *, pick_port: bool = False, with_web: bool = T
             "DUNWISE_SECRET_KEY is the development key; set a secret of your own before "
             "running against a Temporal cluster"
         )
-    _cancel_on_signals()
+    cancel_on_signals()
     upgrade(settings.effective_database_url)
     engine = make_engine(settings.effective_database_url)
     if not settings.embedded_temporal:
@@ -55,7 +56,7 @@ async def run(settings: Settings, *, pick_port: bool = False, with_web: bool = T
         await register_search_attributes(client, settings.temporal_namespace)
         async with _web_beside(settings, engine, with_web) as web_app:
             _print_banner(settings, [f"Temporal at {settings.temporal_address}"], web_app)
-            await run_worker(client, settings, engine)
+            await serve_worker(client, settings, engine, settings.temporal_address)
         return
     try:
         async with (
@@ -84,24 +85,9 @@ async def web_command(settings: Settings) -> None:
     """`dunwise web`: the web app alone, for deployments that scale it apart from workers."""
     from commands.web import web
 
-    _cancel_on_signals()
+    cancel_on_signals()
     upgrade(settings.effective_database_url)
     await web(settings, make_engine(settings.effective_database_url), lambda: connect(settings))
-
-
-def _cancel_on_signals() -> None:
-    """SIGINT and SIGTERM cancel the command, once: cleanup then runs undisturbed."""
-    main_task = asyncio.current_task()
-    assert main_task is not None
-    loop = asyncio.get_running_loop()
-
-    def stop() -> None:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, lambda: None)
-        main_task.cancel()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop)
 
 
 async def _supervise(server: EmbeddedServer, settings: Settings, engine: sa.Engine) -> None:
@@ -110,7 +96,9 @@ async def _supervise(server: EmbeddedServer, settings: Settings, engine: sa.Engi
     loop = asyncio.get_running_loop()
     while True:
         assert server.client is not None
-        worker = asyncio.create_task(run_worker(server.client, settings, engine))
+        worker = asyncio.create_task(
+            serve_worker(server.client, settings, engine, f"127.0.0.1:{server.port}")
+        )
         died = asyncio.create_task(server.wait())
         try:
             done, _ = await asyncio.wait({worker, died}, return_when=asyncio.FIRST_COMPLETED)
@@ -158,6 +146,11 @@ def _describe(server: EmbeddedServer) -> list[str]:
 
 def _print_banner(settings: Settings, lines: list[str], web_app: WebApp | None) -> None:
     print(f"dunwise worker on task queue {settings.temporal_task_queue!r}")
+    if settings.activity_processes:
+        print(
+            f"activities in {settings.activity_processes} process(es) of "
+            "`dunwise worker --activities-only`"
+        )
     for line in lines:
         print(line)
     if web_app is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import time
@@ -128,6 +129,29 @@ def test_cli_json_lines(tmp_path):
     assert {e["channel"] for e in reminders} == {"email", "sms"}
     for event in events:
         assert datetime.fromisoformat(event["at"]).utcoffset() is not None
+
+
+def test_activities_in_a_process_of_their_own_give_the_same_simulation(tmp_path):
+    """DUNWISE_ACTIVITY_PROCESSES=1: the same events, and stdout holds nothing else."""
+    invoices, payments = tmp_path / "invoices.csv", tmp_path / "payments.csv"
+    write_invoices(invoices, 12)
+    write_payments(payments, [("SIM-0001", date(2026, 3, 27), "101.50")])
+
+    def events(processes: str) -> list[str]:
+        result = subprocess.run(
+            [sys.executable, "-c", "import starter; starter.main()", "simulate",
+             "--policy", str(POLICY), "--invoices", str(invoices), "--payments", str(payments),
+             "--days", "60", "--json"],
+            capture_output=True, text=True, timeout=180,
+            env={**os.environ, "DUNWISE_ACTIVITY_PROCESSES": processes},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return result.stdout.splitlines()
+
+    split = events("1")
+    assert all(json.loads(line)["invoice"].startswith("SIM-") for line in split)
+    assert {"reminder", "payment", "receipt", "closed"} <= {json.loads(e)["event"] for e in split}
+    assert split == events("0")
 
 
 def test_cli_keeps_the_rendered_messages_in_the_outbox_folder(tmp_path):

@@ -1,0 +1,77 @@
+"""The worker `dunwise run` serves, and `dunwise worker`: a worker alone, of one side or both.
+
+With DUNWISE_ACTIVITY_PROCESSES=N the worker of `dunwise run` keeps the workflows in run's
+process and the activities in N processes of `dunwise worker --activities-only`
+(worker_processes.py), which restart with the worker and never outlive run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+
+import sqlalchemy as sa
+from temporalio.client import Client
+
+from commands.errors import CommandError
+from ledger.db import make_engine
+from settings import DEV_SECRET_KEY, Settings
+from temporal_client import connect
+from worker import WorkerRole, run_worker
+from worker_processes import split_worker
+
+_PR_SET_PDEATHSIG = 1
+
+
+async def serve_worker(client: Client, settings: Settings, engine: sa.Engine, address: str) -> None:
+    """The worker of `dunwise run`, until cancelled."""
+    async with split_worker(client, settings, engine, address):
+        await asyncio.Event().wait()
+
+
+def cancel_on_signals() -> None:
+    """SIGINT and SIGTERM cancel the command, once: cleanup then runs undisturbed."""
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, lambda: None)
+        main_task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop)
+
+
+async def worker_command(settings: Settings, role: WorkerRole, parent: int | None) -> None:
+    """`dunwise worker`: one worker against the Temporal at DUNWISE_TEMPORAL_ADDRESS."""
+    cancel_on_signals()
+    if parent is not None:
+        _die_with(parent)
+    elif settings.temporal_address is None:
+        raise CommandError(
+            "no Temporal server to work for: set DUNWISE_TEMPORAL_ADDRESS (`dunwise run` starts "
+            "an embedded one)"
+        )
+    elif settings.secret_key.get_secret_value() == DEV_SECRET_KEY:
+        raise CommandError(
+            "DUNWISE_SECRET_KEY is the development key; set a secret of your own before "
+            "running against a Temporal cluster"
+        )
+    try:
+        client = await connect(settings)
+    except RuntimeError as err:
+        raise CommandError(f"cannot reach Temporal at {settings.temporal_address} ({err})") from err
+    engine = make_engine(settings.effective_database_url, durable=settings.durable_writes)
+    await run_worker(client, settings, engine, role)
+
+
+def _die_with(parent: int) -> None:
+    """Be killed with the parent process (Linux), and leave now if it is already gone."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        raise SystemExit(0)
