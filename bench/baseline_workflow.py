@@ -9,21 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from worker import SERVING_RUNNER
+from worker_processes import kept_processes
 
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 # How long after its start each benchmark invoice's first reminder falls due; the baseline's
 # fired timers last as long, so both pay the dev server's timer resolution alike.
 TIMER = timedelta(seconds=1)
+# Both drivers pay this long after the start: after the first reminder went out.
+PAY_AFTER = TIMER + timedelta(milliseconds=500)
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,30 @@ async def serve_activities(address: str, task_queue: str) -> None:
     client = await Client.connect(address)
     async with baseline_worker(client, task_queue, workflows=False, activities=True):
         await asyncio.Event().wait()
+
+
+async def run_baseline(client: Client, task_queue: str, shape: Shape, name: str) -> None:
+    """One baseline workflow driven as the benchmark drives an invoice: start, pay, result."""
+    handle = await client.start_workflow(
+        BaselineWorkflow.run, shape, id=f"baseline-{name}", task_queue=task_queue
+    )
+    await asyncio.sleep(PAY_AFTER.total_seconds())
+    await handle.execute_update(BaselineWorkflow.pay)
+    await handle.result()
+
+
+@contextlib.asynccontextmanager
+async def baseline_workers(
+    client: Client, task_queue: str, activity_processes: int
+) -> AsyncIterator[None]:
+    """The baseline's worker, split as dunwise's is."""
+    address = client.service_client.config.target_host
+    serve = [sys.executable, str(Path(__file__)), address]
+    async with (
+        kept_processes([[*serve, task_queue]] * activity_processes, dict(os.environ)),
+        baseline_worker(client, task_queue, workflows=True, activities=not activity_processes),
+    ):
+        yield
 
 
 if __name__ == "__main__":

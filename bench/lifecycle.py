@@ -18,19 +18,17 @@ throughput that dunwise keeps.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
-from baseline_workflow import TIMER, BaselineWorkflow, Shape, baseline_worker
+from baseline_workflow import PAY_AFTER, TIMER, Shape, baseline_workers, run_baseline
 from harness import arguments, measure, scratch_stack, start_dev_server
 from sqlmodel import func, select
 from temporalio.api.enums.v1 import EventType
@@ -43,14 +41,12 @@ from policies.loader import load_policy
 from policies.schedule import build_schedule
 from policies.schema import Policy
 from settings import Settings
-from worker_processes import kept_processes, split_worker
+from worker_processes import split_worker
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import PaymentReceived
 
 STANDARD_POLICY = Path(__file__).resolve().parent.parent / "policies" / "standard.yaml"
 AMOUNT_MINOR = 125_000
-# Both drivers pay this long after the start: after the first reminder went out.
-PAY_AFTER = TIMER + timedelta(milliseconds=500)
 
 
 @dataclass(frozen=True)
@@ -191,32 +187,6 @@ def ledger_check(engine: sa.Engine, settings: Settings) -> dict[str, int]:
     }
 
 
-# ----------------------------------------------------------------------------- baseline
-
-
-async def baseline_workflow(client: Client, task_queue: str, shape: Shape, name: str) -> None:
-    handle = await client.start_workflow(
-        BaselineWorkflow.run, shape, id=f"baseline-{name}", task_queue=task_queue
-    )
-    await asyncio.sleep(PAY_AFTER.total_seconds())
-    await handle.execute_update(BaselineWorkflow.pay)
-    await handle.result()
-
-
-@contextlib.asynccontextmanager
-async def baseline_workers(
-    client: Client, task_queue: str, activity_processes: int
-) -> AsyncIterator[None]:
-    """The baseline's worker, split as dunwise's is."""
-    address = client.service_client.config.target_host
-    serve = [sys.executable, str(Path(__file__).with_name("baseline_workflow.py")), address]
-    async with (
-        kept_processes([[*serve, task_queue]] * activity_processes, dict(os.environ)),
-        baseline_worker(client, task_queue, workflows=True, activities=not activity_processes),
-    ):
-        yield
-
-
 # ----------------------------------------------------------------------------- main
 
 
@@ -250,12 +220,12 @@ async def bench(invoices: int, concurrency: int, warmup: int, activity_processes
                 await run_all(
                     warmup,
                     concurrency,
-                    lambda i: baseline_workflow(env.client, queue, shape, f"warmup-{i}"),
+                    lambda i: run_baseline(env.client, queue, shape, f"warmup-{i}"),
                 )
                 baseline = await run_all(
                     invoices,
                     concurrency,
-                    lambda i: baseline_workflow(env.client, queue, shape, str(i)),
+                    lambda i: run_baseline(env.client, queue, shape, str(i)),
                 )
         check = ledger_check(engine, settings)
     return {
