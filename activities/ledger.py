@@ -25,7 +25,7 @@ from activities.models import (
     TaskBreach,
     TimelineBatch,
 )
-from ledger import lifecycle, notes, operations, plans, tasks, timeline
+from ledger import adjustments, lifecycle, notes, operations, plans, tasks, timeline
 from ledger.db import session_scope
 from ledger.models import CollectorTask, Invoice
 
@@ -60,7 +60,7 @@ class LedgerActivities:
 
     @activity.defn
     def apply_adjustment(self, request: AdjustmentApplication) -> LedgerBalance:
-        return self._run(lambda session: operations.apply_adjustment(session, request))
+        return self._run(lambda session: adjustments.apply_adjustment(session, request))
 
     @activity.defn
     def set_status(self, request: StatusChange) -> LedgerBalance:

@@ -1,6 +1,7 @@
 """The ledger's common ground: errors, reading balances, the audit trail, writing once per key.
 
-Both kinds of change, money (`ledger.operations`) and lifecycle (`ledger.lifecycle`), rely on:
+Both kinds of change, money (`ledger.operations`, `ledger.adjustments`) and lifecycle
+(`ledger.lifecycle`), rely on:
 
 - Errors are `LedgerError` (a `ValueError`): the request is wrong and retrying will not help;
   the message names the invoice and the problem.

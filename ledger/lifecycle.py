@@ -5,8 +5,9 @@ Temporal activities call these with a session whose transaction the caller commi
 
 Invariants:
 
-- Paid, void and written off come from money changes (`ledger.operations`); `set_status` only
-  marks paid an invoice awaiting payment whose balance is already zero. Closed is final.
+- Paid, void and written off come from money changes (`ledger.operations`,
+  `ledger.adjustments`); `set_status` only marks paid an invoice awaiting payment whose
+  balance is already zero. Closed is final.
 - Setting the current status, or closing tasks that are already closed, changes nothing, so a
   retried request is harmless; a collector task opens once per idempotency key.
 - An invoice has at most one open collector task: a new one supersedes the others and gets

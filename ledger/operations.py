@@ -1,4 +1,5 @@
-"""Changes to an invoice's money: payments and adjustments, each idempotent and audited.
+"""Changes to an invoice's money: payments here, adjustments in `ledger.adjustments`; each
+idempotent and audited.
 
 Temporal activities call these with a session whose transaction the caller commits
 (`ledger.db.session_scope`). Each change and its audit event are written once per idempotency
@@ -19,7 +20,6 @@ Invariants:
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from ledger.books import (
@@ -27,7 +27,6 @@ from ledger.books import (
     FINAL_STATUSES,
     CurrencyMismatch,
     IdempotencyConflict,
-    InvalidAdjustment,
     InvalidAmount,
     InvoiceClosed,
     LedgerError,
@@ -37,10 +36,8 @@ from ledger.books import (
     record_audit,
     write_once,
 )
-from ledger.currencies import MAX_MINOR
 from ledger.lifecycle import close_tasks_if_settled
 from ledger.models import (
-    Adjustment,
     Customer,
     CustomerCredit,
     Invoice,
@@ -49,8 +46,7 @@ from ledger.models import (
     PaymentAllocation,
     utcnow,
 )
-from ledger.requests import AdjustmentApplication, LedgerBalance, PaymentApplication
-from vocabulary import REQUESTED_ADJUSTMENTS, AdjustmentKind
+from ledger.requests import LedgerBalance, PaymentApplication
 
 PAID_FROM_CREDIT = "credit"  # the payment method that spends the customer's credit
 
@@ -83,20 +79,27 @@ def leave_credit(
     )
 
 
-def _check_not_final(invoice: Invoice, doing: str) -> None:
+def finish_money_change(
+    session: Session, invoice: Invoice, actor: str, action: str, details: dict
+) -> None:
+    """After a change to the invoice's money: close its tasks if it is settled, stamp it, and
+    audit the change."""
+    close_tasks_if_settled(session, invoice, actor)
+    invoice.updated_at = utcnow()
+    record_audit(session, actor, action, invoice.id, details)
+
+
+def check_not_final(invoice: Invoice, doing: str) -> None:
     if invoice.status in FINAL_STATUSES:
         raise InvoiceClosed(f"invoice {invoice.number} is {invoice.status}: cannot {doing}")
 
 
-def _settle_status(invoice: Invoice) -> None:
+def settle_status(invoice: Invoice) -> None:
     """Paid when nothing is left to pay; open again if money became due on a paid invoice."""
     if invoice.balance_minor == 0 and invoice.status in AWAITING_PAYMENT:
         invoice.status = InvoiceStatus.PAID
     elif invoice.balance_minor > 0 and invoice.status == InvoiceStatus.PAID:
         invoice.status = InvoiceStatus.OPEN
-
-
-# --- payments ------------------------------------------------------------------------------
 
 
 def apply_payment(session: Session, req: PaymentApplication) -> LedgerBalance:
@@ -112,7 +115,7 @@ def apply_payment(session: Session, req: PaymentApplication) -> LedgerBalance:
 
     def write() -> LedgerBalance:
         invoice = load_invoice(session, number, for_update=True)
-        _check_not_final(invoice, "apply a payment")
+        check_not_final(invoice, "apply a payment")
         if req.currency != invoice.currency:
             raise CurrencyMismatch(
                 f"invoice {number} is in {invoice.currency}, payment is in {req.currency}"
@@ -162,14 +165,12 @@ def apply_payment(session: Session, req: PaymentApplication) -> LedgerBalance:
                 payment.id,
             )
         invoice.balance_minor = balance_before - allocated
-        _settle_status(invoice)
-        close_tasks_if_settled(session, invoice, req.actor)
-        invoice.updated_at = utcnow()
-        record_audit(
+        settle_status(invoice)
+        finish_money_change(
             session,
+            invoice,
             req.actor,
             "payment_applied",
-            invoice.id,
             {
                 "idempotency_key": req.idempotency_key,
                 "payment_id": payment.id,
@@ -226,136 +227,3 @@ def _check_credit_covers(session: Session, invoice: Invoice, req: PaymentApplica
             f"{currency} to invoice {invoice.number} is more than its balance "
             f"{money_text(invoice.balance_minor, currency)}"
         )
-
-
-# --- adjustments ---------------------------------------------------------------------------
-
-
-def apply_adjustment(session: Session, req: AdjustmentApplication) -> LedgerBalance:
-    """A credit note, late fee, write-off, void or signed correction on one invoice.
-
-    For write_off and void the amount is the invoice's balance at that moment; the request's
-    amount is not used.
-    """
-    number = req.invoice_number
-    if req.kind not in REQUESTED_ADJUSTMENTS:
-        raise InvalidAdjustment(
-            f"invoice {number}: unknown adjustment kind {req.kind!r}; "
-            f"use one of {', '.join(REQUESTED_ADJUSTMENTS)}"
-        )
-
-    def write() -> LedgerBalance:
-        invoice = load_invoice(session, number, for_update=True)
-        _check_not_final(invoice, f"apply a {req.kind}")
-        change, credit = _adjustment_effect(session, invoice, req)
-        balance_before = invoice.balance_minor
-        adjustment = Adjustment(
-            invoice_id=invoice.id,
-            kind=req.kind,
-            amount_minor=change,
-            reason=req.reason,
-            idempotency_key=req.idempotency_key,
-        )
-        session.add(adjustment)
-        session.flush()
-        if credit:
-            leave_credit(
-                session,
-                invoice.customer_id,
-                invoice.currency,
-                credit,
-                "credit_note",
-                req.idempotency_key,
-            )
-        if balance_before + change > MAX_MINOR:
-            raise InvalidAmount(
-                f"invoice {number}: a {req.kind} of {money_text(change, invoice.currency)} "
-                "would take the balance past the ledger's limit of "
-                f"{money_text(MAX_MINOR, invoice.currency)}"
-            )
-        invoice.balance_minor = balance_before + change
-        if req.kind == AdjustmentKind.WRITE_OFF:
-            invoice.status = InvoiceStatus.WRITTEN_OFF
-        elif req.kind == AdjustmentKind.VOID:
-            invoice.status = InvoiceStatus.VOID
-        else:
-            _settle_status(invoice)
-        close_tasks_if_settled(session, invoice, req.actor)
-        invoice.updated_at = utcnow()
-        record_audit(
-            session,
-            req.actor,
-            f"adjustment_{req.kind}",
-            invoice.id,
-            {
-                "idempotency_key": req.idempotency_key,
-                "adjustment_id": adjustment.id,
-                "kind": req.kind,
-                "currency": invoice.currency,
-                "requested_minor": req.amount_minor,
-                "amount_minor": change,
-                "credit_minor": credit,
-                "balance_before_minor": balance_before,
-                "balance_after_minor": invoice.balance_minor,
-                "status": str(invoice.status),
-                "reason": req.reason,
-            },
-        )
-        return balance_of(session, invoice)
-
-    def repeat(adjustment: Adjustment) -> LedgerBalance:
-        invoice = load_invoice(session, number)
-        if adjustment.invoice_id != invoice.id or adjustment.kind != req.kind:
-            raise IdempotencyConflict(
-                f"adjustment key {req.idempotency_key!r} was already used for a "
-                f"{adjustment.kind} on invoice id {adjustment.invoice_id}; this request is a "
-                f"{req.kind} on invoice {number}"
-            )
-        return balance_of(session, invoice).model_copy(update={"repeated": True})
-
-    return write_once(session, Adjustment, req.idempotency_key, write, repeat)
-
-
-def _adjustment_effect(
-    session: Session, invoice: Invoice, req: AdjustmentApplication
-) -> tuple[int, int]:
-    """(change to the invoice balance, amount that becomes customer credit), or an error."""
-    number, amount, balance = invoice.number, req.amount_minor, invoice.balance_minor
-    match req.kind:
-        case AdjustmentKind.CREDIT:
-            if amount >= 0:
-                raise InvalidAmount(f"invoice {number}: a credit must be negative, got {amount}")
-            change = max(amount, -balance)  # never below zero; the rest is the customer's
-            return change, change - amount
-        case AdjustmentKind.LATE_FEE:
-            if amount <= 0:
-                raise InvalidAmount(f"invoice {number}: a late fee must be positive, got {amount}")
-            if invoice.status == InvoiceStatus.PAID:
-                raise InvalidAdjustment(f"invoice {number} is paid: no late fee on it")
-            return amount, 0
-        case AdjustmentKind.ADJUSTMENT:
-            if amount == 0:
-                raise InvalidAmount(f"invoice {number}: an adjustment of 0 changes nothing")
-            if balance + amount < 0:
-                raise InvalidAmount(
-                    f"invoice {number}: an adjustment of {money_text(amount, invoice.currency)} "
-                    f"would take the balance {money_text(balance, invoice.currency)} below 0; "
-                    "use a credit"
-                )
-            return amount, 0
-        case AdjustmentKind.WRITE_OFF:
-            if balance == 0:
-                raise InvalidAdjustment(f"invoice {number} has no balance to write off")
-            return -balance, 0
-        case _:  # void
-            paid = session.scalar(
-                sa.select(sa.func.count())
-                .select_from(PaymentAllocation)
-                .where(PaymentAllocation.invoice_id == invoice.id)
-            )
-            if paid:
-                raise InvalidAdjustment(
-                    f"invoice {number} has payments applied and cannot be voided; "
-                    "issue a credit instead"
-                )
-            return -balance, 0

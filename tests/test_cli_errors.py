@@ -23,9 +23,9 @@ import pytest
 from sqlmodel import select
 
 from activities.models import AdjustmentApplication
+from ledger.adjustments import apply_adjustment
 from ledger.db import session_scope
 from ledger.models import Invoice, Payment
-from ledger.operations import apply_adjustment
 from tests.invoice_harness import InvoiceHarness, dev_server_environment, invoice_harness
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import Closure, PaymentReceived

@@ -17,12 +17,13 @@ from ledger.accounts import (
     customer_account,
     invoice_detail,
 )
+from ledger.adjustments import apply_adjustment
 from ledger.books import UnknownInvoice
 from ledger.checkout_events import set_checkout_status
 from ledger.checkouts import CheckoutDraft, CheckoutLine, open_checkout
 from ledger.db import session_scope
 from ledger.models import Customer, CustomerCredit, Invoice, InvoiceStatus
-from ledger.operations import apply_adjustment, apply_payment
+from ledger.operations import apply_payment
 from ledger.requests import AdjustmentApplication, PaymentApplication
 
 TODAY = date(2026, 3, 1)

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from ledger.adjustments import apply_adjustment
 from ledger.audit_export import (
     CSV_HEADER,
     AuditRow,
@@ -25,7 +26,7 @@ from ledger.books import LedgerError, UnknownInvoice
 from ledger.db import session_scope
 from ledger.lifecycle import open_collector_task, set_status
 from ledger.models import AppUser, AuditEvent, Customer, Invoice, Role
-from ledger.operations import apply_adjustment, apply_payment
+from ledger.operations import apply_payment
 from ledger.requests import (
     AdjustmentApplication,
     CollectorTaskRequest,

@@ -21,6 +21,7 @@ from activities.models import (
     StatusChange,
 )
 from ledger import books
+from ledger.adjustments import apply_adjustment
 from ledger.books import (
     CurrencyMismatch,
     IdempotencyConflict,
@@ -44,7 +45,7 @@ from ledger.models import (
     Payment,
     PaymentAllocation,
 )
-from ledger.operations import apply_adjustment, apply_payment
+from ledger.operations import apply_payment
 
 RECEIVED = datetime(2026, 2, 1, 15, 30, tzinfo=UTC)
 

@@ -13,6 +13,7 @@ from sqlmodel import Session, select
 from temporalio.exceptions import ApplicationError
 
 from activities.ledger import LedgerActivities
+from ledger.adjustments import apply_adjustment
 from ledger.books import IdempotencyConflict, LedgerError, UnknownInvoice
 from ledger.checkouts import CheckoutDraft, CheckoutItemError, CheckoutLine, open_checkout
 from ledger.db import session_scope
@@ -25,7 +26,7 @@ from ledger.models import (
     PaymentMethodKind,
     ShortPayReason,
 )
-from ledger.operations import apply_adjustment, apply_payment
+from ledger.operations import apply_payment
 from ledger.plans import InstallmentStatus, PaymentPlan, active_plans, end_plan, record_plan
 from ledger.requests import (
     AdjustmentApplication,

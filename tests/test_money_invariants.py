@@ -1,7 +1,7 @@
 """Money invariants of the ledger, tested as a state machine on SQLite and on PostgreSQL.
 
 One customer's invoices (three in USD, one in zero-decimal JPY) go through random sequences of
-what the invoice workflow asks of the ledger, through the same `ledger.operations` and
+what the invoice workflow asks of the ledger, through the same `ledger.operations`, `ledger.adjustments` and
 `ledger.lifecycle` functions its activities call: payments (partial, full, over, in the wrong
 currency), credit notes, late fees, corrections, disputes and promises, voids, write-offs,
 collector tasks, retried and reused idempotency keys, and ERP clearing (journal mode) followed
@@ -45,7 +45,7 @@ from activities.models import (
     PaymentApplication,
     StatusChange,
 )
-from ledger import lifecycle, operations
+from ledger import adjustments, lifecycle, operations
 from ledger.books import (
     CurrencyMismatch,
     IdempotencyConflict,
@@ -189,7 +189,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def _applied(self, invoice: ExpectedInvoice, request: AdjustmentApplication) -> None:
         """Apply an adjustment the model has already accounted for."""
-        answer = self._ledger(operations.apply_adjustment, request)
+        answer = self._ledger(adjustments.apply_adjustment, request)
         self.requests.append(request)
         self.model.audit[f"adjustment_{request.kind}", invoice.number] += 1
         self.model.settle(invoice)
@@ -256,7 +256,7 @@ class LedgerMachine(RuleBasedStateMachine):
         size = sized(shape, invoice.balance, extra)
         request = self._adjust(invoice, "credit", -size)
         if invoice.status in MONEY_FROZEN:
-            self._refused(InvoiceClosed, operations.apply_adjustment, request)
+            self._refused(InvoiceClosed, adjustments.apply_adjustment, request)
             return
         applied = min(size, invoice.balance)
         event("credit note beyond the balance" if size > applied else "credit note within it")
@@ -270,9 +270,9 @@ class LedgerMachine(RuleBasedStateMachine):
         invoice = self.model.invoices[number]
         request = self._adjust(invoice, "late_fee", amount)
         if invoice.status in MONEY_FROZEN:
-            self._refused(InvoiceClosed, operations.apply_adjustment, request)
+            self._refused(InvoiceClosed, adjustments.apply_adjustment, request)
         elif invoice.status == Status.PAID:
-            self._refused(InvalidAdjustment, operations.apply_adjustment, request)
+            self._refused(InvalidAdjustment, adjustments.apply_adjustment, request)
         else:
             invoice.balance += amount
             invoice.late_fees += amount
@@ -283,9 +283,9 @@ class LedgerMachine(RuleBasedStateMachine):
         invoice = self.model.invoices[number]
         request = self._adjust(invoice, "adjustment", amount)
         if invoice.status in MONEY_FROZEN:
-            self._refused(InvoiceClosed, operations.apply_adjustment, request)
+            self._refused(InvoiceClosed, adjustments.apply_adjustment, request)
         elif invoice.balance + amount < 0:
-            self._refused(InvalidAmount, operations.apply_adjustment, request)
+            self._refused(InvalidAmount, adjustments.apply_adjustment, request)
         else:
             invoice.balance += amount
             invoice.corrections += amount
@@ -300,10 +300,10 @@ class LedgerMachine(RuleBasedStateMachine):
         invoice = self.model.invoices[number]
         request = self._adjust(invoice, kind, requested)
         if invoice.status in MONEY_FROZEN:
-            self._refused(InvoiceClosed, operations.apply_adjustment, request)
+            self._refused(InvoiceClosed, adjustments.apply_adjustment, request)
         elif invoice.allocated if kind == "void" else invoice.balance == 0:
             # Nothing to write off; payments on it forbid a void.
-            self._refused(InvalidAdjustment, operations.apply_adjustment, request)
+            self._refused(InvalidAdjustment, adjustments.apply_adjustment, request)
         else:
             if kind == "void":
                 invoice.voided += invoice.balance
@@ -334,7 +334,7 @@ class LedgerMachine(RuleBasedStateMachine):
         operation = (
             operations.apply_payment
             if isinstance(earlier, PaymentApplication)
-            else operations.apply_adjustment
+            else adjustments.apply_adjustment
         )
         if same:
             answer = self._unchanged(lambda: self._ledger(operation, earlier))
@@ -516,7 +516,7 @@ def test_credit_note_beyond_the_balance_reaches_the_erp(engine: sa.Engine, tmp_p
         request = AdjustmentApplication(
             invoice_number="INV-USD-1", kind="credit", amount_minor=-5_000, idempotency_key="cn-1"
         )
-        assert operations.apply_adjustment(session, request).customer_credit_minor == 3_000
+        assert adjustments.apply_adjustment(session, request).customer_credit_minor == 3_000
     erp_settings = Settings.scratch(tmp_path, task_queue="money-invariants")
     ErpActivities(engine, erp_settings).clear_in_erp(clearing("INV-USD-1"))
     (document,) = read_books(engine, erp_settings.effective_erp_journal).journal

@@ -20,6 +20,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.models import AdjustmentApplication, PaymentApplication
 from invoices import invoice_input, start_invoice_workflow
+from ledger.adjustments import apply_adjustment
 from ledger.books import InvalidAmount
 from ledger.currencies import MAX_MINOR, currency_exponent, max_amount
 from ledger.db import make_engine, session_scope
@@ -34,7 +35,7 @@ from ledger.models import (
     Payment,
     PaymentAllocation,
 )
-from ledger.operations import apply_adjustment, apply_payment
+from ledger.operations import apply_payment
 from policies.loader import load_policy
 from tests.invoice_harness import POLICIES, invoice_harness
 from workflows.invoice import InvoiceWorkflow
