@@ -1,17 +1,29 @@
 """What dunwise's embedded servers (Temporal, the local Stripe server) share as child
 processes: one per data folder, started in a session of their own with their output in a log
-file there, stopped within a grace period, their log's last word."""
+file there, stopped within a grace period, their log's last word; and gone when their parent
+dies, even by SIGKILL (`die_with_parent`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import fcntl
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
 STOP_GRACE_SECONDS = 3.0
+_PR_SET_PDEATHSIG = 1
+# Looked up once here: between fork and exec a child should only make the call.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
+def die_with_parent() -> None:
+    """As a child's `preexec_fn` (between fork and exec): the kernel sends the child SIGTERM
+    when the parent dies, however it dies (Linux)."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def lock_data_folder(data_dir: Path, lock_file: str) -> IO[str] | None:
@@ -78,7 +90,7 @@ class ChildServer:
 
     async def _spawn(self, command: Sequence[str], **options: Any) -> None:
         """Start the process in a session of its own (a terminal's Ctrl-C reaches the parent
-        only), its output appended to the log."""
+        only), its output appended to the log, ended by the kernel if the parent dies."""
         with self.log_path.open("ab") as log:
             self._process = await asyncio.create_subprocess_exec(
                 *command,
@@ -86,6 +98,7 @@ class ChildServer:
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
                 **options,
             )
 

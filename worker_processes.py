@@ -6,8 +6,8 @@ core of its own (DUNWISE_ACTIVITY_PROCESSES).
 Invariants:
 - A process that exits is started again after a pause, for as long as its block runs.
 - None outlives its block: each is stopped (SIGTERM, then SIGKILL after the grace period)
-  when the block ends, and the kernel kills it if this process dies without that
-  (`dunwise worker --parent`, PR_SET_PDEATHSIG).
+  when the block ends, and it stops itself if this process dies without that
+  (`dunwise worker --parent`).
 - A process gets these settings as DUNWISE_ variables, and no other DUNWISE_ variable.
 """
 

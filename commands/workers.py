@@ -8,7 +8,6 @@ process and the activities in N processes of `dunwise worker --activities-only`
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import signal
 
@@ -22,7 +21,7 @@ from temporal_client import connect
 from worker import WorkerRole, run_worker
 from worker_processes import split_worker
 
-_PR_SET_PDEATHSIG = 1
+ORPHAN_CHECK_SECONDS = 0.5
 
 
 async def serve_worker(client: Client, settings: Settings, engine: sa.Engine, address: str) -> None:
@@ -49,8 +48,10 @@ def cancel_on_signals() -> None:
 async def worker_command(settings: Settings, role: WorkerRole, parent: int | None) -> None:
     """`dunwise worker`: one worker against the Temporal at DUNWISE_TEMPORAL_ADDRESS."""
     cancel_on_signals()
+    watching: list[asyncio.Task[None]] = []  # referenced while the worker runs
     if parent is not None:
-        _die_with(parent)
+        # A process of `dunwise run`, which checked the settings; it ends with run.
+        watching.append(asyncio.create_task(_stop_when_orphaned(parent)))
     elif settings.temporal_address is None:
         raise CommandError(
             "no Temporal server to work for: set DUNWISE_TEMPORAL_ADDRESS (`dunwise run` starts "
@@ -69,9 +70,8 @@ async def worker_command(settings: Settings, role: WorkerRole, parent: int | Non
     await run_worker(client, settings, engine, role)
 
 
-def _die_with(parent: int) -> None:
-    """Be killed with the parent process (Linux), and leave now if it is already gone."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:
-        raise SystemExit(0)
+async def _stop_when_orphaned(parent: int) -> None:
+    """A parent killed outright cannot stop its child: the child notices and stops itself."""
+    while os.getppid() == parent:
+        await asyncio.sleep(ORPHAN_CHECK_SECONDS)
+    os.kill(os.getpid(), signal.SIGTERM)

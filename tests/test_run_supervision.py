@@ -181,6 +181,21 @@ def test_a_signal_stops_run_and_its_server(start_run, signum, shell_prefix) -> N
     assert not listening(port)
 
 
+def test_a_killed_run_takes_its_server_down_with_it(start_run) -> None:
+    run = start_run()
+    port, server_pid = run.server()
+    assert alive(server_pid) and listening(port)
+
+    run.process.kill()  # SIGKILL: run has no chance to stop its server
+
+    run.process.wait(timeout=STOP_SECONDS)
+    deadline = time.monotonic() + STOP_SECONDS
+    while alive(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(server_pid), "the embedded Temporal server outlived dunwise run"
+    assert not listening(port)
+
+
 # --- (b) a dying server ---------------------------------------------------------------------
 
 
