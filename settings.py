@@ -38,8 +38,8 @@ class Settings(BaseSettings):
     # A worker that stops tells the server, so only a crashed one's tasks wait this long.
     sticky_queue_timeout_seconds: float = Field(300.0, gt=0)
     # Processes that run the activities (`dunwise worker --activities-only`) beside the
-    # workflows in `dunwise run`; 0 runs them in its own process. Rendering, the ledger and
-    # delivery then use another core than the workflows.
+    # workflows of `dunwise run` and `dunwise simulate`; 0 runs them in the same process.
+    # Rendering, the ledger and delivery then use another core than the workflows.
     activity_processes: int = Field(0, ge=0, le=16)
     temporal_api_key: SecretStr | None = None
     temporal_tls: bool = False
