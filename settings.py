@@ -17,6 +17,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEV_SECRET_KEY = "dunwise-dev-secret-change-me"
 DEV_STRIPE_WEBHOOK_SECRET = "whsec_dunwise_local_development"
 LOCAL_STRIPE_KEY = "sk_test_dunwise_local"
+# Far below how long an invoice waits for its coordinator (an hour).
+LONGEST_GROUP_WINDOW_SECONDS = 600.0
 
 
 class Settings(BaseSettings):
@@ -76,7 +78,7 @@ class Settings(BaseSettings):
     # Reminders of one customer's invoices due the same day go out as one message: the
     # customer's coordinator waits up to this long for the others to join. 0 sends each
     # reminder as soon as it falls due.
-    message_group_window_seconds: float = Field(5.0, ge=0, le=60)
+    message_group_window_seconds: float = Field(5.0, ge=0, le=LONGEST_GROUP_WINDOW_SECONDS)
     # At most this many reminders a day per channel to one customer across their invoices
     # (receipts and one-off messages don't count); 0, the default, for no limit.
     reminders_per_channel_per_day: int = Field(0, ge=0, le=100)

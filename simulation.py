@@ -27,7 +27,7 @@ from ledger.migrate import upgrade
 from ledger.models import Invoice
 from policies.money import to_minor
 from policies.schema import Policy
-from settings import Settings
+from settings import LONGEST_GROUP_WINDOW_SECONDS, Settings
 from simulation_inputs import InputFileRejected, PaymentRow, read_payment_rows
 from simulation_report import SimulationEvent, SimulationResult, timeline_event
 from temporal_client import time_skipping_environment
@@ -64,7 +64,7 @@ async def simulate(
     by_number = {row.invoice_number: row for row in rows}
     payments = read_payment_rows(payments_path, by_number) if payments_path else []
 
-    settings = Settings.scratch(workdir, task_queue="dunwise-simulation")
+    settings = _simulated(Settings.scratch(workdir, task_queue="dunwise-simulation"))
     workdir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.effective_database_url)
     engine = make_engine(settings.effective_database_url, durable=False)
@@ -108,6 +108,19 @@ async def simulate(
     events.sort(key=lambda e: (e.at.astimezone(UTC), e.invoice))
     return SimulationResult(
         events=events, final_states=states, outbox=settings.effective_outbox_dir
+    )
+
+
+def _simulated(settings: Settings) -> Settings:
+    """The settings a simulation runs with. The time-skipping server's clock runs at the wall
+    clock's pace while the worker works, so a gathering window of a few seconds would measure
+    how busy the worker is rather than the customer's day: reminders that production sends in
+    one message went out apart. A simulation gathers with the longest window instead (unless
+    gathering is off)."""
+    if settings.message_group_window_seconds <= 0:
+        return settings
+    return settings.model_copy(
+        update={"message_group_window_seconds": LONGEST_GROUP_WINDOW_SECONDS}
     )
 
 

@@ -114,6 +114,32 @@ async def test_two_hundred_invoices_over_120_days(tmp_path):
     assert "Summary: 200 invoices" in text
 
 
+async def test_a_customers_invoices_due_the_same_day_are_reminded_in_one_message(tmp_path):
+    """However busy the worker (the simulated clock runs at the wall clock's pace meanwhile),
+    the reminders production gathers are gathered in the simulation too."""
+    invoices = tmp_path / "invoices.csv"
+    with invoices.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(COLUMNS.split(","))
+        for n in range(240):
+            customer = n // 2
+            writer.writerow(
+                [f"PAIR-{n:03d}", f"pair-{customer}", f"Pair {customer}", f"p{customer}@example.com",
+                 "+12125550100", "America/New_York", "USD", f"{200 + n}.00", "2026-03-01",
+                 "2026-03-31"]
+            )  # fmt: skip
+
+    result = await simulate(load_policy(POLICY), invoices, tmp_path / "run", days=36)
+
+    reminders = [e for e in result.events if e.event == "reminder"]
+    assert len({(e.template, e.channel) for e in reminders}) >= 3
+    apart = [(e.invoice, e.template, e.channel) for e in reminders if not e.detail]
+    assert apart == [], "reminders sent apart from their customer's other invoice"
+    for e in reminders:
+        number = int(e.invoice.removeprefix("PAIR-"))
+        assert e.detail == f"in one message with PAIR-{number ^ 1:03d}"
+
+
 def test_cli_json_lines(tmp_path):
     invoices = tmp_path / "invoices.csv"
     write_invoices(invoices, 3)
