@@ -9,12 +9,14 @@ import asyncio
 import contextlib
 import ctypes
 import fcntl
+import os
 import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
 STOP_GRACE_SECONDS = 3.0
+ORPHAN_CHECK_SECONDS = 0.5
 _PR_SET_PDEATHSIG = 1
 # Looked up once here: between fork and exec a child should only make the call.
 _prctl = ctypes.CDLL(None, use_errno=True).prctl
@@ -37,6 +39,14 @@ def lock_data_folder(data_dir: Path, lock_file: str) -> IO[str] | None:
         lock.close()
         return None
     return lock
+
+
+async def stop_when_orphaned(parent: int) -> None:
+    """In a child: a parent killed outright cannot stop it, so it notices and sends itself
+    SIGTERM, to stop as it would when told."""
+    while os.getppid() == parent:
+        await asyncio.sleep(ORPHAN_CHECK_SECONDS)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def stop(process: asyncio.subprocess.Process | None) -> None:

@@ -75,8 +75,7 @@ async def simulate(
     start = min(issue_times.values())
     end = start + timedelta(days=days)
     env = await time_skipping_environment()
-    address = env.client.service_client.config.target_host
-    async with env, split_worker(env.client, settings, engine, address):
+    async with env, split_worker(env.client, settings, engine):
         offset = await env.get_current_time() - start
         run = _Run(env, settings, policy, by_number, offset, start, on_days)
         # Each invoice starts on its issue date and each payment lands at noon on its date,

@@ -42,12 +42,13 @@ def activity_worker_command() -> list[str]:
 
 @contextlib.asynccontextmanager
 async def split_worker(
-    client: Client, settings: Settings, engine: sa.Engine, address: str
+    client: Client, settings: Settings, engine: sa.Engine
 ) -> AsyncIterator[None]:
     """The worker of `settings`: all in this process, or with DUNWISE_ACTIVITY_PROCESSES its
-    workflows here and its activities in that many processes, on the server at `address`."""
+    workflows here and its activities in that many processes, on the client's server."""
     count = settings.activity_processes
     role = WorkerRole.WORKFLOWS if count else WorkerRole.ALL
+    address = client.service_client.config.target_host
     env = settings_environment(settings, temporal_address=address)
     async with (
         kept_processes([activity_worker_command()] * count, env),

@@ -196,8 +196,7 @@ async def bench(invoices: int, concurrency: int, warmup: int, activity_processes
     ) as (settings, engine):
         async with await start_dev_server() as env:
             dunwise = Dunwise(env.client, settings, engine, load_policy(STANDARD_POLICY))
-            address = env.client.service_client.config.target_host
-            async with split_worker(env.client, settings, engine, address):
+            async with split_worker(env.client, settings, engine):
                 # Warm-up runs load the sandbox and fill caches; they are not timed.
                 await run_all(warmup, concurrency, lambda i: dunwise.invoice(f"W{i:06d}"))
                 handles: dict[int, WorkflowHandle] = {}

@@ -56,7 +56,7 @@ async def run(settings: Settings, *, pick_port: bool = False, with_web: bool = T
         await register_search_attributes(client, settings.temporal_namespace)
         async with _web_beside(settings, engine, with_web) as web_app:
             _print_banner(settings, [f"Temporal at {settings.temporal_address}"], web_app)
-            await serve_worker(client, settings, engine, settings.temporal_address)
+            await serve_worker(client, settings, engine)
         return
     try:
         async with (
@@ -96,9 +96,7 @@ async def _supervise(server: EmbeddedServer, settings: Settings, engine: sa.Engi
     loop = asyncio.get_running_loop()
     while True:
         assert server.client is not None
-        worker = asyncio.create_task(
-            serve_worker(server.client, settings, engine, f"127.0.0.1:{server.port}")
-        )
+        worker = asyncio.create_task(serve_worker(server.client, settings, engine))
         died = asyncio.create_task(server.wait())
         try:
             done, _ = await asyncio.wait({worker, died}, return_when=asyncio.FIRST_COMPLETED)

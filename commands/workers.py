@@ -8,12 +8,12 @@ process and the activities in N processes of `dunwise worker --activities-only`
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 
 import sqlalchemy as sa
 from temporalio.client import Client
 
+from child_process import stop_when_orphaned
 from commands.errors import CommandError
 from ledger.db import make_engine
 from settings import DEV_SECRET_KEY, Settings
@@ -21,12 +21,10 @@ from temporal_client import connect
 from worker import WorkerRole, run_worker
 from worker_processes import split_worker
 
-ORPHAN_CHECK_SECONDS = 0.5
 
-
-async def serve_worker(client: Client, settings: Settings, engine: sa.Engine, address: str) -> None:
+async def serve_worker(client: Client, settings: Settings, engine: sa.Engine) -> None:
     """The worker of `dunwise run`, until cancelled."""
-    async with split_worker(client, settings, engine, address):
+    async with split_worker(client, settings, engine):
         await asyncio.Event().wait()
 
 
@@ -51,7 +49,7 @@ async def worker_command(settings: Settings, role: WorkerRole, parent: int | Non
     watching: list[asyncio.Task[None]] = []  # referenced while the worker runs
     if parent is not None:
         # A process of `dunwise run`, which checked the settings; it ends with run.
-        watching.append(asyncio.create_task(_stop_when_orphaned(parent)))
+        watching.append(asyncio.create_task(stop_when_orphaned(parent)))
     elif settings.temporal_address is None:
         raise CommandError(
             "no Temporal server to work for: set DUNWISE_TEMPORAL_ADDRESS (`dunwise run` starts "
@@ -68,10 +66,3 @@ async def worker_command(settings: Settings, role: WorkerRole, parent: int | Non
         raise CommandError(f"cannot reach Temporal at {settings.temporal_address} ({err})") from err
     engine = make_engine(settings.effective_database_url, durable=settings.durable_writes)
     await run_worker(client, settings, engine, role)
-
-
-async def _stop_when_orphaned(parent: int) -> None:
-    """A parent killed outright cannot stop its child: the child notices and stops itself."""
-    while os.getppid() == parent:
-        await asyncio.sleep(ORPHAN_CHECK_SECONDS)
-    os.kill(os.getpid(), signal.SIGTERM)

@@ -12,12 +12,13 @@ import hashlib
 import os
 import pickle
 import re
-import signal
 import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from child_process import stop_when_orphaned
 
 IDEMPOTENCY_SECONDS = 24 * 3600  # how long Stripe keeps an idempotency key
 
@@ -129,14 +130,8 @@ def serve(listen_fd: int, state_file: Path) -> None:
     parent = os.getppid()
     watching: list[asyncio.Task[None]] = []
 
-    async def stop_when_orphaned() -> None:
-        # A parent killed outright cannot stop its child: the child notices and stops itself.
-        while os.getppid() == parent:
-            await asyncio.sleep(1.0)
-        os.kill(os.getpid(), signal.SIGTERM)
-
     async def watch_parent(app: web.Application) -> None:
-        watching.append(asyncio.ensure_future(stop_when_orphaned()))
+        watching.append(asyncio.ensure_future(stop_when_orphaned(parent)))
 
     server.app.on_startup.append(watch_parent)
 
