@@ -59,7 +59,7 @@ from tests.invoice_harness import (
 )
 from workflows import search_attributes as sa
 from workflows.invoice import InvoiceWorkflow
-from workflows.invoice_patches import PUBLISH_CHANGES_ONLY
+from workflows.invoice_patches import EVERY_CHANGE_ABOVE, PUBLISH_CHANGES_ONLY
 from workflows.models import PaymentReceived, PromiseToPay
 
 DUE = date(2026, 3, 16)
@@ -69,6 +69,7 @@ UPSERT = EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
 STARTED = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED
 CHANGE_VERSION = "TemporalChangeVersion"
 TASK_FAILED = EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+PUBLISHING_MARKERS = (PUBLISH_CHANGES_ONLY, EVERY_CHANGE_ABOVE)
 
 
 # ----------------------------------------------------------------- history helpers
@@ -109,11 +110,22 @@ def repeated_values(history: WorkflowHistory) -> list[tuple[int, str]]:
 
 
 def has_publish_patch(history: WorkflowHistory) -> bool:
-    """The history holds the marker of the patch that upserts only what changed."""
-    marker = PUBLISH_CHANGES_ONLY.encode()
+    """The history holds the marker of the patch that upserts only what changed, or the one
+    that stands for every change up to it."""
     return any(
-        e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED and marker in e.SerializeToString()
+        e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and any(marker.encode() in e.SerializeToString() for marker in PUBLISHING_MARKERS)
         for e in history.events
+    )
+
+
+def change_version_upserts(history: WorkflowHistory) -> int:
+    """How many upserts of TemporalChangeVersion (one per patch marker) the run made."""
+    return sum(
+        CHANGE_VERSION
+        in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+        for e in history.events
+        if e.event_type == UPSERT
     )
 
 
@@ -175,6 +187,8 @@ async def test_an_invoice_upserts_only_what_changed(tmp_path: Path):
         # Reminders before the due day changed nothing: the partial payment came first.
         assert changes[0]["DunwiseAmountDue"] == 60_000
         assert has_publish_patch(history)
+        # Reminders, a payment, a promise, closing: one patch marker stands for every change.
+        assert change_version_upserts(history) == 1
 
         published = (await handle.describe()).typed_search_attributes
         assert published.get(sa.STATUS) == "closed"

@@ -9,9 +9,9 @@ helpers all share (`invoice_core.py`), sending reminders (`invoice_reminders.py`
 collector tasks (`invoice_tasks.py`), the requests that interrupt the lifecycle
 (`invoice_requests.py`, `invoice_disputes.py`, `invoice_payments.py`,
 `invoice_collector.py`, `invoice_plans.py`), a policy step's work (`invoice_steps.py`), and
-clearing, closing and continuing as new (`invoice_closing.py`). `workflow.patched` ids are
-in `invoice_patches.py`. The workflow continues as new, carrying its whole state, once its
-history grows long.
+clearing, closing and continuing as new (`invoice_closing.py`). Its changes are asked with
+`invoice_patches.takes_change`. The workflow continues as new, carrying its whole state, once
+its history grows long.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from workflows.invoice_core import (
 from workflows.invoice_patches import (
     BROKEN_PROMISE_OPENS_TASK,
     PROMISE_AFTER_LAST_STEP,
+    takes_change,
 )
 
 
@@ -154,7 +155,7 @@ class InvoiceWorkflow(InvoiceClosing):
         """After the last step only a promise to pay, which ends on a date, needs the clock."""
         while not self._settled():
             await self._continue_as_new_if_due()
-            if self.s.stage == Stage.PAUSED and workflow.patched(PROMISE_AFTER_LAST_STEP):
+            if self.s.stage == Stage.PAUSED and takes_change(PROMISE_AFTER_LAST_STEP):
                 await self._wait_out_promise()
                 continue
             if self.s.stage == Stage.ON_PLAN:
@@ -201,7 +202,7 @@ class InvoiceWorkflow(InvoiceClosing):
         s.paused_until = None
         async with self._ledger_turn():
             await self._set_status(InvoiceStatus.OPEN, "promise to pay ended")
-            if broken_by is not None and workflow.patched(BROKEN_PROMISE_OPENS_TASK):
+            if broken_by is not None and takes_change(BROKEN_PROMISE_OPENS_TASK):
                 await self._reopen_task(
                     keys.broken_promise(self.invoice.number, broken_by.isoformat()),
                     f"promise of {broken_by} broken",

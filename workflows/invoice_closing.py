@@ -40,7 +40,7 @@ from workflows.invoice_core import (
     SERVICE_RETRY,
     activity_reason,
 )
-from workflows.invoice_patches import CLOSE_IN_ONE_STEP, TIMELINE_IN_LEDGER
+from workflows.invoice_patches import CLOSE_IN_ONE_STEP, TIMELINE_IN_LEDGER, takes_change
 from workflows.invoice_steps import InvoiceSteps
 
 PAID_AND_CLEARED = "paid and cleared"
@@ -55,7 +55,7 @@ class InvoiceClosing(InvoiceSteps):
         self._record("cleared", "posted to the ERP")
         if self.s.status == InvoiceStatus.PAID:
             await self._send_receipt()
-            if workflow.patched(CLOSE_IN_ONE_STEP):
+            if takes_change(CLOSE_IN_ONE_STEP):
                 await self._close_in_ledger()
                 return
             async with self._ledger_turn():
@@ -63,7 +63,7 @@ class InvoiceClosing(InvoiceSteps):
         self._set_stage(Stage.CLOSED)
         self._record("closed", self.s.status)
         self._publish()
-        if workflow.patched(TIMELINE_IN_LEDGER):
+        if takes_change(TIMELINE_IN_LEDGER):
             # Temporal forgets a closed workflow after its retention period; the ledger keeps
             # the invoice's story for as long as the books are kept.
             await self._save_timeline()

@@ -38,7 +38,7 @@ with workflow.unsafe.imports_passed_through():
 from workflows.invoice_core import (
     activity_reason,
 )
-from workflows.invoice_patches import MANUAL_ESCALATION_SLA
+from workflows.invoice_patches import MANUAL_ESCALATION_SLA, takes_change
 from workflows.invoice_payments import InvoicePayments
 
 # Only an invoice being dunned, or one whose dunning stopped, can be escalated by hand; the
@@ -96,7 +96,7 @@ class InvoiceCollectorRequests(InvoicePayments):
                 ),
                 caller_waits=True,
             )
-            if workflow.patched(MANUAL_ESCALATION_SLA):
+            if takes_change(MANUAL_ESCALATION_SLA):
                 self.s.sla_watch = SlaWatch(
                     task_key=task_key, due_at=due_at, supervisor_queue=self._breach_queue(queue)
                 )

@@ -40,7 +40,7 @@ with workflow.unsafe.imports_passed_through():
         Stage,
         TimelineEntry,
     )
-from workflows.invoice_patches import PUBLISH_CHANGES_ONLY
+from workflows.invoice_patches import PUBLISH_CHANGES_ONLY, takes_change
 
 # A ledger activity's request and result, so `_ledger` returns what its activity does.
 Request = TypeVar("Request")
@@ -273,7 +273,7 @@ class InvoiceCore:
             sa.CUSTOMER.value_set(self.invoice.customer_id),
             sa.AMOUNT_DUE.value_set(s.balance_minor),
         ]
-        if not workflow.patched(PUBLISH_CHANGES_ONLY):
+        if not takes_change(PUBLISH_CHANGES_ONLY):
             workflow.upsert_search_attributes(values)
             return
         # Also those a run started before them lacks (currency, due day).

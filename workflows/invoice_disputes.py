@@ -20,7 +20,7 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from vocabulary import InvoiceStatus, TaskOutcome
     from workflows.models import Dispute, InvoiceState, Resolution, Stage
-from workflows.invoice_patches import COLLECTOR_OUTCOME_IN_LEDGER
+from workflows.invoice_patches import COLLECTOR_OUTCOME_IN_LEDGER, takes_change
 from workflows.invoice_requests import InvoiceRequests
 
 
@@ -94,7 +94,7 @@ class InvoiceDisputes(InvoiceRequests):
         if self._settled():
             return
         stopped = resolution.action == "stop"
-        if workflow.patched(COLLECTOR_OUTCOME_IN_LEDGER):
+        if takes_change(COLLECTOR_OUTCOME_IN_LEDGER):
             # The ledger first: the main loop wakes on the stage change and may send at once,
             # and the sending activity must not find the invoice still disputed.
             await self._reopen(resolution, caller_waits)

@@ -1,9 +1,19 @@
 """The invoice workflow's `workflow.patched` ids: each marks a change that added, dropped or
-altered commands after histories had been recorded without it.
+altered commands after histories had been recorded without it. The workflow asks `takes_change(id)`,
+never `workflow.patched` itself.
 
-Invariants: an id is never renamed, reused or removed while a history recorded before its
-change may still replay (tests/histories hold such runs); a new change gets a new id.
+Invariants:
+- An id is never renamed, reused or removed while a history recorded before its change may
+  still replay (tests/histories hold such runs); a new change gets a new id.
+- A run started on code that knows `EVERY_CHANGE_ABOVE` records that one marker, the first
+  time it asks, and takes every change listed above it without a marker of its own. Each
+  marker costs a `TemporalChangeVersion` search-attribute upsert (a write to the server's
+  visibility store), and a run used to record five. A run from before replays its own
+  markers: asked first during its replay, `EVERY_CHANGE_ABOVE` is absent and stays so.
+- A change made after `EVERY_CHANGE_ABOVE` gets its own id below it, asked with `takes_change` too.
 """
+
+from temporalio import workflow
 
 # Changes that add commands to histories recorded before them.
 PROMISE_AFTER_LAST_STEP = "promise-after-last-step"
@@ -26,3 +36,11 @@ PUBLISH_CHANGES_ONLY = "publish-changes-only"
 CLOSE_IN_ONE_STEP = "close-in-one-step"
 # A reminder read or its pay link opened, and no payment in time: the invoice's priority rises.
 ENGAGEMENT_WATCH = "engagement-watch"
+
+# Stands for every id above in runs that recorded it; ids added later go below.
+EVERY_CHANGE_ABOVE = "every-change-to-engagement-watch"
+
+
+def takes_change(change_id: str) -> bool:
+    """Whether this run takes the changed branch of `change_id`."""
+    return workflow.patched(EVERY_CHANGE_ABOVE) or workflow.patched(change_id)

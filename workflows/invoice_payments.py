@@ -36,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
         Stage,
     )
 from workflows.invoice_disputes import InvoiceDisputes
-from workflows.invoice_patches import ENGAGEMENT_WATCH
+from workflows.invoice_patches import ENGAGEMENT_WATCH, takes_change
 from workflows.invoice_reminders import CoordinatorRefused, send_refusal
 
 # A reminder sent again on another channel belongs to no step of the policy.
@@ -61,7 +61,7 @@ class InvoicePayments(InvoiceDisputes):
         """The customer read a reminder or came to the portal: the first time starts a wait
         for the payment that should follow."""
         s = self.s
-        if s.engaged_at is None and not self._settled() and workflow.patched(ENGAGEMENT_WATCH):
+        if s.engaged_at is None and not self._settled() and takes_change(ENGAGEMENT_WATCH):
             s.engaged_at = self._now()
             self._watch_engagement()
 

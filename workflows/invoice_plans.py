@@ -23,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import keys
     from workflows.models import InvoiceState, PaymentPlan, PaymentPlanOffer, Stage
 from workflows.invoice_collector import InvoiceCollectorRequests
-from workflows.invoice_patches import PLAN_IN_LEDGER
+from workflows.invoice_patches import PLAN_IN_LEDGER, takes_change
 
 # A plan can be offered while the invoice is dunned, with a collector, stopped, or waiting on a
 # promise to pay (which the plan replaces).
@@ -53,7 +53,7 @@ class InvoicePlans(InvoiceCollectorRequests):
                 True,
                 actor=offer.actor,
             )
-            if workflow.patched(PLAN_IN_LEDGER):
+            if takes_change(PLAN_IN_LEDGER):
                 self.s.plan.ledger_key = keys.payment_plan(self.invoice.number, request_id)
                 await self._ledger(
                     LedgerActivities.record_payment_plan,

@@ -38,7 +38,11 @@ from workflows.invoice_core import (
     InvoiceCore,
     activity_reason,
 )
-from workflows.invoice_patches import COORDINATOR_WAIT_UNCANCELLED, CUSTOMER_COORDINATOR
+from workflows.invoice_patches import (
+    COORDINATOR_WAIT_UNCANCELLED,
+    CUSTOMER_COORDINATOR,
+    takes_change,
+)
 
 # The coordinator answers within its gathering window and a send; past this something is
 # wrong with it, and the invoice goes on (the timeline says so) rather than wait for good.
@@ -72,7 +76,7 @@ class InvoiceReminders(InvoiceCore):
             idempotency_key=keys.reminder(self.invoice.number, planned.index),
         )
         try:
-            if workflow.patched(CUSTOMER_COORDINATOR):
+            if takes_change(CUSTOMER_COORDINATOR):
                 outcome = await self._send_through_coordinator(request)
             else:
                 outcome = await self._send(request)
@@ -145,7 +149,7 @@ class InvoiceReminders(InvoiceCore):
 
     async def _coordinator_answered(self) -> bool:
         """Wait for the coordinator's answer; False if none came within its timeout."""
-        if not workflow.patched(COORDINATOR_WAIT_UNCANCELLED):
+        if not takes_change(COORDINATOR_WAIT_UNCANCELLED):
             try:
                 await workflow.wait_condition(
                     lambda: self.s.reminder_answer is not None, timeout=COORDINATOR_ANSWER_TIMEOUT

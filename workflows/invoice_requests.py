@@ -43,6 +43,7 @@ from workflows.invoice_core import (
 from workflows.invoice_patches import (
     PROMISE_CLOSES_TASK,
     SERIALIZED_LEDGER_WRITES,
+    takes_change,
 )
 from workflows.invoice_tasks import InvoiceTasks
 
@@ -215,7 +216,7 @@ class InvoiceRequests(InvoiceTasks):
                 True,
                 actor=promise.actor,
             )
-            if workflow.patched(PROMISE_CLOSES_TASK):
+            if takes_change(PROMISE_CLOSES_TASK):
                 # The promise is the collector's outcome; a broken one reopens a task.
                 await self._close_tasks(
                     TaskOutcome.PROMISE, promise.note, promise.actor, caller_waits=True
@@ -274,7 +275,7 @@ class InvoiceRequests(InvoiceTasks):
 
     def _ledger_turn(self) -> AbstractAsyncContextManager[Any]:
         """The ledger lock, for writes that histories recorded before it made without it."""
-        if workflow.patched(SERIALIZED_LEDGER_WRITES):
+        if takes_change(SERIALIZED_LEDGER_WRITES):
             return self.ledger_lock
         return nullcontext()
 

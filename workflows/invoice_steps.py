@@ -45,7 +45,7 @@ from workflows.invoice_core import (
     LATE_STEP_TOLERANCE,
     PLANNING_TIMEOUT,
 )
-from workflows.invoice_patches import SCHEDULE_FROM_ACTIVITY, SLA_MOVES_TASK
+from workflows.invoice_patches import SCHEDULE_FROM_ACTIVITY, SLA_MOVES_TASK, takes_change
 from workflows.invoice_plans import InvoicePlans
 
 
@@ -54,7 +54,7 @@ class InvoiceSteps(InvoicePlans):
 
     async def _plan_schedule(self) -> list[PlannedStep]:
         invoice = self.invoice
-        if workflow.patched(SCHEDULE_FROM_ACTIVITY):
+        if takes_change(SCHEDULE_FROM_ACTIVITY):
             return await workflow.execute_local_activity(
                 plan_schedule,
                 ScheduleRequest(
@@ -76,7 +76,7 @@ class InvoiceSteps(InvoicePlans):
         return [PlannedStep(index=s.index, send_at=s.send_at) for s in schedule]
 
     async def _next_send_time(self) -> datetime:
-        if workflow.patched(SCHEDULE_FROM_ACTIVITY):
+        if takes_change(SCHEDULE_FROM_ACTIVITY):
             return await workflow.execute_local_activity(
                 plan_next_send_time,
                 SendTimeRequest(
@@ -158,7 +158,7 @@ class InvoiceSteps(InvoicePlans):
                 "no collector outcome within the SLA",
                 at=at + escalation.sla,
             )
-            if workflow.patched(SLA_MOVES_TASK):
+            if takes_change(SLA_MOVES_TASK):
                 # The task goes to the supervisor queue, unassigned, marked breached.
                 async with self._ledger_turn():
                     await self._ledger(
