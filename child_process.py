@@ -49,14 +49,16 @@ async def stop_when_orphaned(parent: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-async def stop(process: asyncio.subprocess.Process | None) -> None:
+async def stop(
+    process: asyncio.subprocess.Process | None, grace: float = STOP_GRACE_SECONDS
+) -> None:
     """SIGTERM, then SIGKILL after the grace period: no process is left behind."""
     if process is None or process.returncode is not None:
         return
     with contextlib.suppress(ProcessLookupError):
         process.terminate()
     try:
-        await asyncio.wait_for(asyncio.shield(process.wait()), STOP_GRACE_SECONDS)
+        await asyncio.wait_for(asyncio.shield(process.wait()), grace)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             process.kill()

@@ -21,6 +21,7 @@ from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from child_process import stop_when_orphaned
 from worker import SERVING_RUNNER
 from worker_processes import kept_processes
 
@@ -93,11 +94,12 @@ def baseline_worker(
     )
 
 
-async def serve_activities(address: str, task_queue: str) -> None:
-    """The baseline's activities alone, as `dunwise worker --activities-only` serves dunwise's."""
+async def serve_activities(address: str, task_queue: str, parent: int) -> None:
+    """The baseline's activities alone, as `dunwise worker --activities-only` serves dunwise's,
+    until stopped or orphaned (a benchmark killed outright)."""
     client = await Client.connect(address)
     async with baseline_worker(client, task_queue, workflows=False, activities=True):
-        await asyncio.Event().wait()
+        await stop_when_orphaned(parent)
 
 
 async def run_baseline(client: Client, task_queue: str, shape: Shape, name: str) -> None:
@@ -116,13 +118,13 @@ async def baseline_workers(
 ) -> AsyncIterator[None]:
     """The baseline's worker, split as dunwise's is."""
     address = client.service_client.config.target_host
-    serve = [sys.executable, str(Path(__file__)), address]
+    serve = [sys.executable, str(Path(__file__)), address, task_queue, str(os.getpid())]
     async with (
-        kept_processes([[*serve, task_queue]] * activity_processes, dict(os.environ)),
+        kept_processes([serve] * activity_processes, dict(os.environ)),
         baseline_worker(client, task_queue, workflows=True, activities=not activity_processes),
     ):
         yield
 
 
 if __name__ == "__main__":
-    asyncio.run(serve_activities(*sys.argv[1:3]))
+    asyncio.run(serve_activities(sys.argv[1], sys.argv[2], int(sys.argv[3])))

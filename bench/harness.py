@@ -1,5 +1,5 @@
 """What the benchmark scripts share: their command line, a scratch ledger, the embedded Temporal
-dev server, and how they print their figures.
+dev server, child processes that say when they are ready, and how they print their figures.
 
 Every script takes `--json` and then prints one JSON object on stdout and nothing else there:
 whatever a server started inside prints goes to stderr.
@@ -15,7 +15,7 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,15 @@ import sqlalchemy as sa
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from child_process import stop
 from ledger.db import make_engine
 from ledger.migrate import upgrade
 from settings import Settings
 from temporal_client import installed_binary
 from workflows import search_attributes
+
+READY_SECONDS = 60.0
+STOP_SECONDS = 30.0  # `dunwise run` stops its worker, then its server
 
 
 def arguments(doc: str) -> argparse.ArgumentParser:
@@ -105,3 +109,38 @@ def latency_summary(seconds: list[float], **extra: object) -> dict[str, object]:
         "p99_ms": round(1000 * percentile(seconds, 0.99), 2),
         **extra,
     }
+
+
+@contextlib.asynccontextmanager
+async def child(
+    command: Sequence[str], *, ready: str, env: dict[str, str], cwd: Path
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A child process, once it printed a line holding `ready`; stopped with SIGTERM after."""
+    process = await asyncio.create_subprocess_exec(
+        *command, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    forward: asyncio.Task[None] | None = None
+    try:
+        await asyncio.wait_for(_until_line(process, ready), READY_SECONDS)
+        # Whatever it prints later goes to stderr, so its pipe never fills up.
+        forward = asyncio.create_task(_forward(process.stdout))
+        yield process
+    finally:
+        await stop(process, STOP_SECONDS)
+        if forward is not None:
+            await forward
+
+
+async def _until_line(process: asyncio.subprocess.Process, ready: str) -> None:
+    assert process.stdout is not None
+    while line := await process.stdout.readline():
+        if ready in line.decode(errors="replace"):
+            return
+    status = await process.wait()
+    raise RuntimeError(f"{process.pid} exited with status {status} before it was ready")
+
+
+async def _forward(stream: asyncio.StreamReader) -> None:
+    while line := await stream.readline():
+        sys.stderr.write(line.decode(errors="replace"))

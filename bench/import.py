@@ -37,7 +37,6 @@ import random
 import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 from pathlib import Path
@@ -48,7 +47,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from bench.baseline_workflow import BASELINE_RUNNER, BaselineWorkflow, Shape, noop
-from bench.harness import arguments, measure
+from bench.harness import arguments, child, measure
 from commands.importing import START_CONCURRENCY, ImportTimes, import_invoices_file
 from embedded_temporal import free_port
 from ledger.csv_safety import SpreadsheetSafeWriter
@@ -75,8 +74,6 @@ HEADER = [
     "invoice_number", "customer_id", "customer_name", "email", "phone", "timezone",
     "currency", "amount", "issued_on", "due_on", "segment",
 ]  # fmt: skip
-READY_SECONDS = 60.0
-STOP_SECONDS = 30.0
 COUNT_SECONDS = 30.0  # for visibility to show every started workflow
 
 
@@ -129,47 +126,6 @@ def write_invoices(path: Path, prefix: str, count: int, seed: int) -> None:
 
 
 # ----------------------------------------------------------------------------- processes
-
-
-@contextlib.asynccontextmanager
-async def child(
-    command: Sequence[str], *, ready: str, env: dict[str, str], cwd: Path
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    """A child process, once it printed a line holding `ready`; stopped with SIGTERM after."""
-    process = await asyncio.create_subprocess_exec(
-        *command, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE
-    )
-    assert process.stdout is not None
-    forward: asyncio.Task[None] | None = None
-    try:
-        await asyncio.wait_for(_until_line(process, ready), READY_SECONDS)
-        # Whatever it prints later goes to stderr, so its pipe never fills up.
-        forward = asyncio.create_task(_forward(process.stdout))
-        yield process
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), STOP_SECONDS)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-        if forward is not None:
-            await forward
-
-
-async def _until_line(process: asyncio.subprocess.Process, ready: str) -> None:
-    assert process.stdout is not None
-    while line := await process.stdout.readline():
-        if ready in line.decode(errors="replace"):
-            return
-    status = await process.wait()
-    raise RuntimeError(f"{process.pid} exited with status {status} before it was ready")
-
-
-async def _forward(stream: asyncio.StreamReader) -> None:
-    while line := await stream.readline():
-        sys.stderr.write(line.decode(errors="replace"))
 
 
 def dunwise_run(settings: dict[str, str], folder: Path) -> contextlib.AbstractAsyncContextManager:

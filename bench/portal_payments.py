@@ -19,7 +19,7 @@ from temporalio.worker import Worker
 
 from bench.baseline_workflow import BASELINE_RUNNER, BaselineWorkflow, Shape
 from bench.harness import latency_summary
-from ledger import checkout_events, checkouts
+from ledger import checkout_drafts, checkout_events, checkouts
 from ledger.db import session_scope
 from ledger.models import Invoice, InvoiceStatus, Message, PaymentMethodKind
 from payments.stripe_webhooks import StripeEventKind
@@ -69,12 +69,12 @@ class Payments:
     def open_checkout(self, invoice: Invoice) -> str:
         """A card checkout paying the invoice in full, with a made-up PaymentIntent id."""
         intent = f"pi_bench_{invoice.number}"
-        draft = checkouts.CheckoutDraft(
+        draft = checkout_drafts.CheckoutDraft(
             customer_id=self.customer_id,
             request_id=f"bench-{invoice.number}",
             method=PaymentMethodKind.CARD,
             lines=[
-                checkouts.CheckoutLine(
+                checkout_drafts.CheckoutLine(
                     invoice_number=invoice.number, amount_minor=invoice.balance_minor
                 )
             ],

@@ -23,11 +23,16 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from commands.errors import CommandError
-from commands.workers import cancel_on_signals, serve_worker
+from commands.workers import (
+    cancel_on_signals,
+    connect_to_cluster,
+    refuse_development_key,
+    serve_worker,
+)
 from embedded_temporal import DATABASE_FILE, EmbeddedServer, EmbeddedServerError
 from ledger.db import make_engine
 from ledger.migrate import upgrade
-from settings import DEV_SECRET_KEY, Settings
+from settings import Settings
 from temporal_client import connect, register_search_attributes
 
 if TYPE_CHECKING:
@@ -38,21 +43,13 @@ WORKER_STOP_SECONDS = 4.0
 
 
 async def run(settings: Settings, *, pick_port: bool = False, with_web: bool = True) -> None:
-    if not settings.embedded_temporal and settings.secret_key.get_secret_value() == DEV_SECRET_KEY:
-        raise CommandError(
-            "DUNWISE_SECRET_KEY is the development key; set a secret of your own before "
-            "running against a Temporal cluster"
-        )
+    if not settings.embedded_temporal:
+        refuse_development_key(settings)
     cancel_on_signals()
     upgrade(settings.effective_database_url)
     engine = make_engine(settings.effective_database_url)
     if not settings.embedded_temporal:
-        try:
-            client = await connect(settings)
-        except RuntimeError as err:
-            raise CommandError(
-                f"cannot reach Temporal at {settings.temporal_address} ({err})"
-            ) from err
+        client = await connect_to_cluster(settings)
         await register_search_attributes(client, settings.temporal_namespace)
         async with _web_beside(settings, engine, with_web) as web_app:
             _print_banner(settings, [f"Temporal at {settings.temporal_address}"], web_app)

@@ -18,17 +18,16 @@ from typing import TypeVar
 from sqlmodel import Session
 
 from commands.errors import CommandError
+from ledger.api_keys import create_api_key, revoke_api_key
 from ledger.db import make_engine, session_scope
 from ledger.migrate import upgrade
 from ledger.users import (
     UserError,
     add_user,
     check_password,
-    create_api_key,
     enable_totp,
     normalize_email,
     parse_role,
-    revoke_api_key,
 )
 from settings import Settings
 

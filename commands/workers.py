@@ -43,6 +43,22 @@ def cancel_on_signals() -> None:
         loop.add_signal_handler(signum, stop)
 
 
+def refuse_development_key(settings: Settings) -> None:
+    """Against a cluster, pay links and sessions must not be signed with the published key."""
+    if settings.secret_key.get_secret_value() == DEV_SECRET_KEY:
+        raise CommandError(
+            "DUNWISE_SECRET_KEY is the development key; set a secret of your own before "
+            "running against a Temporal cluster"
+        )
+
+
+async def connect_to_cluster(settings: Settings) -> Client:
+    try:
+        return await connect(settings)
+    except RuntimeError as err:
+        raise CommandError(f"cannot reach Temporal at {settings.temporal_address} ({err})") from err
+
+
 async def worker_command(settings: Settings, role: WorkerRole, parent: int | None) -> None:
     """`dunwise worker`: one worker against the Temporal at DUNWISE_TEMPORAL_ADDRESS."""
     cancel_on_signals()
@@ -55,14 +71,8 @@ async def worker_command(settings: Settings, role: WorkerRole, parent: int | Non
             "no Temporal server to work for: set DUNWISE_TEMPORAL_ADDRESS (`dunwise run` starts "
             "an embedded one)"
         )
-    elif settings.secret_key.get_secret_value() == DEV_SECRET_KEY:
-        raise CommandError(
-            "DUNWISE_SECRET_KEY is the development key; set a secret of your own before "
-            "running against a Temporal cluster"
-        )
-    try:
-        client = await connect(settings)
-    except RuntimeError as err:
-        raise CommandError(f"cannot reach Temporal at {settings.temporal_address} ({err})") from err
+    else:
+        refuse_development_key(settings)
+    client = await connect_to_cluster(settings)
     engine = make_engine(settings.effective_database_url, durable=settings.durable_writes)
     await run_worker(client, settings, engine, role)

@@ -21,7 +21,8 @@ from ledger.books import (
     money_text,
     record_audit,
 )
-from ledger.checkouts import NOTE_MAX_LENGTH, checkout_by_intent, load_checkout
+from ledger.checkout_drafts import NOTE_MAX_LENGTH
+from ledger.checkouts import checkout_by_intent, load_checkout
 from ledger.models import (
     Checkout,
     CheckoutStatus,

@@ -29,7 +29,8 @@ from ledger.books import (
     record_audit,
     write_once,
 )
-from ledger.checkouts import NOTE_MAX_LENGTH, checkout_items, load_checkout
+from ledger.checkout_drafts import NOTE_MAX_LENGTH
+from ledger.checkouts import checkout_items, load_checkout
 from ledger.currencies import MAX_MINOR, UnknownCurrency, currency_exponent
 from ledger.lifecycle import open_collector_task
 from ledger.models import (

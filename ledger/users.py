@@ -1,5 +1,5 @@
-"""Console users: passwords, one-time codes and API keys. Their login sessions are
-`ledger.console_sessions`.
+"""Console users: passwords and one-time codes. Their login sessions are
+`ledger.console_sessions`, their API keys `ledger.api_keys`.
 
 Invariants:
 
@@ -36,7 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from ledger.books import record_audit
-from ledger.models import ApiKey, AppUser, Role, utcnow
+from ledger.models import AppUser, Role
 
 HASHER = PasswordHasher()  # argon2id with the library's default (recommended) parameters
 MIN_PASSWORD = 12
@@ -46,9 +46,6 @@ MAX_EMAIL = 128
 MAX_FAILED_LOGINS = 5
 LOCKOUT = timedelta(minutes=15)
 TOTP_WINDOW = 1  # steps (of 30 s) accepted either side of now, for clocks a little apart
-# Writing `last_used_at` on every API call would make each call a write; once a minute will do.
-LAST_USED_PRECISION = timedelta(minutes=1)
-API_KEY_PATTERN = re.compile(r"dw_([0-9a-f]{8})_[0-9a-f]{64}")
 LOGIN_REFUSED = (
     "Sign-in failed: check the email, password and code. "
     f"After {MAX_FAILED_LOGINS} failed attempts an account is locked for "
@@ -147,7 +144,7 @@ def enable_totp(
 ) -> str:
     """Give the user a new one-time-code secret (replacing any earlier one); the provisioning
     URI (`otpauth://...`) an authenticator app scans. From now on logging in needs a code."""
-    user = _user_named(session, email)
+    user = user_named(session, email)
     secret = pyotp.random_base32()
     user.totp_secret = secret
     user.totp_last_step = None
@@ -240,79 +237,12 @@ def _count_failure(session: Session, user: AppUser, now: datetime) -> None:
     session.commit()
 
 
-# --- API keys ------------------------------------------------------------------------------
-
-
-def create_api_key(session: Session, email: str, *, actor: str = "operator") -> str:
-    """A new key for the user, `dw_<prefix>_<secret>`: returned once, kept only as a hash."""
-    user = _user_named(session, email)
-    if user.disabled:
-        raise UserError(f"user {user.email} is disabled: no new API keys for them")
-    prefix = secrets.token_hex(4)
-    key = f"dw_{prefix}_{secrets.token_hex(32)}"
-    session.add(ApiKey(user_id=user.id, prefix=prefix, key_hash=secret_digest(key)))
-    session.flush()
-    record_audit(
-        session,
-        actor,
-        "api_key_created",
-        None,
-        {"user_id": user.id, "email": user.email, "prefix": prefix},
-    )
-    return key
-
-
-def user_for_api_key(session: Session, key: str, *, now: datetime | None = None) -> AppUser | None:
-    """The user of a valid key; None for a malformed, unknown or revoked key or a disabled user."""
-    match = API_KEY_PATTERN.fullmatch(key)
-    if match is None:
-        return None
-    digest = secret_digest(key)
-    for api_key in session.exec(select(ApiKey).where(ApiKey.prefix == match[1])):
-        if hmac.compare_digest(api_key.key_hash, digest):
-            break
-    else:
-        return None
-    user = session.get(AppUser, api_key.user_id)
-    if api_key.revoked or user is None or user.disabled:
-        return None
-    moment = now or utcnow()
-    if api_key.last_used_at is None or moment - api_key.last_used_at >= LAST_USED_PRECISION:
-        api_key.last_used_at = moment
-        session.add(api_key)
-    return user
-
-
-def revoke_api_key(
-    session: Session, key_or_prefix: str, *, actor: str = "operator"
-) -> list[ApiKey]:
-    """Revoke the key given whole, as `dw_<prefix>`, or by its 8-character prefix (every key
-    with that prefix); the keys revoked."""
-    prefix = key_or_prefix.strip().removeprefix("dw_")[:8]
-    if not re.fullmatch(r"[0-9a-f]{8}", prefix):
-        raise UserError(f"{key_or_prefix!r} is not an API key or the 8-character prefix of one")
-    keys = session.exec(select(ApiKey).where(ApiKey.prefix == prefix)).all()
-    if not keys:
-        raise UserError(f"no API key starting dw_{prefix}")
-    for api_key in keys:
-        api_key.revoked = True
-        session.add(api_key)
-        record_audit(
-            session,
-            actor,
-            "api_key_revoked",
-            None,
-            {"user_id": api_key.user_id, "prefix": prefix, "api_key_id": api_key.id},
-        )
-    return list(keys)
-
-
 def secret_digest(value: str) -> str:
     """How an API key or a session cookie is kept: the SHA-256 of the whole value."""
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-def _user_named(session: Session, email: str) -> AppUser:
+def user_named(session: Session, email: str) -> AppUser:
     user = find_user(session, email)
     if user is None:
         raise UnknownUser(f"no user {email.strip()!r} in the ledger")

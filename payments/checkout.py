@@ -18,7 +18,7 @@ from decimal import ROUND_DOWN
 from pydantic import BaseModel
 from sqlmodel import select
 
-from ledger import checkout_events, checkouts
+from ledger import checkout_drafts, checkout_events, checkouts
 from ledger.currencies import currency_exponent
 from ledger.db import session_scope
 from ledger.models import Checkout, Customer, Invoice, PaymentMethodKind
@@ -43,7 +43,7 @@ class CheckoutStarted(BaseModel):
 
 
 async def start_checkout(
-    services: PaymentServices, draft: checkouts.CheckoutDraft
+    services: PaymentServices, draft: checkout_drafts.CheckoutDraft
 ) -> CheckoutStarted:
     """Open the checkout (or find it again by request id) and its PaymentIntent."""
     settings = services.settings
@@ -128,7 +128,7 @@ def pay_with_card(
         customer = session.get(Customer, customer_id)
         assert customer is not None
     if checkout.method != PaymentMethodKind.CARD or not checkout.payment_intent_id:
-        raise checkouts.CheckoutItemError(0, "method", "this checkout is not paid by card")
+        raise checkout_drafts.CheckoutItemError(0, "method", "this checkout is not paid by card")
     return services.gateway.pay_with_saved_method(
         payment_intent_id=checkout.payment_intent_id,
         payment_method_id=payment_method_id,
@@ -136,7 +136,7 @@ def pay_with_card(
     )
 
 
-def _cap_minor(services: PaymentServices, draft: checkouts.CheckoutDraft) -> int | None:
+def _cap_minor(services: PaymentServices, draft: checkout_drafts.CheckoutDraft) -> int | None:
     """The surcharge cap (a setting in major units) in minor units of the checkout's currency."""
     cap = services.settings.card_surcharge_cap
     if cap is None or not draft.lines:

@@ -13,7 +13,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ledger.checkouts import CheckoutItemError
+from ledger.checkout_drafts import CheckoutItemError
 from payments.services import PaymentServices
 from portal import (
     consent_pages,

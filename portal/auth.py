@@ -29,10 +29,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from ledger.api_keys import user_for_api_key
 from ledger.console_sessions import SESSION_LIFETIME, session_user
 from ledger.db import session_scope
 from ledger.models import AppUser, Role, utcnow
-from ledger.users import user_for_api_key
 
 SESSION_COOKIE = "dunwise_session"
 CSRF_FIELD = "csrf_token"

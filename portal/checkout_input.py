@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from sqlmodel import Session, select
 
-from ledger.checkouts import CheckoutDraft, CheckoutItemError, CheckoutLine
+from ledger.checkout_drafts import CheckoutDraft, CheckoutItemError, CheckoutLine
 from ledger.inputs import parse_amount, positive_minor_units
 from ledger.models import Invoice, PaymentMethodKind, ShortPayReason
 

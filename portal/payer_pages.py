@@ -17,9 +17,9 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from activities.currency import to_major
-from ledger import accounts, checkout_events, checkouts, plans
+from ledger import accounts, checkout_events, checkouts, invoice_details, plans
 from ledger.books import UnknownInvoice
-from ledger.checkouts import CheckoutItemError
+from ledger.checkout_drafts import CheckoutItemError
 from ledger.db import session_scope
 from ledger.models import CheckoutStatus, Customer, PaymentMethodKind
 from paylinks import PayLinkError, read_genuine_pay_token
@@ -284,10 +284,10 @@ def _checkout_of(request: Request, customer_id: str, checkout_id: int):
         return checkout, checkouts.checkout_items(session, checkout_id)
 
 
-def invoice_of(request: Request, customer_id: str, number: str) -> accounts.InvoiceDetail:
+def invoice_of(request: Request, customer_id: str, number: str) -> invoice_details.InvoiceDetail:
     """One invoice of the customer, or 404 (for another customer's invoice too)."""
     with session_scope(request.app.state.services.engine) as session:
         try:
-            return accounts.invoice_detail(session, customer_id, number)
+            return invoice_details.invoice_detail(session, customer_id, number)
         except UnknownInvoice:
             raise HTTPException(404, f"no invoice {number} on this account") from None

@@ -25,7 +25,8 @@ from fpdf import FPDF
 from fpdf.fonts import FontFace
 
 from activities.currency import format_day, format_money, parse_locale
-from ledger.accounts import CustomerAccount, InvoiceDetail
+from ledger.accounts import CustomerAccount
+from ledger.invoice_details import InvoiceDetail
 
 # (regular, bold) pairs to try; Debian's fonts-dejavu-core installs this one.
 _DEJAVU = Path("/usr/share/fonts/truetype/dejavu")

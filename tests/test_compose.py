@@ -20,8 +20,8 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from commands.parser import build_parser
 from settings import DEV_SECRET_KEY, Settings
-from starter import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"

@@ -6,9 +6,10 @@ from __future__ import annotations
 import csv
 import io
 
+from ledger.api_keys import create_api_key
 from ledger.db import session_scope
 from ledger.models import Role
-from ledger.users import add_user, create_api_key
+from ledger.users import add_user
 from tests.portal_harness import DUE, portal
 
 

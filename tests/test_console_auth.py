@@ -26,10 +26,11 @@ import sqlalchemy as sa
 import uvicorn
 from fastapi import Depends, FastAPI, Form
 
+from ledger.api_keys import create_api_key, revoke_api_key
 from ledger.db import make_engine, session_scope
 from ledger.migrate import upgrade
 from ledger.models import Role, utcnow
-from ledger.users import LOGIN_REFUSED, add_user, create_api_key, enable_totp, revoke_api_key
+from ledger.users import LOGIN_REFUSED, add_user, enable_totp
 from portal import console_auth
 from portal.auth import Actor, api_actor, console_actor, json_actor
 from portal.console_auth import local_console_path

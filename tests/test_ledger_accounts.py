@@ -15,13 +15,14 @@ from ledger.accounts import (
     UnknownCustomer,
     aging_bucket,
     customer_account,
-    invoice_detail,
 )
 from ledger.adjustments import apply_adjustment
 from ledger.books import UnknownInvoice
+from ledger.checkout_drafts import CheckoutDraft, CheckoutLine
 from ledger.checkout_events import set_checkout_status
-from ledger.checkouts import CheckoutDraft, CheckoutLine, open_checkout
+from ledger.checkouts import open_checkout
 from ledger.db import session_scope
+from ledger.invoice_details import invoice_detail
 from ledger.models import Customer, CustomerCredit, Invoice, InvoiceStatus
 from ledger.operations import apply_payment
 from ledger.requests import AdjustmentApplication, PaymentApplication

@@ -23,6 +23,7 @@ from ledger.books import (
     get_balance,
     record_audit,
 )
+from ledger.checkout_drafts import CheckoutDraft, CheckoutItemError, CheckoutLine
 from ledger.checkout_events import (
     abandon_stale_checkouts,
     attach_payment_intent,
@@ -33,9 +34,6 @@ from ledger.checkout_events import (
     stripe_event_seen,
 )
 from ledger.checkouts import (
-    CheckoutDraft,
-    CheckoutItemError,
-    CheckoutLine,
     UnknownCheckout,
     available_credit,
     checkout_by_intent,

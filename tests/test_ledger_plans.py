@@ -15,7 +15,8 @@ from temporalio.exceptions import ApplicationError
 from activities.ledger import LedgerActivities
 from ledger.adjustments import apply_adjustment
 from ledger.books import IdempotencyConflict, LedgerError, UnknownInvoice
-from ledger.checkouts import CheckoutDraft, CheckoutItemError, CheckoutLine, open_checkout
+from ledger.checkout_drafts import CheckoutDraft, CheckoutItemError, CheckoutLine
+from ledger.checkouts import open_checkout
 from ledger.db import session_scope
 from ledger.models import (
     AuditEvent,

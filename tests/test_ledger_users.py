@@ -29,6 +29,7 @@ from sqlmodel import select
 
 from commands.errors import CommandError
 from commands.users import apikey_command, user_command
+from ledger.api_keys import create_api_key, revoke_api_key, user_for_api_key
 from ledger.console_sessions import close_session, open_session, session_user
 from ledger.db import make_engine, session_scope
 from ledger.models import ApiKey, AppUser, AuditEvent, ConsoleSession, Role
@@ -42,10 +43,7 @@ from ledger.users import (
     UserError,
     add_user,
     authenticate,
-    create_api_key,
     enable_totp,
-    revoke_api_key,
-    user_for_api_key,
 )
 from settings import Settings
 

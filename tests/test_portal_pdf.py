@@ -14,12 +14,11 @@ from ledger.accounts import (
     AgingBucket,
     CreditBalance,
     CustomerAccount,
-    InvoiceDetail,
-    InvoiceLine,
     OpenInvoice,
     PaymentRecord,
     PendingPayment,
 )
+from ledger.invoice_details import InvoiceDetail, InvoiceLine
 from portal.pdf import HISTORY_LIMIT, invoice_pdf, statement_pdf
 
 TODAY = date(2025, 3, 5)

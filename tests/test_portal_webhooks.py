@@ -9,7 +9,7 @@ import random
 
 from sqlmodel import select
 
-from ledger import checkout_events, checkouts
+from ledger import checkout_drafts, checkout_events, checkouts
 from ledger.db import session_scope
 from ledger.models import AuditEvent, CustomerCredit, Invoice, Message, PaymentMethodKind
 from tests.portal_harness import DUE, portal
@@ -23,12 +23,12 @@ def ach_checkout(
     with session_scope(p.harness.engine) as session:
         checkout = checkouts.open_checkout(
             session,
-            checkouts.CheckoutDraft(
+            checkout_drafts.CheckoutDraft(
                 customer_id=customer,
                 request_id=f"req-{intent}",
                 method=PaymentMethodKind.US_BANK_ACCOUNT,
                 lines=[
-                    checkouts.CheckoutLine(
+                    checkout_drafts.CheckoutLine(
                         invoice_number=number, amount_minor=amount, reason_code=reason
                     )
                     for number, amount in lines
