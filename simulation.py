@@ -15,7 +15,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from temporalio.api.testservice.v1 import SleepRequest
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
 from invoices import invoice_input, start_invoice_workflow
@@ -30,16 +29,13 @@ from policies.schema import Policy
 from settings import LONGEST_GROUP_WINDOW_SECONDS, Settings
 from simulation_inputs import InputFileRejected, PaymentRow, read_payment_rows
 from simulation_report import SimulationEvent, SimulationResult, timeline_event
-from temporal_client import time_skipping_environment
+from temporal_client import skip_time, time_skipping_environment
 from worker_processes import split_worker
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import PaymentReceived
 
 PAYMENT_LOCAL_TIME = time(12, 0)
 SKIP_STEP = timedelta(days=1)
-# A day over thousands of busy workflows can take the server longer than the client's
-# default deadline for one call (which ends the run with "Timeout expired").
-SKIP_RPC_TIMEOUT = timedelta(minutes=30)
 ZERO = timedelta(0)
 
 
@@ -158,11 +154,7 @@ class _Run:
         target = moment.astimezone(UTC) + self.offset
         while (remaining := target - (now := await self.env.get_current_time())) > ZERO:
             self._tell_days(now)
-            skip = SleepRequest()
-            skip.duration.FromTimedelta(min(remaining, SKIP_STEP))
-            await self.env.client.test_service.unlock_time_skipping_with_sleep(
-                skip, timeout=SKIP_RPC_TIMEOUT
-            )
+            await skip_time(self.env, min(remaining, SKIP_STEP))
         self._tell_days(now)
 
     def _tell_days(self, now: datetime) -> None:

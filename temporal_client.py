@@ -17,12 +17,14 @@ import logging
 import shlex
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
 )
+from temporalio.api.testservice.v1 import SleepRequest
 from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -61,6 +63,9 @@ TYPE_NAMES = {
 }
 # Refusals that mean "not through this door" rather than "something is broken".
 NOT_HERE = frozenset({RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED})
+# A day over thousands of busy workflows can take a time-skipping server longer than the
+# client's default deadline for one call.
+SKIP_RPC_TIMEOUT = timedelta(minutes=30)
 
 
 def quiet_core_logs() -> None:
@@ -125,6 +130,19 @@ async def time_skipping_environment() -> WorkflowEnvironment:
     )
     await register_search_attributes(env.client, env.client.namespace)
     return env
+
+
+async def skip_time(env: WorkflowEnvironment, duration: timedelta) -> None:
+    """Move a time-skipping server's clock on by `duration`, once every workflow timer on the
+    way has fired and the workflows it woke have settled, with a deadline long enough for a
+    day over thousands of busy workflows (the client's default ends such a call with "Timeout
+    expired"). Elsewhere, the wall clock's `env.sleep`."""
+    if not env.supports_time_skipping_v1:
+        await env.sleep(duration)
+        return
+    skip = SleepRequest()
+    skip.duration.FromTimedelta(duration)
+    await env.client.test_service.unlock_time_skipping_with_sleep(skip, timeout=SKIP_RPC_TIMEOUT)
 
 
 async def register_search_attributes(

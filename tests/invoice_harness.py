@@ -31,7 +31,7 @@ from ledger.models import Customer, Invoice, Message
 from policies.loader import load_policy
 from policies.schema import Policy
 from settings import Settings
-from temporal_client import installed_binary, time_skipping_environment
+from temporal_client import installed_binary, skip_time, time_skipping_environment
 from worker import STRICT_RUNNER, WORKFLOWS, build_worker
 from workflows import search_attributes
 from workflows.invoice import InvoiceWorkflow
@@ -112,10 +112,10 @@ class InvoiceHarness:
     async def advance_to(self, moment: datetime) -> None:
         remaining = moment - await self.now()
         if remaining > timedelta(0):
-            await self.env.sleep(remaining)
+            await skip_time(self.env, remaining)
 
     async def advance(self, delta: timedelta) -> None:
-        await self.env.sleep(delta)
+        await skip_time(self.env, delta)
 
     async def state(self, handle: WorkflowHandle) -> InvoiceState:
         return await handle.query(InvoiceWorkflow.state)
