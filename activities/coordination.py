@@ -42,10 +42,11 @@ class CoordinationActivities:
 
     @activity.defn
     async def request_reminder(self, due: ReminderDue) -> ReminderRequested:
-        if await asyncio.to_thread(self._alone, due):
+        grouping = await asyncio.to_thread(self._grouping, due)
+        if grouping is None:
             sent = await asyncio.to_thread(self._messaging.send_reminder, due.reminder)
             return ReminderRequested(sent_alone=sent)
-        group, expected = await asyncio.to_thread(self._group_of, due)
+        group, expected = grouping
         settings = self._settings
         await self._client.start_workflow(
             COORDINATOR_WORKFLOW,
@@ -61,18 +62,17 @@ class CoordinationActivities:
         )
         return ReminderRequested()
 
-    def _alone(self, due: ReminderDue) -> bool:
-        """Whether the customer has no open invoice but this one: nothing to gather or limit."""
-        with session_scope(self._engine) as session:
-            others = session.exec(
-                _reminded(due.customer_id, Invoice.number != due.reminder.invoice_number).limit(1)
-            ).first()
-        return others is None
-
-    def _group_of(self, due: ReminderDue) -> tuple[str, list[str]]:
-        """The reminder's group, and the invoices of the customer that belong in it."""
+    def _grouping(self, due: ReminderDue) -> tuple[str, list[str]] | None:
+        """The reminder's group and the customer's invoices that belong in it, read in one
+        transaction; None when the customer has no open invoice but this one (nothing to
+        gather or limit)."""
         reminder = due.reminder
         with session_scope(self._engine) as session:
+            others = session.exec(
+                _reminded(due.customer_id, Invoice.number != reminder.invoice_number).limit(1)
+            ).first()
+            if others is None:
+                return None
             invoice = invoice_in_ledger(session, reminder.invoice_number)
             parts = (
                 invoice.customer_id,

@@ -204,7 +204,9 @@ def due(number: str = "INV-1") -> ReminderDue:
 
 
 def group_of(engine: sa.Engine, settings: Settings, number: str) -> tuple[str, list[str]]:
-    return CoordinationActivities(None, engine, settings, None)._group_of(due(number))  # type: ignore[arg-type]
+    grouping = CoordinationActivities(None, engine, settings, None)._grouping(due(number))  # type: ignore[arg-type]
+    assert grouping is not None, f"{number} is not the customer's only open invoice"
+    return grouping
 
 
 @pytest.mark.parametrize(
