@@ -21,7 +21,7 @@ from invoices import invoice_state_from_ledger, workflow_id
 from ledger.books import AWAITING_PAYMENT
 from ledger.db import session_scope
 from ledger.models import Customer, Invoice, InvoiceStatus, utcnow
-from ledger.plans import PlanView, customer_plans
+from ledger.plan_views import PlanView, customer_plans
 from payments.services import PaymentServices
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import InvoiceState

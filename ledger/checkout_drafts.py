@@ -25,7 +25,7 @@ from ledger.models import (
     ShortPayReason,
     utcnow,
 )
-from ledger.plans import active_plans
+from ledger.plan_views import active_plans
 
 NOTE_MAX_LENGTH = 500
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from activities.currency import to_major
-from ledger import accounts, checkouts, plans
+from ledger import accounts, checkouts, plan_views
 from ledger.db import session_scope
 from payments import checkout as checkout_service
 from payments.stripe_gateway import GatewayError
@@ -123,7 +123,7 @@ def account_view(
         return accounts.customer_account(session, customer_id, today or now().date(), history_limit)
 
 
-def plan_out(plan: plans.PlanView | None) -> PlanOut | None:
+def plan_out(plan: plan_views.PlanView | None) -> PlanOut | None:
     if plan is None:
         return None
     currency = plan.currency
@@ -146,7 +146,7 @@ async def portal(request: Request, token: str) -> PortalOut:
     pay = open_link(request, token)
     account = account_view(request, pay.customer_id)
     with session_scope(request.app.state.services.engine) as session:
-        on_plan = plans.customer_plans(session, pay.customer_id, now().date())
+        on_plan = plan_views.customer_plans(session, pay.customer_id, now().date())
     return PortalOut(
         customer=CustomerOut(id=account.customer_id, name=account.name),
         selected=pay.invoice_numbers,

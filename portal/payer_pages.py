@@ -17,7 +17,7 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from activities.currency import to_major
-from ledger import accounts, checkout_events, checkouts, invoice_details, plans
+from ledger import accounts, checkout_events, checkouts, invoice_details, plan_views
 from ledger.books import UnknownInvoice
 from ledger.checkout_drafts import CheckoutItemError
 from ledger.db import session_scope
@@ -134,7 +134,7 @@ def _render_account(
     services = request.app.state.services
     settings = services.settings
     with session_scope(services.engine) as session:
-        on_plan = plans.customer_plans(session, account.customer_id, now().date())
+        on_plan = plan_views.customer_plans(session, account.customer_id, now().date())
     # The invoices the link was sent for come first; then by due date.
     ordered = sorted(account.open_invoices, key=lambda i: i.number not in selected)
     pages = max(1, -(-len(ordered) // PAGE_SIZE))

@@ -28,7 +28,8 @@ from ledger.models import (
     ShortPayReason,
 )
 from ledger.operations import apply_payment
-from ledger.plans import InstallmentStatus, PaymentPlan, active_plans, end_plan, record_plan
+from ledger.plan_views import InstallmentStatus, active_plans
+from ledger.plans import PaymentPlan, end_plan, record_plan
 from ledger.requests import (
     AdjustmentApplication,
     Installment,
