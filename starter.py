@@ -27,7 +27,7 @@ REFUSALS = ("policies.errors.PolicyFileError", "ledger.import_rows.ImportRejecte
 # Names other code takes from this module, with the module that has them.
 _ELSEWHERE = {
     "import_invoices_file": "commands.importing",
-    "start_open_invoices": "commands.importing",
+    "start_open_invoices": "commands.syncing",
 }
 
 T = TypeVar("T")
@@ -112,8 +112,8 @@ def _dispatch(args: argparse.Namespace) -> int | None:
             upgrade(settings.effective_database_url)
             print(f"ledger at {settings.effective_database_url} is up to date")
         case "sync":
-            from commands.importing import start_open_invoices
             from commands.progress import progress
+            from commands.syncing import start_open_invoices
 
             with progress("syncing unfinished invoices with Temporal"):
                 return _wait(start_open_invoices(_settings()))

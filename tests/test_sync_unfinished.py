@@ -24,7 +24,8 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.models import PaymentApplication, StatusChange, TimelineBatch, TimelineEntry
-from commands.importing import policy_folder, start_open_invoices
+from commands.importing import policy_folder
+from commands.syncing import start_open_invoices
 from invoices import invoice_input, start_invoice_workflow, workflow_id
 from ledger.db import make_engine, session_scope
 from ledger.import_rows import InvoiceRow
