@@ -9,8 +9,6 @@ notes the other invoices it went out with, and the delivering row keeps the subj
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from sqlmodel import Session, select
@@ -24,6 +22,7 @@ from activities.rendering import (
     brand_of,
     render_message,
 )
+from ledger.accounts import local_day
 from ledger.models import (
     Adjustment,
     Customer,
@@ -159,13 +158,3 @@ def _overpaid(session: Session, invoice: Invoice) -> int:
             )
         ).one()
     )
-
-
-def local_day(moment: datetime, timezone: str) -> date:
-    """The calendar day at ``moment`` where the customer is."""
-    try:
-        zone = ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = ZoneInfo("UTC")
-    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return aware.astimezone(zone).date()

@@ -11,8 +11,9 @@ Invariants:
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from pydantic import BaseModel
@@ -82,6 +83,7 @@ class PaymentRecord(BaseModel):
 
 class CustomerAccount(BaseModel):
     customer_id: str
+    as_of: date  # the customer's date the account was read for: aging goes by it
     name: str
     email: str | None
     phone: str | None
@@ -97,17 +99,20 @@ class UnknownCustomer(LedgerError):
 
 
 def customer_account(
-    session: Session, customer_id: str, today: date, history_limit: int = HISTORY_LIMIT
+    session: Session, customer_id: str, at: datetime, history_limit: int = HISTORY_LIMIT
 ) -> CustomerAccount:
-    """Everything the payer's account page shows, as of `today` (the customer's date)."""
+    """Everything the payer's account page shows at the moment `at`, aged by the customer's
+    date then (in their timezone), not the server's."""
     customer = session.get(Customer, customer_id)
     if customer is None:
         raise UnknownCustomer(f"customer {customer_id!r} does not exist")
+    today = local_day(at, customer.timezone)
     # Core rows rather than ORM objects: a thousand invoices stay a cheap read.
     connection = session.connection()
     pending, pending_by_invoice = _pending_payments(connection, customer_id)
     return CustomerAccount(
         customer_id=customer.id,
+        as_of=today,
         name=customer.name,
         email=customer.email,
         phone=customer.phone,
@@ -117,6 +122,16 @@ def customer_account(
         pending=pending,
         history=_history(connection, customer_id, history_limit),
     )
+
+
+def local_day(moment: datetime, timezone: str) -> date:
+    """The calendar day at `moment` where the customer is (UTC for a zone Python lacks)."""
+    try:
+        zone = ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return aware.astimezone(zone).date()
 
 
 def aging_bucket(days_past_due: int) -> AgingBucket:

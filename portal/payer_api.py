@@ -113,14 +113,11 @@ class SetupOut(BaseModel):
 
 
 def account_view(
-    request: Request,
-    customer_id: str,
-    today: date | None = None,
-    history_limit: int = accounts.HISTORY_LIMIT,
+    request: Request, customer_id: str, history_limit: int = accounts.HISTORY_LIMIT
 ) -> accounts.CustomerAccount:
-    """The customer's account as of `today`, by default the current date."""
+    """The customer's account now, aged by their own date."""
     with session_scope(request.app.state.services.engine) as session:
-        return accounts.customer_account(session, customer_id, today or now().date(), history_limit)
+        return accounts.customer_account(session, customer_id, now(), history_limit)
 
 
 def plan_out(plan: plan_views.PlanView | None) -> PlanOut | None:
@@ -146,7 +143,7 @@ async def portal(request: Request, token: str) -> PortalOut:
     pay = open_link(request, token)
     account = account_view(request, pay.customer_id)
     with session_scope(request.app.state.services.engine) as session:
-        on_plan = plan_views.customer_plans(session, pay.customer_id, now().date())
+        on_plan = plan_views.customer_plans(session, pay.customer_id, account.as_of)
     return PortalOut(
         customer=CustomerOut(id=account.customer_id, name=account.name),
         selected=pay.invoice_numbers,

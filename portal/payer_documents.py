@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from payments.portal_events import note_in_background
-from portal.links import now, open_link
+from portal.links import open_link
 from portal.payer_api import account_view
 from portal.payer_pages import invoice_of
 from portal.pdf import invoice_pdf, statement_pdf
@@ -35,10 +35,9 @@ async def invoice_as_pdf(request: Request, token: str, number: str) -> Response:
 @router.get("/{token}/statement.pdf")
 async def statement(request: Request, token: str) -> Response:
     pay = open_link(request, token)
-    today = now().date()
-    account = account_view(request, pay.customer_id, today)
-    filename = f"statement-{today.isoformat()}.pdf"
-    return _pdf(request, statement_pdf, account, filename, today=today)
+    account = account_view(request, pay.customer_id)
+    filename = f"statement-{account.as_of.isoformat()}.pdf"
+    return _pdf(request, statement_pdf, account, filename, today=account.as_of)
 
 
 def _pdf(

@@ -50,7 +50,7 @@ async def account_page(request: Request, token: str, page: int = 1) -> Response:
     pay = open_link(request, token)
     services = request.app.state.services
     with session_scope(services.engine) as session:
-        account = accounts.customer_account(session, pay.customer_id, now().date())
+        account = accounts.customer_account(session, pay.customer_id, now())
         abandoned = checkout_events.abandon_stale_checkouts(
             session, pay.customer_id, now() - ABANDONED_AFTER
         )
@@ -134,7 +134,7 @@ def _render_account(
     services = request.app.state.services
     settings = services.settings
     with session_scope(services.engine) as session:
-        on_plan = plan_views.customer_plans(session, account.customer_id, now().date())
+        on_plan = plan_views.customer_plans(session, account.customer_id, account.as_of)
     # The invoices the link was sent for come first; then by due date.
     ordered = sorted(account.open_invoices, key=lambda i: i.number not in selected)
     pages = max(1, -(-len(ordered) // PAGE_SIZE))

@@ -28,6 +28,7 @@ from ledger.operations import apply_payment
 from ledger.requests import AdjustmentApplication, PaymentApplication
 
 TODAY = date(2026, 3, 1)
+NOON = datetime(2026, 3, 1, 12, tzinfo=UTC)  # TODAY in every zone from UTC-11 to UTC+11
 RECEIVED = datetime(2026, 2, 1, 15, 30, tzinfo=UTC)
 
 
@@ -107,7 +108,7 @@ def checkout(engine: sa.Engine, request_id: str, status: str, *lines: tuple[str,
 
 def account(engine: sa.Engine, customer_id: str = "C1", **options: object):
     with Session(engine) as session:
-        return customer_account(session, customer_id, TODAY, **options)
+        return customer_account(session, customer_id, NOON, **options)
 
 
 @pytest.mark.parametrize(
@@ -320,3 +321,26 @@ def test_a_large_account_is_read_in_a_few_statements(customers: sa.Engine) -> No
     assert small[0] == 3 and large[0] == 1_000
     # The same handful of statements, however many invoices, checkouts and payments.
     assert large[1] == small[1] <= 6
+
+
+def test_an_account_is_aged_by_the_customers_own_date(engine: sa.Engine) -> None:
+    """At 10:30 UTC on the due day it is already the next day on Kiritimati (UTC+14), and
+    still the day before on Pago Pago (UTC-11)."""
+    with session_scope(engine) as session:
+        session.add(Customer(id="EAST", name="Line Islands Co", timezone="Pacific/Kiritimati"))
+        session.add(Customer(id="WEST", name="Samoa Co", timezone="Pacific/Pago_Pago"))
+        session.add(Customer(id="NOWHERE", name="Unknown Zone Co", timezone="Mars/Olympus"))
+    with session_scope(engine) as session:
+        for customer in ("EAST", "WEST", "NOWHERE"):
+            add_invoice(session, f"{customer}-1", 1_000, TODAY, customer=customer)
+    moment = datetime(2026, 3, 1, 10, 30, tzinfo=UTC)
+    with Session(engine) as session:
+        east, west, nowhere = (
+            customer_account(session, customer, moment) for customer in ("EAST", "WEST", "NOWHERE")
+        )
+    assert (east.as_of, east.open_invoices[0].days_past_due) == (date(2026, 3, 2), 1)
+    assert east.open_invoices[0].aging == AgingBucket.DAYS_1_30
+    assert (west.as_of, west.open_invoices[0].days_past_due) == (date(2026, 2, 28), 0)
+    assert west.open_invoices[0].aging == AgingBucket.CURRENT
+    # A zone Python does not know is read as UTC rather than refused.
+    assert nowhere.as_of == TODAY

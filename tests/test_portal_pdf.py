@@ -86,7 +86,13 @@ def account(name: str = "Ada Lovelace", locale: str = "en_US", **kw) -> Customer
         ],
     )
     return CustomerAccount(
-        customer_id="CUST-42", name=name, email=None, phone=None, locale=locale, **fields | kw
+        customer_id="CUST-42",
+        as_of=TODAY,
+        name=name,
+        email=None,
+        phone=None,
+        locale=locale,
+        **fields | kw,
     )
 
 
