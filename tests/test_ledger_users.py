@@ -320,10 +320,13 @@ def test_a_session_lasts_twelve_hours_or_until_logout(engine) -> None:
         assert session_user(session, bobs_cookie, NOW) is None
 
 
-def test_a_new_session_clears_the_users_expired_ones(engine) -> None:
+def test_a_new_session_clears_every_expired_one(engine) -> None:
+    """Bob never logs in again: Ann's next login clears his expired session too."""
     ann = add(engine)
+    bob = add(engine, "bob@acme.example")
     with session_scope(engine) as session:
         open_session(session, ann, NOW)
+        open_session(session, bob, NOW + timedelta(minutes=10))
         open_session(session, ann, NOW + timedelta(hours=1))
     with session_scope(engine) as session:
         open_session(session, ann, NOW + timedelta(hours=12, minutes=30))
