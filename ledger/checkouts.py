@@ -12,8 +12,8 @@ Invariants:
 - charge = items - credit + surcharge: the customer's credit pays first; a card surcharge is
   on the rest only, rounded half up to the minor unit and capped.
 
-What the payment provider answers afterwards is `ledger.checkout_events`; money taken back or
-left over is `ledger.reversals`.
+What the payment provider answers afterwards is `ledger.checkout_events`; money taken back is
+`ledger.reversals`, money left over `ledger.unapplied`.
 """
 
 from __future__ import annotations

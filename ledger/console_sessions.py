@@ -30,9 +30,7 @@ def open_session(session: Session, user: AppUser, now: datetime) -> tuple[str, s
     session is cleared on the way."""
     cookie_value = secrets.token_urlsafe(32)
     csrf_token = secrets.token_urlsafe(32)
-    session.exec(
-        sa.delete(ConsoleSession).where(ConsoleSession.expires_at <= now)
-    )
+    session.exec(sa.delete(ConsoleSession).where(ConsoleSession.expires_at <= now))
     session.add(
         ConsoleSession(
             token_hash=secret_digest(cookie_value),

@@ -1,12 +1,9 @@
-"""Money taken back (a refund, a chargeback) or left over (paid for an invoice already settled).
+"""Money taken back from a checkout: a refund or a chargeback. Money left over (paid for an
+invoice already settled) is `ledger.unapplied`.
 
-Invariants:
-
-- A reversal takes back at most what each item brought in, in item order, and beyond that
-  only the surcharge; the invoices it touches are due again and get a collector task. It is
-  written once per key.
-- Money received for an invoice that can no longer take it becomes the customer's credit,
-  once per key.
+Invariant: a reversal takes back at most what each item brought in, in item order, and
+beyond that only the surcharge; the invoices it touches are due again and get a collector
+task. It is written once per key.
 """
 
 from __future__ import annotations
@@ -16,35 +13,28 @@ from datetime import timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from ledger.accounts import UnknownCustomer
 from ledger.books import (
     IdempotencyConflict,
     InvalidAmount,
     InvoiceClosed,
     LedgerError,
-    available_credit,
     balance_of,
     load_invoice,
     money_text,
     record_audit,
-    write_once,
 )
 from ledger.checkout_drafts import NOTE_MAX_LENGTH
 from ledger.checkouts import checkout_items, load_checkout
-from ledger.currencies import MAX_MINOR, UnknownCurrency, currency_exponent
+from ledger.currencies import MAX_MINOR
 from ledger.lifecycle import open_collector_task
 from ledger.models import (
     Adjustment,
     CheckoutItem,
     CheckoutStatus,
-    Customer,
     Invoice,
     InvoiceStatus,
-    Payment,
-    PaymentMethodKind,
     utcnow,
 )
-from ledger.operations import leave_credit
 from ledger.requests import CollectorTaskRequest, LedgerBalance
 from vocabulary import AdjustmentKind
 
@@ -53,90 +43,6 @@ REVERSAL_TASK_DUE = timedelta(days=2)
 _REOPENED_BY_REVERSAL = frozenset(
     {InvoiceStatus.PAID, InvoiceStatus.CLOSED, InvoiceStatus.WRITTEN_OFF}
 )
-
-
-# --- money taken back or left over ---------------------------------------------------------
-
-
-def credit_unapplied_payment(
-    session: Session,
-    customer_id: str,
-    currency: str,
-    amount_minor: int,
-    reference: str | None,
-    idempotency_key: str,
-    actor: str,
-    method: str = PaymentMethodKind.CARD.value,
-) -> int:
-    """Money received for an invoice already settled becomes the customer's credit.
-
-    A payment with no allocation and the credit it leaves, once per key; the customer's
-    credit in `currency` afterwards.
-    """
-    where = f"unapplied payment {idempotency_key!r} from customer {customer_id}"
-    try:
-        currency_exponent(currency)
-    except UnknownCurrency as error:
-        raise LedgerError(f"{where}: {error}") from None
-    if amount_minor <= 0:
-        raise InvalidAmount(f"{where}: amount must be greater than 0, got {amount_minor}")
-    if session.get(Customer, customer_id) is None:
-        raise UnknownCustomer(f"customer {customer_id!r} does not exist")
-
-    def write() -> int:
-        payment = Payment(
-            customer_id=customer_id,
-            currency=currency,
-            amount_minor=amount_minor,
-            method=method,
-            reference=reference,
-            reason="received for a settled invoice: kept as credit",
-            idempotency_key=idempotency_key,
-        )
-        session.add(payment)
-        session.flush()
-        leave_credit(
-            session,
-            customer_id,
-            currency,
-            amount_minor,
-            "unapplied_payment",
-            idempotency_key,
-            payment.id,
-        )
-        record_audit(
-            session,
-            actor,
-            "payment_unapplied",
-            None,
-            {
-                "idempotency_key": idempotency_key,
-                "payment_id": payment.id,
-                "customer_id": customer_id,
-                "currency": currency,
-                "amount_minor": amount_minor,
-                "method": method,
-                "reference": reference,
-            },
-        )
-        session.flush()
-        return available_credit(session, customer_id, currency)
-
-    def repeat(payment: Payment) -> int:
-        if (payment.customer_id, payment.currency, payment.amount_minor) != (
-            customer_id,
-            currency,
-            amount_minor,
-        ):
-            raise IdempotencyConflict(
-                f"payment key {idempotency_key!r} was already used for "
-                f"{money_text(payment.amount_minor, payment.currency)} from customer "
-                f"{payment.customer_id}; this asks for {money_text(amount_minor, currency)} "
-                f"from customer {customer_id}"
-            )
-        return available_credit(session, customer_id, currency)
-
-    return write_once(session, Payment, idempotency_key, write, repeat)
 
 
 def reverse_for_checkout(

@@ -21,7 +21,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from invoices import restart_from_ledger, send_request, workflow_id
-from ledger import checkout_events, checkouts, reversals
+from ledger import checkout_events, checkouts, reversals, unapplied
 from ledger.db import session_scope
 from ledger.models import Checkout, CheckoutItem, CheckoutStatus, ShortPayReason
 from ledger.operations import PAID_FROM_CREDIT
@@ -150,7 +150,7 @@ async def _pay(
     if method == PAID_FROM_CREDIT:
         return  # the credit was never spent: it stays the customer's
     with session_scope(services.engine) as session:
-        reversals.credit_unapplied_payment(
+        unapplied.credit_unapplied_payment(
             session,
             customer_id=checkout.customer_id,
             currency=checkout.currency,

@@ -60,7 +60,8 @@ from ledger.models import (
 )
 from ledger.operations import apply_payment
 from ledger.requests import PaymentApplication
-from ledger.reversals import credit_unapplied_payment, reverse_for_checkout
+from ledger.reversals import reverse_for_checkout
+from ledger.unapplied import credit_unapplied_payment
 
 RECEIVED = datetime(2026, 2, 1, 15, 30, tzinfo=UTC)
 
