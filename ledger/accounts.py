@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, date, datetime
 from enum import StrEnum
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from pydantic import BaseModel
@@ -30,6 +30,7 @@ from ledger.models import (
     Payment,
     PaymentAllocation,
 )
+from policies.calendars import load_zone
 
 # Past payments an account lists, newest first.
 HISTORY_LIMIT = 50
@@ -127,8 +128,8 @@ def customer_account(
 def local_day(moment: datetime, timezone: str) -> date:
     """The calendar day at `moment` where the customer is (UTC for a zone Python lacks)."""
     try:
-        zone = ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
+        zone = load_zone(timezone)
+    except ValueError:
         zone = ZoneInfo("UTC")
     aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     return aware.astimezone(zone).date()
