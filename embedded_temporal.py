@@ -22,9 +22,9 @@ import sys
 from pathlib import Path
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from child_process import ChildServer
+from data_converter import DATA_CONVERTER
 from settings import Settings
 from workflows import search_attributes
 
@@ -250,7 +250,7 @@ class EmbeddedServer(ChildServer):
                 client = await Client.connect(
                     address,
                     namespace=self.settings.temporal_namespace,
-                    data_converter=pydantic_data_converter,
+                    data_converter=DATA_CONVERTER,
                 )
             except RuntimeError:
                 await asyncio.sleep(0.2)

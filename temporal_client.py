@@ -27,11 +27,11 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.api.testservice.v1 import SleepRequest
 from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 from temporalio.testing import WorkflowEnvironment
 
+from data_converter import DATA_CONVERTER
 from embedded_temporal import EmbeddedServer, installed_binary, running_port
 from settings import Settings
 from workflows import search_attributes
@@ -94,7 +94,7 @@ async def connect(settings: Settings) -> Client:
     return await Client.connect(
         address,
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=DATA_CONVERTER,
         tls=tls,
         api_key=api_key,
     )
@@ -125,7 +125,7 @@ async def temporal(settings: Settings) -> AsyncIterator[Client]:
 async def time_skipping_environment() -> WorkflowEnvironment:
     """A private time-skipping server for what-if simulations and tests."""
     env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter,
+        data_converter=DATA_CONVERTER,
         test_server_existing_path=installed_binary("temporal-test-server"),
     )
     await register_search_attributes(env.client, env.client.namespace)

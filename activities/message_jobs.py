@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.models import ReceiptRequest, ReminderRequest
 from activities.rendering import PaymentLine, available_templates
+from activities.template_files import is_template
 from ledger.books import AWAITING_PAYMENT
 from ledger.consent import opted_out, undeliverable
 from ledger.models import Customer, Invoice, InvoiceStatus
@@ -77,7 +78,7 @@ def check_reminder(req: ReminderRequest) -> None:
 
 
 def _require_template(template: str) -> None:
-    if template not in available_templates():
+    if not is_template(template):
         raise ApplicationError(
             f"no message template named {template!r}; "
             f"available: {', '.join(sorted(available_templates()))}",

@@ -88,9 +88,11 @@ def available_templates() -> set[str]:
     names = {
         path.name.split(".", 1)[0] for folder in template_folders() for path in folder.glob("*.*")
     }
-    return {
-        name
-        for name in names
-        if not name.startswith("_")
-        and all(template_file(f"{name}.{part}") for part in EMAIL_PARTS + SMS_PARTS)
-    }
+    return {name for name in names if is_template(name)}
+
+
+def is_template(name: str) -> bool:
+    """Whether `name` is a template, not a shared layout, with every file for both channels."""
+    return not name.startswith("_") and all(
+        template_file(f"{name}.{part}") for part in EMAIL_PARTS + SMS_PARTS
+    )

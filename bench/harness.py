@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from child_process import stop
+from data_converter import DATA_CONVERTER
 from ledger.db import make_engine
 from ledger.migrate import upgrade
 from settings import Settings
@@ -74,7 +74,7 @@ async def start_dev_server() -> WorkflowEnvironment:
     attributes; use it as `async with`."""
     with _stdout_to_stderr():  # the dev server prints a banner
         return await WorkflowEnvironment.start_local(
-            data_converter=pydantic_data_converter,
+            data_converter=DATA_CONVERTER,
             search_attributes=search_attributes.ALL,
             dev_server_existing_path=installed_binary("temporal"),
             dev_server_log_level="error",

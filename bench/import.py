@@ -43,12 +43,12 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from bench.baseline_workflow import BASELINE_RUNNER, BaselineWorkflow, Shape, noop
 from bench.harness import arguments, child, measure
 from commands.importing import START_CONCURRENCY, ImportTimes, import_invoices_file
+from data_converter import DATA_CONVERTER
 from embedded_temporal import free_port
 from ledger.csv_safety import SpreadsheetSafeWriter
 from ledger.migrate import upgrade
@@ -142,7 +142,7 @@ def baseline_worker(address: str, folder: Path) -> contextlib.AbstractAsyncConte
 
 async def serve_baseline_worker(address: str) -> None:
     """The no-op workflows' worker, until SIGTERM or SIGINT."""
-    client = await Client.connect(address, data_converter=pydantic_data_converter)
+    client = await Client.connect(address, data_converter=DATA_CONVERTER)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -228,7 +228,7 @@ async def bench(invoices: int) -> dict[str, Any]:
         write_invoices(timed_file, "B", invoices, seed=2)
         address = f"127.0.0.1:{port}"
         async with dunwise_run(values, folder):
-            client = await Client.connect(address, data_converter=pydantic_data_converter)
+            client = await Client.connect(address, data_converter=DATA_CONVERTER)
             async with baseline_worker(address, folder):
                 await start_no_ops(client, "warmup", WARMUP)
                 baseline_seconds = await start_no_ops(client, "timed", invoices)

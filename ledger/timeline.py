@@ -86,20 +86,23 @@ def record_timeline(session: Session, batch: TimelineBatch) -> int:
         row = stored.get(batch.first_position + offset)
         if row is not None:
             _check_same_event(number, row, entry)
+    new_rows = []
     with session.begin_nested():
         for offset, entry in enumerate(batch.entries):
             position = batch.first_position + offset
             row = stored.get(position)
             if row is None:
-                row = InvoiceEvent(
-                    invoice_id=invoice_id, position=position, at=entry.at, event=entry.event
+                new_rows.append(
+                    {"invoice_id": invoice_id, "position": position} | entry.model_dump()
                 )
-                session.add(row)
-                _copy_repeatable_fields(row, entry)
             elif entry.count >= row.count:
                 _copy_repeatable_fields(row, entry)
                 session.add(row)
         session.flush()
+        if new_rows:
+            # One batched INSERT: a closing invoice saves its whole story at once, and ORM
+            # objects for rows nothing reads again cost more than the write itself.
+            session.execute(sa.insert(InvoiceEvent), new_rows)
     return max(held, batch.first_position + len(batch.entries))
 
 
