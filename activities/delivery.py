@@ -9,17 +9,11 @@ and our "sent" mark can deliver twice; the ledger's Message row keeps that windo
 
 from __future__ import annotations
 
-import email.policy
 import hashlib
 import re
 import smtplib
 import ssl
 from datetime import UTC, datetime
-from email.charset import QP, Charset
-from email.message import Message
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
-from email.utils import format_datetime, formataddr
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -31,21 +25,12 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client as TwilioClient
 
+from activities.email_message import IDEMPOTENCY_HEADER, OutgoingEmail, build_email_message
 from activities.files import append_json_line_once, write_atomically
 from settings import Settings
 
-IDEMPOTENCY_HEADER = "X-Dunwise-Idempotency-Key"
 # Provider answers that mean "this message will never be accepted"; anything else is retried.
 PERMANENT_HTTP_STATUSES = frozenset({400, 413, 422})
-
-
-class OutgoingEmail(BaseModel):
-    to: str
-    subject: str
-    text: str
-    html: str | None = None
-    idempotency_key: str
-    unsubscribe_link: str | None = None
 
 
 class OutgoingSms(BaseModel):
@@ -82,52 +67,6 @@ def outbox_file_stem(idempotency_key: str) -> str:
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", idempotency_key).strip("._")[:120]
     digest = hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()[:12]
     return f"{readable}-{digest}" if readable else digest
-
-
-def message_id_for(idempotency_key: str, sender: str) -> str:
-    """The same Message-ID for every attempt of one message."""
-    domain = sender.rsplit("@", 1)[-1] or "dunwise.invalid"
-    digest = hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()[:32]
-    return f"<{digest}@{domain}>"
-
-
-# Headers fold at RFC 5322's hard limit: folded at 78, a long List-Unsubscribe URL (which
-# has no spaces) would be RFC 2047-encoded, and mail clients could not read the link. The
-# compat32 classes build a message in a fifth of the time the header registry takes; their
-# one gap, a header value with a line break, is refused below.
-HEADER_POLICY = email.policy.compat32.clone(max_line_length=998)
-BODY_CHARSET = Charset("utf-8")
-BODY_CHARSET.body_encoding = QP  # readable in the .eml, safe for any line length
-
-
-def build_email_message(
-    settings: Settings, email: OutgoingEmail, now: datetime | None = None
-) -> Message:
-    headers = {
-        "From": formataddr((settings.company_name, settings.email_from)),
-        "To": email.to,
-        "Subject": email.subject,
-        "Date": format_datetime(now or datetime.now(UTC)),
-        "Message-ID": message_id_for(email.idempotency_key, settings.email_from),
-        IDEMPOTENCY_HEADER: email.idempotency_key,
-    }
-    if email.unsubscribe_link:
-        headers["List-Unsubscribe"] = f"<{email.unsubscribe_link}>"
-        # RFC 8058: mail clients may unsubscribe with one POST to that link.
-        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    text = MIMEText(email.text, "plain", BODY_CHARSET)
-    if email.html is None:
-        message: Message = text
-    else:
-        message = MIMEMultipart("alternative", policy=HEADER_POLICY)
-        message.attach(text)
-        message.attach(MIMEText(email.html, "html", BODY_CHARSET))
-    message.policy = HEADER_POLICY
-    for name, value in headers.items():
-        if "\r" in value or "\n" in value:
-            raise ValueError(f"email header {name} may not contain a line break: {value!r}")
-        message[name] = value
-    return message
 
 
 class OutboxEmail:

@@ -22,7 +22,8 @@ from sqlalchemy.exc import IntegrityError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.delivery import Channel, OutgoingEmail, OutgoingSms, email_channel, sms_channel
+from activities.delivery import Channel, OutgoingSms, email_channel, sms_channel
+from activities.email_message import OutgoingEmail
 from activities.ledger import invoice_in_ledger
 from activities.message_content import (
     ReadyToSend,

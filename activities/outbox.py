@@ -14,11 +14,11 @@ import sqlalchemy as sa
 
 from activities.delivery import (
     Channel,
-    OutgoingEmail,
     OutgoingSms,
     PermanentDeliveryError,
     RecipientOptedOut,
 )
+from activities.email_message import OutgoingEmail
 from activities.ledger import invoice_in_ledger
 from activities.message_content import ReadyToSend
 from activities.message_jobs import MessageJob

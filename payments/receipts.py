@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from sqlmodel import select
 
 from activities.currency import format_money
-from activities.delivery import OutgoingEmail, PermanentDeliveryError, email_channel
+from activities.delivery import PermanentDeliveryError, email_channel
+from activities.email_message import OutgoingEmail
 from activities.rendering import brand_of, brand_variables, language_of, templates
 from ledger import checkouts
 from ledger.db import session_scope

@@ -21,11 +21,11 @@ from activities.delivery import (
     Delivered,
     OutboxEmail,
     OutboxSms,
-    OutgoingEmail,
     OutgoingSms,
     PermanentDeliveryError,
     TwilioSms,
 )
+from activities.email_message import OutgoingEmail
 from activities.messaging import MessagingActivities
 from activities.models import ReceiptRequest, ReminderOutcome, ReminderRequest
 from ledger.db import make_engine, session_scope

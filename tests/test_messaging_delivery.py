@@ -30,10 +30,8 @@ from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
 from activities.delivery import (
-    IDEMPOTENCY_HEADER,
     OutboxEmail,
     OutboxSms,
-    OutgoingEmail,
     OutgoingSms,
     PermanentDeliveryError,
     SendGridEmail,
@@ -43,6 +41,7 @@ from activities.delivery import (
     outbox_file_stem,
     sms_channel,
 )
+from activities.email_message import IDEMPOTENCY_HEADER, OutgoingEmail
 from activities.files import append_json_line_once
 from settings import Settings
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
@@ -31,7 +31,6 @@ with workflow.unsafe.imports_passed_through():
     from policies.schedule import days_past_due
     from policies.schema import Step
     from vocabulary import TERMINAL_STATUSES, InvoiceStatus
-    from workflows import search_attributes as sa
     from workflows.models import (
         Closure,
         InvoiceInput,
@@ -40,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
         Stage,
         TimelineEntry,
     )
-from workflows.invoice_patches import PUBLISH_CHANGES_ONLY, takes_change
+from workflows.invoice_visibility import InvoiceVisibility
 
 # A ledger activity's request and result, so `_ledger` returns what its activity does.
 Request = TypeVar("Request")
@@ -99,7 +98,7 @@ class Refused(ApplicationError):
         super().__init__(message, type="Refused", non_retryable=True)
 
 
-class InvoiceCore:
+class InvoiceCore(InvoiceVisibility):
     """The invoice workflow's state and the helpers its lifecycle and its requests share."""
 
     invoice: InvoiceInput
@@ -259,34 +258,6 @@ class InvoiceCore:
             last.last_at = entry.at
             return
         timeline.append(entry)
-
-    def _publish(self) -> None:
-        """Tell Temporal's visibility where the invoice stands, upserting only the attributes
-        whose value differs from what the run's visibility holds: `workflow.info()` keeps its
-        start attributes (which the server carries over continue-as-new) and every upsert
-        since, the same in a replay."""
-        s = self.s
-        values = [
-            sa.STATUS.value_set(s.status),
-            sa.STAGE.value_set(s.stage.value),
-            sa.DAYS_PAST_DUE.value_set(days_past_due(self.invoice.due_on, self._now(), self.zone)),
-            sa.CUSTOMER.value_set(self.invoice.customer_id),
-            sa.AMOUNT_DUE.value_set(s.balance_minor),
-        ]
-        if not takes_change(PUBLISH_CHANGES_ONLY):
-            workflow.upsert_search_attributes(values)
-            return
-        # Also those a run started before them lacks (currency, due day).
-        values += [
-            sa.CURRENCY.value_set(self.invoice.currency),
-            sa.DUE_ON.value_set(datetime.combine(self.invoice.due_on, time(0), self.zone)),
-        ]
-        if self.s.raised_priority is not None:
-            values.append(sa.PRIORITY.value_set(self.s.raised_priority))
-        published = workflow.info().typed_search_attributes
-        changed = [value for value in values if published.get(value.key) != value.value]
-        if changed:
-            workflow.upsert_search_attributes(changed)
 
 
 def _same_event(a: TimelineEntry, b: TimelineEntry) -> bool:
