@@ -26,6 +26,8 @@ class SharedPydanticPayloadConverter(PydanticPayloadConverter):
     _lock = threading.Lock()
 
     def __new__(cls) -> SharedPydanticPayloadConverter:
+        if cls._shared is not None:  # every call but the first: no lock on the hot path
+            return cls._shared
         with cls._lock:
             if cls._shared is None:
                 shared = super().__new__(cls)
