@@ -8,12 +8,15 @@ import os
 import subprocess
 import sys
 import time
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+import simulation
 from ledger.import_rows import ImportRejected
+from ledger.imports import read_invoice_rows
+from ledger.models import Invoice
 from policies.loader import load_policy
 from simulation import simulate
 from simulation_report import format_timeline
@@ -249,3 +252,60 @@ async def test_a_payment_lands_at_noon_across_daylight_saving_from_today(tmp_pat
     noon = "2026-07-15T12:00:00-04:00"
     settled = [(e.at.isoformat(), e.event) for e in result.events][-4:]
     assert settled == [(noon, "payment"), (noon, "cleared"), (noon, "receipt"), (noon, "closed")]
+
+
+async def test_shards_of_customers_give_the_events_one_server_gives(tmp_path, monkeypatch):
+    """Split by customer over several time-skipping servers, the run is the same: a customer's
+    invoices (gathered by its coordinator) and payments stay on one server."""
+    invoices = tmp_path / "invoices.csv"
+    with invoices.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(COLUMNS.split(","))
+        for n in range(12):  # six customers of two invoices due the same day: one message
+            customer = n // 2
+            zone, currency, phone = ZONES[customer % len(ZONES)]
+            due_on = date(2026, 3, 16) + timedelta(days=customer)
+            writer.writerow(
+                [f"SIM-{n:04d}", f"cust-{customer}", f"Customer {customer}",
+                 f"c{customer}@example.com", phone, zone, currency, f"{1000 + n}",
+                 (due_on - timedelta(days=30)).isoformat(), due_on.isoformat()]
+            )  # fmt: skip
+    payments = tmp_path / "payments.csv"
+    write_payments(payments, [("SIM-0005", date(2026, 3, 20), "1005")])
+    policy = load_policy(POLICY)
+
+    def run(folder: str):
+        return simulate(policy, invoices, tmp_path / folder, payments_path=payments, days=40)
+
+    whole = await run("whole")
+    monkeypatch.setattr(simulation, "SHARD_INVOICES", 4)
+    sharded = await run("sharded")
+
+    def seen(result):
+        return [(e.invoice, e.at, e.event, e.channel, e.template, e.detail) for e in result.events]
+
+    assert seen(sharded) == seen(whole)
+    assert [s.number for s in sharded.final_states] == [s.number for s in whole.final_states]
+    assert {"payment", "closed", "reminder"} <= {e.event for e in sharded.events}
+    gathered = [e for e in sharded.events if e.detail.startswith("in one message with")]
+    assert len(gathered) >= 10
+
+
+def test_shards_keep_each_customer_whole(tmp_path, monkeypatch):
+    invoices = tmp_path / "invoices.csv"
+    write_invoices(invoices, 10)
+    rows = {row.invoice_number: row for row in read_invoice_rows(invoices)}
+    customers = ["a", "a", "a", "a", "b", "c", "c", "d", "e", "e"]
+    actions = [
+        (datetime(2026, 3, 1, tzinfo=UTC), 0, Invoice(number=number, customer_id=customer))
+        for number, customer in zip(rows, customers, strict=True)
+    ]
+    for number, customer in zip(rows, customers, strict=True):
+        rows[number] = rows[number].model_copy(update={"customer_id": customer})
+    monkeypatch.setattr(simulation, "SHARD_INVOICES", 3)
+
+    shards = simulation._shards(actions, rows)
+
+    owners = [[action[2].customer_id for action in shard] for shard in shards]
+    # "a" alone outgrows a shard and gets its own; the others fill shards of at most three.
+    assert owners == [["a", "a", "a", "a"], ["b", "c", "c"], ["d", "e", "e"]]
