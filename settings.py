@@ -6,6 +6,7 @@ an embedded Temporal dev server, a SQLite ledger, and outbox folders for email a
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +20,13 @@ DEV_STRIPE_WEBHOOK_SECRET = "whsec_dunwise_local_development"
 LOCAL_STRIPE_KEY = "sk_test_dunwise_local"
 # Far below how long an invoice waits for its coordinator (an hour).
 LONGEST_GROUP_WINDOW_SECONDS = 600.0
+
+
+def default_activity_processes() -> int:
+    """One process of activities beside the workflows' when the machine has a core to spare:
+    Python runs one thread at a time per process, and activities that share the workflows'
+    process hold up their tasks."""
+    return 1 if (os.cpu_count() or 1) >= 2 else 0
 
 
 class Settings(BaseSettings):
@@ -42,7 +50,7 @@ class Settings(BaseSettings):
     # Processes that run the activities (`dunwise worker --activities-only`) beside the
     # workflows of `dunwise run` and `dunwise simulate`; 0 runs them in the same process.
     # Rendering, the ledger and delivery then use another core than the workflows.
-    activity_processes: int = Field(0, ge=0, le=16)
+    activity_processes: int = Field(default_factory=default_activity_processes, ge=0, le=16)
     temporal_api_key: SecretStr | None = None
     temporal_tls: bool = False
     temporal_dev_port: int = 7233  # of the embedded server; 0 picks a free port

@@ -56,7 +56,8 @@ def run_command(argv: Sequence[str] | None = None) -> int:
             print(error_line(args, err), file=sys.stderr)
             return 1
         if isinstance(err, (KeyboardInterrupt, *loaded_classes("asyncio.CancelledError"))):
-            print("stopped")
+            if getattr(args, "parent", None) is None:  # a process of run's says nothing
+                print("stopped")
             return 0
         raise
 

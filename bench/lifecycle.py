@@ -40,7 +40,7 @@ from ledger.models import Customer, Invoice, InvoiceStatus
 from policies.loader import load_policy
 from policies.schedule import build_schedule
 from policies.schema import Policy
-from settings import Settings
+from settings import Settings, default_activity_processes
 from worker_processes import split_worker
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import PaymentReceived
@@ -283,8 +283,9 @@ def main() -> None:
     parser.add_argument(
         "--activity-processes",
         type=int,
-        default=0,
-        help="both workers run their activities in N processes of their own",
+        default=default_activity_processes(),
+        help="both workers run their activities in N processes of their own (default: as "
+        "DUNWISE_ACTIVITY_PROCESSES's, 1 on a machine of two cores or more)",
     )
     args = parser.parse_args()
     if args.invoices < 1 or args.concurrency < 1 or args.warmup < 0 or args.activity_processes < 0:

@@ -31,6 +31,10 @@ from tests.browser import chromium  # noqa: F401  (the fixture of the browser te
 # Every worker a test starts re-imports the workflow modules per run, so a non-deterministic
 # call in them fails a test (see worker.workflow_runner).
 os.environ.setdefault("DUNWISE_STRICT_WORKFLOW_SANDBOX", "true")
+# Each test's worker runs its activities in its own process, where a test can reach them;
+# tests/test_activity_processes.py runs them in processes of their own, as `run` does on a
+# machine of several cores.
+os.environ.setdefault("DUNWISE_ACTIVITY_PROCESSES", "0")
 
 POSTGRES_URL_VARIABLE = "DUNWISE_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"

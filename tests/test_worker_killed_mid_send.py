@@ -81,6 +81,8 @@ async def test_a_worker_killed_mid_send_sends_the_email_once(tmp_path: Path) -> 
             DUNWISE_SMTP_PORT=str(smtp_port),
             DUNWISE_SMS_BACKEND="outbox",
             DUNWISE_SMS_QUIET_HOURS="",
+            # The send runs in run's own process, so killing run kills it mid-send.
+            DUNWISE_ACTIVITY_PROCESSES="0",
         )
         log = tmp_path / "worker.log"
         harness = InvoiceHarness(env=env, settings=settings, engine=engine, offset=timedelta(0))
