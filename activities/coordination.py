@@ -43,10 +43,9 @@ class CoordinationActivities:
 
     @activity.defn
     async def request_reminder(self, due: ReminderDue) -> ReminderRequested:
-        grouping = await asyncio.to_thread(self._grouping, due)
-        if grouping is None:
-            sent = await asyncio.to_thread(self._messaging.send_reminder, due.reminder)
-            return ReminderRequested(sent_alone=sent)
+        grouping = await asyncio.to_thread(self._send_if_alone, due)
+        if isinstance(grouping, ReminderRequested):
+            return grouping
         group, expected = grouping
         settings = self._settings
         coordinator = f"{COORDINATOR_ID_PREFIX}{due.customer_id}"
@@ -75,6 +74,14 @@ class CoordinationActivities:
             ) from None
         return ReminderRequested()
 
+    def _send_if_alone(self, due: ReminderDue) -> ReminderRequested | tuple[str, list[str]]:
+        """The reminder sent, if its customer has nothing to gather; else its group and the
+        invoices the group waits for. One trip to a thread for both."""
+        grouping = self._grouping(due)
+        if grouping is None:
+            return ReminderRequested(sent_alone=self._messaging.send_reminder(due.reminder))
+        return grouping
+
     def _grouping(self, due: ReminderDue) -> tuple[str, list[str]] | None:
         """The reminder's group and the customer's invoices that belong in it, read in one
         transaction; None when the customer has no open invoice but this one (nothing to
@@ -82,7 +89,8 @@ class CoordinationActivities:
         reminder = due.reminder
         with session_scope(self._engine) as session:
             others = session.exec(
-                _reminded(due.customer_id, Invoice.number != reminder.invoice_number).limit(1)
+                _ANOTHER_REMINDED,
+                params={"customer_id": due.customer_id, "number": reminder.invoice_number},
             ).first()
             if others is None:
                 return None
@@ -112,7 +120,7 @@ class CoordinationActivities:
             return group, sorted(set(siblings) | {invoice.number})
 
 
-def _reminded(customer_id: str, *where: sa.ColumnElement[bool]) -> SelectOfScalar[str]:
+def _reminded(customer_id: object, *where: sa.ColumnElement[bool]) -> SelectOfScalar[str]:
     """The numbers of the customer's invoices that reminders go out for (open, with a balance),
     narrowed by `where`."""
     return select(Invoice.number).where(
@@ -121,3 +129,9 @@ def _reminded(customer_id: str, *where: sa.ColumnElement[bool]) -> SelectOfScala
         Invoice.balance_minor > 0,
         *where,
     )
+
+
+# Asked for every reminder, so built once: is another of the customer's invoices reminded?
+_ANOTHER_REMINDED = _reminded(
+    sa.bindparam("customer_id"), Invoice.number != sa.bindparam("number")
+).limit(1)

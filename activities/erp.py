@@ -85,6 +85,21 @@ def encode_document(document: dict[str, Any]) -> bytes:
     )
 
 
+# Built once: every cleared invoice runs them.
+_ALLOCATIONS = (
+    select(Payment, PaymentAllocation)
+    .join(PaymentAllocation, PaymentAllocation.payment_id == Payment.id)
+    .where(PaymentAllocation.invoice_id == sa.bindparam("invoice_id"))
+    .order_by(Payment.received_at, Payment.id)
+)
+_ADJUSTMENTS = (
+    select(Adjustment)
+    .where(Adjustment.invoice_id == sa.bindparam("invoice_id"))
+    .order_by(Adjustment.id)
+)
+_POSTED = select(ErpPosting).where(ErpPosting.idempotency_key == sa.bindparam("key"))
+
+
 def build_clearing_document(
     session: Session, invoice: Invoice, req: ErpClearingRequest
 ) -> dict[str, Any]:
@@ -94,16 +109,9 @@ def build_clearing_document(
     def money(amount_minor: int, code: str = currency) -> str:
         return str(to_major(amount_minor, code))
 
-    allocations = session.exec(
-        select(Payment, PaymentAllocation)
-        .join(PaymentAllocation, PaymentAllocation.payment_id == Payment.id)
-        .where(PaymentAllocation.invoice_id == invoice.id)
-        .order_by(Payment.received_at, Payment.id)
-    ).all()
+    allocations = session.exec(_ALLOCATIONS, params={"invoice_id": invoice.id}).all()
     payment_ids = [payment.id for payment, _ in allocations]
-    adjustments = session.exec(
-        select(Adjustment).where(Adjustment.invoice_id == invoice.id).order_by(Adjustment.id)
-    ).all()
+    adjustments = session.exec(_ADJUSTMENTS, params={"invoice_id": invoice.id}).all()
     # Overpayments on this invoice's payments, and credit notes beyond its balance, became
     # customer credit.
     credit_note_keys = [
@@ -190,42 +198,63 @@ class ErpActivities:
 
     @activity.defn
     def clear_in_erp(self, req: ErpClearingRequest) -> ErpClearingResult:
-        with session_scope(self._engine) as session:
-            posted = session.exec(
-                select(ErpPosting).where(ErpPosting.idempotency_key == req.idempotency_key)
-            ).first()
-            if posted is not None:
-                return ErpClearingResult(target=posted.target, already_posted=True)
-            invoice = invoice_in_ledger(session, req.invoice_number)
-            invoice_id = invoice.id
-            document = build_clearing_document(session, invoice, req)
+        try:
+            if self._settings.erp_url:
+                return self._clear_over_http(self._settings.erp_url, req)
+            return self._clear_in_journal(req)
+        except IntegrityError:
+            # A concurrent attempt recorded the posting first.
+            return ErpClearingResult(target=self.target, already_posted=True)
 
-        if self._settings.erp_url:
-            self._post(self._settings.erp_url, document, req)
-            written_now = True
-        else:
-            # The journal is idempotent by key itself, so a crash before the ErpPosting row
-            # below is recorded never leaves the invoice unposted or posted twice.
+    def _clear_in_journal(self, req: ErpClearingRequest) -> ErpClearingResult:
+        """Read, write the journal line and record the posting in one transaction: the
+        journal is idempotent by key itself, so a crash before the commit never leaves the
+        invoice unposted or posted twice."""
+        with session_scope(self._engine) as session:
+            unposted = self._unposted(session, req)
+            if isinstance(unposted, ErpClearingResult):
+                return unposted
+            invoice_id, document = unposted
             written_now = append_json_line_once(
                 self._settings.effective_erp_journal,
                 document,
                 key_field="idempotency_key",
                 durable=self._settings.durable_writes,
             )
-
-        try:
-            with session_scope(self._engine) as session:
-                session.add(
-                    ErpPosting(
-                        idempotency_key=req.idempotency_key,
-                        invoice_id=invoice_id,
-                        target=self.target[:500],
-                        document=encode_document(document).decode("utf-8"),
-                    )
-                )
-        except IntegrityError:
-            return ErpClearingResult(target=self.target, already_posted=True)
+            session.add(self._posting(req, invoice_id, document))
         return ErpClearingResult(target=self.target, already_posted=not written_now)
+
+    def _clear_over_http(self, url: str, req: ErpClearingRequest) -> ErpClearingResult:
+        """The ledger is not held while the ERP answers: read, post, then record."""
+        with session_scope(self._engine) as session:
+            unposted = self._unposted(session, req)
+        if isinstance(unposted, ErpClearingResult):
+            return unposted
+        invoice_id, document = unposted
+        self._post(url, document, req)
+        with session_scope(self._engine) as session:
+            session.add(self._posting(req, invoice_id, document))
+        return ErpClearingResult(target=self.target)
+
+    def _unposted(
+        self, session: Session, req: ErpClearingRequest
+    ) -> ErpClearingResult | tuple[int, dict[str, Any]]:
+        """The invoice's id and clearing document, or the result of the posting already made."""
+        posted = session.exec(_POSTED, params={"key": req.idempotency_key}).first()
+        if posted is not None:
+            return ErpClearingResult(target=posted.target, already_posted=True)
+        invoice = invoice_in_ledger(session, req.invoice_number)
+        return invoice.id, build_clearing_document(session, invoice, req)
+
+    def _posting(
+        self, req: ErpClearingRequest, invoice_id: int, document: dict[str, Any]
+    ) -> ErpPosting:
+        return ErpPosting(
+            idempotency_key=req.idempotency_key,
+            invoice_id=invoice_id,
+            target=self.target[:500],
+            document=encode_document(document).decode("utf-8"),
+        )
 
     def _post(self, url: str, document: dict[str, Any], req: ErpClearingRequest) -> None:
         secret = self._settings.erp_secret

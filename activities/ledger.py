@@ -26,6 +26,7 @@ from activities.models import (
     TimelineBatch,
 )
 from ledger import adjustments, lifecycle, notes, operations, plans, tasks, timeline
+from ledger.books import INVOICE_BY_NUMBER
 from ledger.db import session_scope
 from ledger.models import CollectorTask, Invoice
 
@@ -34,7 +35,7 @@ T = TypeVar("T")
 
 def invoice_in_ledger(session: Session, number: str) -> Invoice:
     """The invoice by its number; a non-retryable InvoiceNotFound when the ledger has none."""
-    invoice = session.exec(select(Invoice).where(Invoice.number == number)).first()
+    invoice = session.exec(INVOICE_BY_NUMBER, params={"number": number}).first()
     if invoice is None:
         raise ApplicationError(
             f"invoice {number} is not in the ledger", type="InvoiceNotFound", non_retryable=True

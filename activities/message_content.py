@@ -35,6 +35,28 @@ from ledger.models import (
 from paylinks import make_pay_link, make_unsubscribe_link
 from settings import Settings
 
+# Built once: every message runs them, and on SQLite building one costs more than running it.
+_ADJUSTED = select(sa.func.coalesce(sa.func.sum(Adjustment.amount_minor), 0)).where(
+    Adjustment.invoice_id == sa.bindparam("invoice_id")
+)
+_PAID = (
+    select(Payment, PaymentAllocation)
+    .join(PaymentAllocation, PaymentAllocation.payment_id == Payment.id)
+    .where(
+        PaymentAllocation.invoice_id == sa.bindparam("invoice_id"),
+        Payment.status == "succeeded",
+    )
+    .order_by(Payment.received_at, Payment.id)
+)
+_OVERPAID = select(sa.func.coalesce(sa.func.sum(CustomerCredit.amount_minor), 0)).where(
+    CustomerCredit.source == "overpayment",
+    CustomerCredit.payment_id.in_(  # type: ignore[union-attr]
+        select(PaymentAllocation.payment_id).where(
+            PaymentAllocation.invoice_id == sa.bindparam("invoice_id")
+        )
+    ),
+)
+
 
 @dataclass(frozen=True)
 class ReadyToSend:
@@ -52,11 +74,7 @@ def message_context(
     payments: list[PaymentLine],
 ) -> MessageContext:
     """The context `job`'s template is rendered with, for one invoice."""
-    adjustments = session.exec(
-        select(sa.func.coalesce(sa.func.sum(Adjustment.amount_minor), 0)).where(
-            Adjustment.invoice_id == invoice.id
-        )
-    ).one()
+    adjustments = session.exec(_ADJUSTED, params={"invoice_id": invoice.id}).one()
     return MessageContext(
         customer_name=customer.name,
         company_name=settings.company_name,
@@ -128,12 +146,7 @@ def render_group(
 
 def payment_lines(session: Session, invoice: Invoice, timezone: str) -> list[PaymentLine]:
     """The succeeded payments toward `invoice`, oldest first, as a receipt lists them."""
-    rows = session.exec(
-        select(Payment, PaymentAllocation)
-        .join(PaymentAllocation, PaymentAllocation.payment_id == Payment.id)
-        .where(PaymentAllocation.invoice_id == invoice.id, Payment.status == "succeeded")
-        .order_by(Payment.received_at, Payment.id)
-    ).all()
+    rows = session.exec(_PAID, params={"invoice_id": invoice.id}).all()
     return [
         PaymentLine(
             received_on=local_day(payment.received_at, timezone),
@@ -147,14 +160,4 @@ def payment_lines(session: Session, invoice: Invoice, timezone: str) -> list[Pay
 
 def _overpaid(session: Session, invoice: Invoice) -> int:
     """What payments toward this invoice brought beyond its balance: the customer's credit."""
-    paid_toward = select(PaymentAllocation.payment_id).where(
-        PaymentAllocation.invoice_id == invoice.id
-    )
-    return int(
-        session.exec(
-            select(sa.func.coalesce(sa.func.sum(CustomerCredit.amount_minor), 0)).where(
-                CustomerCredit.source == "overpayment",
-                CustomerCredit.payment_id.in_(paid_toward),  # type: ignore[union-attr]
-            )
-        ).one()
-    )
+    return int(session.exec(_OVERPAID, params={"invoice_id": invoice.id}).one())

@@ -8,6 +8,7 @@ row is finished, every row it covers gets the same outcome.
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from activities.message_jobs import MessageJob
@@ -15,9 +16,12 @@ from activities.models import ChannelResult
 from ledger.models import Invoice, Message
 from vocabulary import MessageStatus
 
+# Built once: on SQLite, building a statement costs more than running it.
+_ROW_BY_KEY = select(Message).where(Message.idempotency_key == sa.bindparam("key"))
+
 
 def row_by_key(session: Session, key: str) -> Message | None:
-    return session.exec(select(Message).where(Message.idempotency_key == key)).first()
+    return session.exec(_ROW_BY_KEY, params={"key": key}).first()
 
 
 def new_row(job: MessageJob, invoice: Invoice, recipient: str | None) -> Message:
@@ -39,6 +43,25 @@ def result_of(row: Message) -> ChannelResult:
     )
 
 
+_MESSAGES = Message.__table__
+_DELIVERING = sa.select(
+    _MESSAGES.c.id, _MESSAGES.c.sent_with_id, _MESSAGES.c.channel, _MESSAGES.c.recipient
+).where(_MESSAGES.c.idempotency_key == sa.bindparam("key"))
+_ONE = _MESSAGES.c.id == sa.bindparam("row_id")
+_OUTCOME = (
+    sa.update(_MESSAGES)
+    .where(_ONE)
+    .values(
+        status=sa.bindparam("new_status"),
+        reason=sa.bindparam("new_reason"),
+        provider_id=sa.bindparam("new_provider_id"),
+    )
+)
+_PROVIDER = sa.update(_MESSAGES).where(_ONE).values(provider_id=sa.bindparam("new_provider_id"))
+_GROUP_OUTCOME = sa.update(_MESSAGES).where(_MESSAGES.c.sent_with_id == sa.bindparam("row_id"))
+_REASON = sa.select(_MESSAGES.c.reason).where(_ONE)
+
+
 def mark_outcome(
     session: Session,
     key: str,
@@ -46,17 +69,26 @@ def mark_outcome(
     reason: str | None = None,
     provider_id: str | None = None,
 ) -> ChannelResult:
-    """Mark the delivering row, and every row its message covered, with the outcome."""
-    row = session.exec(select(Message).where(Message.idempotency_key == key)).one()
-    covered = [row]
-    if row.sent_with_id is not None:
-        covered = list(session.exec(select(Message).where(Message.sent_with_id == row.id)).all())
-    for covered_row in covered:
-        covered_row.status = status
-        # Sent as a group, each row keeps its "in one message with ..." reason.
-        if reason is not None or row.sent_with_id is None:
-            covered_row.reason = reason
-        session.add(covered_row)
-    row.provider_id = provider_id[:200] if provider_id else None
-    session.add(row)
-    return result_of(row)
+    """Mark the delivering row, and every row its message covered, with the outcome.
+
+    Written with the table's own statements, built once, not through ORM objects: every
+    message sent pays for this step, and nothing in the session reads these rows again."""
+    db = session.connection()
+    row = db.execute(_DELIVERING, {"key": key}).one()
+    provider = provider_id[:200] if provider_id else None
+    if row.sent_with_id is None:
+        db.execute(
+            _OUTCOME,
+            {"row_id": row.id, "new_status": status, "new_reason": reason,
+             "new_provider_id": provider},
+        )  # fmt: skip
+        return ChannelResult(
+            channel=row.channel, status=status, reason=reason, recipient=row.recipient
+        )
+    # Sent as a group, each row keeps its "in one message with ..." reason unless the
+    # outcome has one of its own.
+    outcome = {"status": status} if reason is None else {"status": status, "reason": reason}
+    db.execute(_GROUP_OUTCOME.values(outcome), {"row_id": row.id})
+    db.execute(_PROVIDER, {"row_id": row.id, "new_provider_id": provider})
+    kept = db.execute(_REASON, {"row_id": row.id}).scalar_one()
+    return ChannelResult(channel=row.channel, status=status, reason=kept, recipient=row.recipient)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import cache
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -98,13 +99,19 @@ def balance_of(session: Session, invoice: Invoice) -> LedgerBalance:
     )
 
 
+# The statements every invoice runs, built once: on SQLite, building a statement costs more
+# than running it.
+_CREDIT = sa.select(sa.func.coalesce(sa.func.sum(CustomerCredit.amount_minor), 0)).where(
+    CustomerCredit.customer_id == sa.bindparam("customer_id"),
+    CustomerCredit.currency == sa.bindparam("currency"),
+)
+INVOICE_BY_NUMBER = select(Invoice).where(Invoice.number == sa.bindparam("number"))
+_INVOICE_FOR_UPDATE = INVOICE_BY_NUMBER.with_for_update().execution_options(populate_existing=True)
+
+
 def available_credit(session: Session, customer_id: str, currency: str) -> int:
     """The credit the customer holds in the currency."""
-    total = session.scalar(
-        sa.select(sa.func.coalesce(sa.func.sum(CustomerCredit.amount_minor), 0)).where(
-            CustomerCredit.customer_id == customer_id, CustomerCredit.currency == currency
-        )
-    )
+    total = session.scalar(_CREDIT, {"customer_id": customer_id, "currency": currency})
     return int(total or 0)
 
 
@@ -120,16 +127,21 @@ def first_row(
 
 
 def load_invoice(session: Session, number: str, *, for_update: bool = False) -> Invoice:
-    invoice = first_row(
-        session, select(Invoice).where(Invoice.number == number), for_update=for_update
-    )
+    """The invoice; with `for_update`, locked and read afresh, as `first_row` says."""
+    statement = _INVOICE_FOR_UPDATE if for_update else INVOICE_BY_NUMBER
+    invoice = session.exec(statement, params={"number": number}).first()
     if invoice is None:
         raise UnknownInvoice(f"invoice {number!r} does not exist")
     return invoice
 
 
 def _by_key(session: Session, model: type[_Keyed], key: str) -> _Keyed | None:
-    return session.exec(select(model).where(model.idempotency_key == key)).first()
+    return session.exec(_by_key_statement(model), params={"key": key}).first()
+
+
+@cache
+def _by_key_statement(model: type[_Keyed]) -> SelectOfScalar[_Keyed]:
+    return select(model).where(model.idempotency_key == sa.bindparam("key"))
 
 
 def money_text(amount_minor: int, currency: str) -> str:

@@ -97,19 +97,18 @@ def set_status(session: Session, req: StatusChange) -> LedgerBalance:
             )
     elif target not in _TRANSITIONS[current]:
         raise InvalidStatusChange(f"invoice {number} is {current}: it cannot become {target}")
-    with session.begin_nested():
-        invoice.status = target
-        invoice.updated_at = utcnow()
-        record_audit(
-            session,
-            req.actor,
-            "status_changed",
-            invoice.id,
-            _with_request_id(
-                {"from": str(current), "to": str(target), "reason": req.reason}, req.request_id
-            ),
-        )
-        session.flush()
+    invoice.status = target
+    invoice.updated_at = utcnow()
+    record_audit(
+        session,
+        req.actor,
+        "status_changed",
+        invoice.id,
+        _with_request_id(
+            {"from": str(current), "to": str(target), "reason": req.reason}, req.request_id
+        ),
+    )
+    session.flush()
     return balance_of(session, invoice)
 
 

@@ -53,6 +53,15 @@ class TimelineConflict(LedgerError):
 _BOUNDED_TEXT = ("event", "channel", "template")
 
 
+# Built once: every closing invoice runs them.
+_INVOICE_ID = select(Invoice.id).where(Invoice.number == sa.bindparam("number"))
+_INVOICE_ID_FOR_UPDATE = _INVOICE_ID.with_for_update()
+_STORED_FROM = select(InvoiceEvent).where(
+    InvoiceEvent.invoice_id == sa.bindparam("invoice_id"),
+    InvoiceEvent.position >= sa.bindparam("first"),
+)
+_HELD = sa.select(sa.func.count()).where(InvoiceEvent.invoice_id == sa.bindparam("invoice_id"))
+
 # --- writing -------------------------------------------------------------------------------
 
 
@@ -69,10 +78,7 @@ def record_timeline(session: Session, batch: TimelineBatch) -> int:
     stored = {
         row.position: row
         for row in session.exec(
-            select(InvoiceEvent).where(
-                InvoiceEvent.invoice_id == invoice_id,
-                InvoiceEvent.position >= batch.first_position,
-            )
+            _STORED_FROM, params={"invoice_id": invoice_id, "first": batch.first_position}
         )
     }
     held = _entries_held(session, invoice_id)
@@ -87,22 +93,19 @@ def record_timeline(session: Session, batch: TimelineBatch) -> int:
         if row is not None:
             _check_same_event(number, row, entry)
     new_rows = []
-    with session.begin_nested():
-        for offset, entry in enumerate(batch.entries):
-            position = batch.first_position + offset
-            row = stored.get(position)
-            if row is None:
-                new_rows.append(
-                    {"invoice_id": invoice_id, "position": position} | entry.model_dump()
-                )
-            elif entry.count >= row.count:
-                _copy_repeatable_fields(row, entry)
-                session.add(row)
-        session.flush()
-        if new_rows:
-            # One batched INSERT: a closing invoice saves its whole story at once, and ORM
-            # objects for rows nothing reads again cost more than the write itself.
-            session.execute(sa.insert(InvoiceEvent), new_rows)
+    for offset, entry in enumerate(batch.entries):
+        position = batch.first_position + offset
+        row = stored.get(position)
+        if row is None:
+            new_rows.append({"invoice_id": invoice_id, "position": position} | entry.model_dump())
+        elif entry.count >= row.count:
+            _copy_repeatable_fields(row, entry)
+            session.add(row)
+    session.flush()
+    if new_rows:
+        # One batched INSERT: a closing invoice saves its whole story at once, and ORM
+        # objects for rows nothing reads again cost more than the write itself.
+        session.execute(sa.insert(InvoiceEvent), new_rows)
     return max(held, batch.first_position + len(batch.entries))
 
 
@@ -171,17 +174,15 @@ def read_timeline(session: Session, invoice_number: str) -> list[TimelineEntry]:
 
 
 def _invoice_id(session: Session, number: str, *, for_update: bool = False) -> int:
-    statement = select(Invoice.id).where(Invoice.number == number)
-    if for_update:
-        # Flushes of one invoice (a retry racing its first attempt) queue up on PostgreSQL;
-        # SQLite's BEGIN IMMEDIATE (ledger.db) already serializes writers.
-        statement = statement.with_for_update()
-    invoice_id = session.exec(statement).first()
+    # Flushes of one invoice (a retry racing its first attempt) queue up on PostgreSQL;
+    # SQLite's BEGIN IMMEDIATE (ledger.db) already serializes writers.
+    statement = _INVOICE_ID_FOR_UPDATE if for_update else _INVOICE_ID
+    invoice_id = session.exec(statement, params={"number": number}).first()
     if invoice_id is None:
         raise UnknownInvoice(f"invoice {number!r} does not exist")
     return invoice_id
 
 
 def _entries_held(session: Session, invoice_id: int) -> int:
-    held = session.scalar(sa.select(sa.func.count()).where(InvoiceEvent.invoice_id == invoice_id))
+    held = session.scalar(_HELD, {"invoice_id": invoice_id})
     return int(held or 0)
