@@ -36,8 +36,11 @@ class OutgoingEmail(BaseModel):
 def message_id_for(idempotency_key: str, sender: str) -> str:
     """The same Message-ID for every attempt of one message."""
     domain = sender.rsplit("@", 1)[-1] or "dunwise.invalid"
-    digest = hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()[:32]
-    return f"<{digest}@{domain}>"
+    return f"<{_key_digest(idempotency_key)[:32]}@{domain}>"
+
+
+def _key_digest(idempotency_key: str) -> str:
+    return hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()
 
 
 # Headers fold at RFC 5322's hard limit: folded at 78, a long List-Unsubscribe URL (which
@@ -82,8 +85,7 @@ def build_email_message(
     else:
         # A boundary of the key's own: "=_" never occurs in a quoted-printable body, so the
         # generator need not search both bodies for a random one that does not.
-        digest = hashlib.sha256(email.idempotency_key.encode("utf-8")).hexdigest()[:24]
-        boundary = f"=_dunwise_{digest}"
+        boundary = f"=_dunwise_{_key_digest(email.idempotency_key)[:24]}"
         message = MIMEMultipart("alternative", boundary=boundary, policy=HEADER_POLICY)
         message.attach(text)
         message.attach(MIMEText(email.html, "html", BODY_CHARSET))

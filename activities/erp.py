@@ -24,6 +24,7 @@ from activities.currency import to_major
 from activities.files import append_json_line_once
 from activities.ledger import invoice_in_ledger
 from activities.models import ErpClearingRequest, ErpClearingResult
+from ledger.books import ALLOCATIONS
 from ledger.db import session_scope
 from ledger.models import (
     Adjustment,
@@ -31,8 +32,6 @@ from ledger.models import (
     CustomerCredit,
     ErpPosting,
     Invoice,
-    Payment,
-    PaymentAllocation,
 )
 from ledger.operations import credit_key
 from settings import Settings
@@ -86,12 +85,6 @@ def encode_document(document: dict[str, Any]) -> bytes:
 
 
 # Built once: every cleared invoice runs them.
-_ALLOCATIONS = (
-    select(Payment, PaymentAllocation)
-    .join(PaymentAllocation, PaymentAllocation.payment_id == Payment.id)
-    .where(PaymentAllocation.invoice_id == sa.bindparam("invoice_id"))
-    .order_by(Payment.received_at, Payment.id)
-)
 _ADJUSTMENTS = (
     select(Adjustment)
     .where(Adjustment.invoice_id == sa.bindparam("invoice_id"))
@@ -109,7 +102,7 @@ def build_clearing_document(
     def money(amount_minor: int, code: str = currency) -> str:
         return str(to_major(amount_minor, code))
 
-    allocations = session.exec(_ALLOCATIONS, params={"invoice_id": invoice.id}).all()
+    allocations = session.exec(ALLOCATIONS, params={"invoice_id": invoice.id}).all()
     payment_ids = [payment.id for payment, _ in allocations]
     adjustments = session.exec(_ADJUSTMENTS, params={"invoice_id": invoice.id}).all()
     # Overpayments on this invoice's payments, and credit notes beyond its balance, became

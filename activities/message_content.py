@@ -23,6 +23,7 @@ from activities.rendering import (
     render_message,
 )
 from ledger.accounts import local_day
+from ledger.books import ALLOCATIONS
 from ledger.models import (
     Adjustment,
     Customer,
@@ -39,15 +40,7 @@ from settings import Settings
 _ADJUSTED = select(sa.func.coalesce(sa.func.sum(Adjustment.amount_minor), 0)).where(
     Adjustment.invoice_id == sa.bindparam("invoice_id")
 )
-_PAID = (
-    select(Payment, PaymentAllocation)
-    .join(PaymentAllocation, PaymentAllocation.payment_id == Payment.id)
-    .where(
-        PaymentAllocation.invoice_id == sa.bindparam("invoice_id"),
-        Payment.status == "succeeded",
-    )
-    .order_by(Payment.received_at, Payment.id)
-)
+_PAID = ALLOCATIONS.where(Payment.status == "succeeded")
 _OVERPAID = select(sa.func.coalesce(sa.func.sum(CustomerCredit.amount_minor), 0)).where(
     CustomerCredit.source == "overpayment",
     CustomerCredit.payment_id.in_(  # type: ignore[union-attr]

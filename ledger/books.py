@@ -32,6 +32,7 @@ from ledger.models import (
     CustomerCredit,
     Invoice,
     Payment,
+    PaymentAllocation,
 )
 from ledger.requests import LedgerBalance
 from policies.money import from_minor
@@ -99,6 +100,20 @@ def balance_of(session: Session, invoice: Invoice) -> LedgerBalance:
     )
 
 
+def locked(statement: SelectOfScalar[_Row]) -> SelectOfScalar[_Row]:
+    """`statement` locking its rows and reading them afresh. The row lock makes concurrent
+    changes to one row queue up on PostgreSQL; SQLite's BEGIN IMMEDIATE (ledger.db) already
+    serializes writers."""
+    return statement.with_for_update().execution_options(populate_existing=True)
+
+
+def first_row(
+    session: Session, statement: SelectOfScalar[_Row], *, for_update: bool
+) -> _Row | None:
+    """The statement's first row; with `for_update`, `locked`."""
+    return session.exec(locked(statement) if for_update else statement).first()
+
+
 # The statements every invoice runs, built once: on SQLite, building a statement costs more
 # than running it.
 _CREDIT = sa.select(sa.func.coalesce(sa.func.sum(CustomerCredit.amount_minor), 0)).where(
@@ -106,7 +121,14 @@ _CREDIT = sa.select(sa.func.coalesce(sa.func.sum(CustomerCredit.amount_minor), 0
     CustomerCredit.currency == sa.bindparam("currency"),
 )
 INVOICE_BY_NUMBER = select(Invoice).where(Invoice.number == sa.bindparam("number"))
-_INVOICE_FOR_UPDATE = INVOICE_BY_NUMBER.with_for_update().execution_options(populate_existing=True)
+_INVOICE_FOR_UPDATE = locked(INVOICE_BY_NUMBER)
+# Every payment toward an invoice, with what it brought to it, oldest first.
+ALLOCATIONS = (
+    select(Payment, PaymentAllocation)
+    .join(PaymentAllocation, PaymentAllocation.payment_id == Payment.id)
+    .where(PaymentAllocation.invoice_id == sa.bindparam("invoice_id"))
+    .order_by(Payment.received_at, Payment.id)
+)
 
 
 def available_credit(session: Session, customer_id: str, currency: str) -> int:
@@ -115,19 +137,8 @@ def available_credit(session: Session, customer_id: str, currency: str) -> int:
     return int(total or 0)
 
 
-def first_row(
-    session: Session, statement: SelectOfScalar[_Row], *, for_update: bool
-) -> _Row | None:
-    """The statement's first row; with `for_update`, locked and read afresh. The row lock makes
-    concurrent changes to one row queue up on PostgreSQL; SQLite's BEGIN IMMEDIATE
-    (ledger.db) already serializes writers."""
-    if for_update:
-        statement = statement.with_for_update().execution_options(populate_existing=True)
-    return session.exec(statement).first()
-
-
 def load_invoice(session: Session, number: str, *, for_update: bool = False) -> Invoice:
-    """The invoice; with `for_update`, locked and read afresh, as `first_row` says."""
+    """The invoice; with `for_update`, `locked`."""
     statement = _INVOICE_FOR_UPDATE if for_update else INVOICE_BY_NUMBER
     invoice = session.exec(statement, params={"number": number}).first()
     if invoice is None:
