@@ -27,9 +27,10 @@ from temporalio import activity
 from activities.ledger import invoice_in_ledger
 from activities.message_content import ReadyToSend, render_group
 from activities.message_jobs import MessageJob, check_reminder, reminder_job, suppression_reason
-from activities.message_rows import new_row, result_of, row_by_key
+from activities.message_rows import new_row, result_of, row_by_key, rows_by_key
 from activities.messaging import MessagingActivities
 from activities.models import ChannelResult, GroupedOutcome, GroupedReminder, ReminderOutcome
+from ledger.books import invoices_by_number
 from ledger.db import session_scope
 from ledger.models import Customer, Message
 from vocabulary import FINAL_MESSAGE_STATUSES, MessageStatus
@@ -66,12 +67,7 @@ class GroupedMessagingActivities(MessagingActivities):
             # A concurrent attempt recorded the same keys first; read what it recorded.
             results, leader = self._tie(jobs)
         if leader is not None:
-            job, ready = leader
-            self._outbox.deliver_and_finish(job, ready)
-            with session_scope(self._engine) as session:
-                for job in jobs:
-                    if job.key not in results:
-                        results[job.key] = result_of(row_by_key(session, job.key))
+            results.update(self._outbox.deliver_and_finish(*leader))
         return results
 
     def _tie(
@@ -80,18 +76,19 @@ class GroupedMessagingActivities(MessagingActivities):
         """Record every reminder's row; tie the ones to send to one delivering row, render."""
         results: dict[str, ChannelResult] = {}
         with session_scope(self._engine) as session:
+            rows = rows_by_key(session, [job.key for job in jobs])
+            # Kept until the message is rendered, which reads the customer again: the
+            # session's identity map holds an object only while something else does.
+            customers: dict[str, Customer] = {}
+            if new := [job for job in jobs if job.key not in rows]:
+                rows.update(self._new_rows(session, new, customers))
             live: list[tuple[MessageJob, Message]] = []
             for job in jobs:
-                row = row_by_key(session, job.key)
-                if row is not None and row.status in FINAL_MESSAGE_STATUSES:
+                row = rows[job.key]
+                if row.status in FINAL_MESSAGE_STATUSES:  # final before, or suppressed now
                     results[job.key] = result_of(row)
-                    continue
-                if row is None:
-                    row = self._new_or_suppressed(session, job)
-                    if row.status == MessageStatus.SUPPRESSED:
-                        results[job.key] = result_of(row)
-                        continue
-                live.append((job, row))
+                else:
+                    live.append((job, row))
             if not live:
                 return results, None
             leading_job, leader = next(
@@ -100,25 +97,34 @@ class GroupedMessagingActivities(MessagingActivities):
             group_key = "group:" + hashlib.sha256(leader.idempotency_key.encode()).hexdigest()[:64]
             for _, row in live:
                 row.sent_with_id, row.group_key = leader.id, group_key
-                session.add(row)
-            session.flush()
             ready = render_group(session, self._settings, leader, leading_job)
         return results, (leading_job, ready)
 
-    def _new_or_suppressed(self, session: Session, job: MessageJob) -> Message:
-        invoice = invoice_in_ledger(session, job.invoice_number)
-        customer = session.get(Customer, invoice.customer_id)
-        assert customer is not None, f"customer of invoice {invoice.number} is in the ledger"
-        recipient = customer.email if job.channel == "email" else customer.phone
-        row = new_row(job, invoice, recipient)
-        reason = suppression_reason(invoice, customer, job, [], self._settings.sms_quiet_hours)
-        if reason is not None:
-            row.status, row.reason = MessageStatus.SUPPRESSED, reason
-        else:
-            row.status = MessageStatus.SENDING
-        session.add(row)
+    def _new_rows(
+        self, session: Session, jobs: list[MessageJob], customers: dict[str, Customer]
+    ) -> dict[str, Message]:
+        """A row for each job, "sending", or "suppressed" with the reason when the ledger
+        says it must not go out; flushed, so each has its id. The customers read are kept
+        in `customers`."""
+        invoices = invoices_by_number(session, [job.invoice_number for job in jobs])
+        rows: dict[str, Message] = {}
+        for job in jobs:
+            invoice = invoices.get(job.invoice_number) or invoice_in_ledger(
+                session, job.invoice_number
+            )
+            customer = customers.get(invoice.customer_id) or session.get(
+                Customer, invoice.customer_id
+            )
+            assert customer is not None, f"customer of invoice {invoice.number} is in the ledger"
+            customers[customer.id] = customer
+            recipient = customer.email if job.channel == "email" else customer.phone
+            row = rows[job.key] = new_row(job, invoice, recipient)
+            reason = suppression_reason(invoice, customer, job, [], self._settings.sms_quiet_hours)
+            if reason is not None:
+                row.status, row.reason = MessageStatus.SUPPRESSED, reason
+        session.add_all(rows.values())
         session.flush()
-        return row
+        return rows
 
     def _suppress_all(self, jobs: list[MessageJob], reason: str) -> dict[str, ChannelResult]:
         results: dict[str, ChannelResult] = {}

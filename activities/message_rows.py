@@ -18,10 +18,19 @@ from vocabulary import MessageStatus
 
 # Built once: on SQLite, building a statement costs more than running it.
 _ROW_BY_KEY = select(Message).where(Message.idempotency_key == sa.bindparam("key"))
+_ROWS_BY_KEYS = select(Message).where(
+    Message.idempotency_key.in_(sa.bindparam("keys", expanding=True))  # type: ignore[attr-defined]
+)
 
 
 def row_by_key(session: Session, key: str) -> Message | None:
     return session.exec(_ROW_BY_KEY, params={"key": key}).first()
+
+
+def rows_by_key(session: Session, keys: list[str]) -> dict[str, Message]:
+    """The rows recorded for any of `keys`, by key."""
+    rows = session.exec(_ROWS_BY_KEYS, params={"keys": keys})
+    return {row.idempotency_key: row for row in rows}
 
 
 def new_row(job: MessageJob, invoice: Invoice, recipient: str | None) -> Message:
@@ -58,8 +67,15 @@ _OUTCOME = (
     )
 )
 _PROVIDER = sa.update(_MESSAGES).where(_ONE).values(provider_id=sa.bindparam("new_provider_id"))
-_GROUP_OUTCOME = sa.update(_MESSAGES).where(_MESSAGES.c.sent_with_id == sa.bindparam("row_id"))
-_REASON = sa.select(_MESSAGES.c.reason).where(_ONE)
+_COVERED = _MESSAGES.c.sent_with_id == sa.bindparam("row_id")
+_GROUP_OUTCOME = sa.update(_MESSAGES).where(_COVERED)
+_GROUP_RESULTS = sa.select(
+    _MESSAGES.c.idempotency_key,
+    _MESSAGES.c.channel,
+    _MESSAGES.c.status,
+    _MESSAGES.c.reason,
+    _MESSAGES.c.recipient,
+).where(_COVERED)
 
 
 def mark_outcome(
@@ -68,8 +84,9 @@ def mark_outcome(
     status: MessageStatus,
     reason: str | None = None,
     provider_id: str | None = None,
-) -> ChannelResult:
-    """Mark the delivering row, and every row its message covered, with the outcome.
+) -> dict[str, ChannelResult]:
+    """Mark the delivering row, and every row its message covered, with the outcome; what
+    each row marked came to, by its key.
 
     Written with the table's own statements, built once, not through ORM objects: every
     message sent pays for this step, and nothing in the session reads these rows again."""
@@ -82,13 +99,22 @@ def mark_outcome(
             {"row_id": row.id, "new_status": status, "new_reason": reason,
              "new_provider_id": provider},
         )  # fmt: skip
-        return ChannelResult(
-            channel=row.channel, status=status, reason=reason, recipient=row.recipient
-        )
+        return {
+            key: ChannelResult(
+                channel=row.channel, status=status, reason=reason, recipient=row.recipient
+            )
+        }
     # Sent as a group, each row keeps its "in one message with ..." reason unless the
     # outcome has one of its own.
     outcome = {"status": status} if reason is None else {"status": status, "reason": reason}
     db.execute(_GROUP_OUTCOME.values(outcome), {"row_id": row.id})
     db.execute(_PROVIDER, {"row_id": row.id, "new_provider_id": provider})
-    kept = db.execute(_REASON, {"row_id": row.id}).scalar_one()
-    return ChannelResult(channel=row.channel, status=status, reason=kept, recipient=row.recipient)
+    return {
+        marked.idempotency_key: ChannelResult(
+            channel=marked.channel,
+            status=marked.status,
+            reason=marked.reason,
+            recipient=marked.recipient,
+        )
+        for marked in db.execute(_GROUP_RESULTS, {"row_id": row.id})
+    }

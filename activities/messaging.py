@@ -84,7 +84,7 @@ class MessagingActivities:
             prepared = self._prepare(job)
         if isinstance(prepared, ChannelResult):
             return prepared
-        return self._outbox.deliver_and_finish(job, prepared)
+        return self._outbox.deliver_and_finish(job, prepared)[job.key]
 
     def _prepare(self, job: MessageJob) -> ChannelResult | ReadyToSend:
         """Decide, render and record; the commit happens before anything is delivered."""

@@ -37,8 +37,11 @@ class Outbox:
         self._email = email
         self._sms = sms
 
-    def deliver_and_finish(self, job: MessageJob, prepared: ReadyToSend) -> ChannelResult:
-        """Deliver under the job's key and mark its row (and the rows it covers) with how."""
+    def deliver_and_finish(
+        self, job: MessageJob, prepared: ReadyToSend
+    ) -> dict[str, ChannelResult]:
+        """Deliver under the job's key and mark its row (and the rows it covers) with how;
+        what each row came to, by its key."""
         try:
             delivered = self._deliver(job, prepared)
         except RecipientOptedOut as left:
@@ -54,7 +57,7 @@ class Outbox:
         status: MessageStatus,
         reason: str | None = None,
         provider_id: str | None = None,
-    ) -> ChannelResult:
+    ) -> dict[str, ChannelResult]:
         with session_scope(self._engine) as session:
             return mark_outcome(session, key, status, reason=reason, provider_id=provider_id)
 

@@ -122,6 +122,9 @@ _CREDIT = sa.select(sa.func.coalesce(sa.func.sum(CustomerCredit.amount_minor), 0
 )
 INVOICE_BY_NUMBER = select(Invoice).where(Invoice.number == sa.bindparam("number"))
 _INVOICE_FOR_UPDATE = locked(INVOICE_BY_NUMBER)
+_INVOICES_BY_NUMBER = select(Invoice).where(
+    Invoice.number.in_(sa.bindparam("numbers", expanding=True))  # type: ignore[attr-defined]
+)
 # Every payment toward an invoice, with what it brought to it, oldest first.
 ALLOCATIONS = (
     select(Payment, PaymentAllocation)
@@ -135,6 +138,11 @@ def available_credit(session: Session, customer_id: str, currency: str) -> int:
     """The credit the customer holds in the currency."""
     total = session.scalar(_CREDIT, {"customer_id": customer_id, "currency": currency})
     return int(total or 0)
+
+
+def invoices_by_number(session: Session, numbers: list[str]) -> dict[str, Invoice]:
+    """The invoices of `numbers` the ledger has, by number."""
+    return {i.number: i for i in session.exec(_INVOICES_BY_NUMBER, params={"numbers": numbers})}
 
 
 def load_invoice(session: Session, number: str, *, for_update: bool = False) -> Invoice:

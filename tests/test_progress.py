@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+import simulation
 from commands.progress import Bar, draws_on, progress
 from policies.loader import load_policy
 from simulation import simulate
@@ -222,9 +223,11 @@ def simulate_argv(invoices: Path, days: int, *more: str) -> list[str]:
             "--days", str(days), *more]  # fmt: skip
 
 
-async def test_simulation_tells_every_day_once(tmp_path):
+@pytest.mark.parametrize("shard_invoices", [2, 1], ids=["one shard", "shards in runners"])
+async def test_simulation_tells_every_day_once(tmp_path, monkeypatch, shard_invoices):
     invoices = tmp_path / "invoices.csv"
     write_invoices(invoices, 2)
+    monkeypatch.setattr(simulation, "SHARD_INVOICES", shard_invoices)
     told: list[int] = []
     result = await simulate(
         load_policy(POLICY), invoices, tmp_path / "run", days=45, on_days=told.append

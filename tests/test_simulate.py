@@ -144,8 +144,10 @@ async def test_a_customers_invoices_due_the_same_day_are_reminded_in_one_message
 
 
 def test_cli_json_lines(tmp_path):
+    """Past SHARD_INVOICES the shards run in runner processes of their own: stdout still
+    holds the timeline and nothing else."""
     invoices = tmp_path / "invoices.csv"
-    write_invoices(invoices, 3)
+    write_invoices(invoices, simulation.SHARD_INVOICES + 5)
     result = subprocess.run(
         [sys.executable, "-c", "import starter; starter.main()", "simulate",
          "--policy", str(POLICY), "--invoices", str(invoices), "--days", "40", "--json"],
@@ -154,6 +156,7 @@ def test_cli_json_lines(tmp_path):
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     assert {"invoice", "at", "event", "channel", "template"} <= set(events[0])
+    assert sum(e["event"] == "issued" for e in events) == simulation.SHARD_INVOICES + 5
     reminders = [e for e in events if e["event"] == "reminder"]
     assert {e["channel"] for e in reminders} == {"email", "sms"}
     for event in events:
