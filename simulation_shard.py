@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sqlite3
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -104,13 +104,16 @@ _progress: SimpleQueue | None = None
 
 
 def start_runner(progress: SimpleQueue) -> None:
-    """A runner process's start: it tells days through `progress`, and stops (stopping its
-    time-skipping server) when told to or when the simulation's process dies."""
+    """A runner process's start: it tells days through `progress`. Told to stop (SIGTERM: by
+    the simulation's pool, or by the kernel when the simulation's process dies), it kills
+    itself and its time-skipping server at once, as one process group: a graceful stop
+    would wait for the worker's polls, and the server would outlive a runner that died."""
     global _progress
     _progress = progress
     quiet_core_logs()  # core's warnings would land in the timeline on stdout
+    os.setpgrp()
     child_process.die_with_parent()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
 
 
 def play_in_runner(shard: Shard) -> Played:

@@ -19,7 +19,11 @@ from sqlmodel import select
 from sqlmodel.sql.expression import SelectOfScalar
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import (
+    ApplicationError,
+    ApplicationErrorCategory,
+    WorkflowAlreadyStartedError,
+)
 
 from activities.ledger import invoice_in_ledger
 from activities.messaging import MessagingActivities
@@ -67,10 +71,12 @@ class CoordinationActivities:
             # nor started. Retried, the reminder finds it gone and starts the next one. Said as
             # an ApplicationError, the failure is one every server records: the time-skipping
             # test server refused the SDK's own error, and the activity hung until its timeout.
+            # Benign: an expected retry, which the SDK logs at debug level, not as a warning.
             raise ApplicationError(
                 f"the coordinator {coordinator} was ending as the reminder of invoice "
                 f"{due.reminder.invoice_number} came; trying again",
                 type="CoordinatorEnding",
+                category=ApplicationErrorCategory.BENIGN,
             ) from None
         return ReminderRequested()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -312,3 +313,48 @@ def test_shards_keep_each_customer_whole(tmp_path, monkeypatch):
     owners = [[action[2].customer_id for action in shard] for shard in shards]
     # "a" alone outgrows a shard and gets its own; the others fill shards of at most three.
     assert owners == [["a", "a", "a", "a"], ["b", "c", "c"], ["d", "e", "e"]]
+
+
+def _children(pid: int) -> list[int]:
+    """Started by any of the process's threads (the core starts the server from its own)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(FileNotFoundError):
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_killed_simulation_leaves_no_runner_or_server_behind(tmp_path):
+    """SIGKILL on `dunwise simulate` while runners play their shards: each runner and its
+    time-skipping server go with it."""
+    invoices = tmp_path / "invoices.csv"
+    write_invoices(invoices, simulation.SHARD_INVOICES + 5)
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import starter; starter.main()", "simulate",
+         "--policy", str(POLICY), "--invoices", str(invoices), "--days", "120", "--json"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        servers: list[int] = []
+        while not servers and time.monotonic() < deadline:
+            runners = [pid for pid in _children(process.pid) if b"spawn_main" in
+                       Path(f"/proc/{pid}/cmdline").read_bytes()]  # fmt: skip
+            servers = [server for runner in runners for server in _children(runner)]
+            time.sleep(0.1)
+        assert servers, "no runner started a time-skipping server"
+        time.sleep(5)  # well into the shards: workflows and activities under way
+    finally:
+        process.kill()
+        process.wait()
+    gone_by = time.monotonic() + 10
+    while any(map(_running, runners + servers)) and time.monotonic() < gone_by:
+        time.sleep(0.1)
+    assert not [pid for pid in runners + servers if _running(pid)]
