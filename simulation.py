@@ -98,8 +98,8 @@ async def simulate(
     ]
     actions.sort(key=lambda action: action[:2])
     shards = [
-        _shard(index, actions, settings, policy, by_number, start, end)
-        for index, actions in enumerate(_shards(actions, by_number))
+        _shard(index, planned, settings, policy, by_number, start, end)
+        for index, planned in enumerate(_shards(actions, by_number))
     ]
     told = _DaysTold(on_days, shards=len(shards))
     if len(shards) == 1:

@@ -115,13 +115,14 @@ class CoordinationActivities:
             if self._settings.message_group_window_seconds <= 0:
                 return group, []
             siblings = session.exec(
-                _reminded(
-                    invoice.customer_id,
-                    Invoice.due_on == invoice.due_on,
-                    Invoice.currency == invoice.currency,
-                    Invoice.policy_name == invoice.policy_name,
-                    Invoice.policy_version == invoice.policy_version,
-                )
+                _SIBLINGS,
+                params={
+                    "customer_id": invoice.customer_id,
+                    "due_on": invoice.due_on,
+                    "currency": invoice.currency,
+                    "policy_name": invoice.policy_name,
+                    "policy_version": invoice.policy_version,
+                },
             ).all()
             return group, sorted(set(siblings) | {invoice.number})
 
@@ -141,3 +142,11 @@ def _reminded(customer_id: object, *where: sa.ColumnElement[bool]) -> SelectOfSc
 _ANOTHER_REMINDED = _reminded(
     sa.bindparam("customer_id"), Invoice.number != sa.bindparam("number")
 ).limit(1)
+# And if so, the ones that belong in its message: due the same day, in its currency and policy.
+_SIBLINGS = _reminded(
+    sa.bindparam("customer_id"),
+    Invoice.due_on == sa.bindparam("due_on"),
+    Invoice.currency == sa.bindparam("currency"),
+    Invoice.policy_name == sa.bindparam("policy_name"),
+    Invoice.policy_version == sa.bindparam("policy_version"),
+)

@@ -43,6 +43,9 @@ def invoice_in_ledger(session: Session, number: str) -> Invoice:
     return invoice
 
 
+_TASK_BY_KEY = select(CollectorTask).where(CollectorTask.idempotency_key == sa.bindparam("key"))
+
+
 class LedgerActivities:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
@@ -89,9 +92,7 @@ class LedgerActivities:
         """Move a task past its SLA to the supervisor queue; False if it is closed already."""
 
         def breach(session: Session) -> bool:
-            task = session.exec(
-                select(CollectorTask).where(CollectorTask.idempotency_key == request.task_key)
-            ).first()
+            task = session.exec(_TASK_BY_KEY, params={"key": request.task_key}).first()
             if task is None:
                 return False
             return tasks.move_breached(session, task.id, request.supervisor_queue, request.at)

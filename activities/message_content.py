@@ -50,6 +50,14 @@ _OVERPAID = select(sa.func.coalesce(sa.func.sum(CustomerCredit.amount_minor), 0)
     ),
 )
 
+# The rows a grouped message covers, with their invoices, in the order the message lists them.
+_COVERED = (
+    select(Message, Invoice)
+    .join(Invoice, Message.invoice_id == Invoice.id)
+    .where(Message.sent_with_id == sa.bindparam("row_id"))
+    .order_by(Invoice.number)
+)
+
 
 @dataclass(frozen=True)
 class ReadyToSend:
@@ -95,14 +103,7 @@ def render_group(
     session: Session, settings: Settings, row: Message, job: MessageJob
 ) -> ReadyToSend:
     """Render the one message for every row that `row` claimed, and note who it covers."""
-    covered = list(
-        session.exec(
-            select(Message, Invoice)
-            .join(Invoice, Message.invoice_id == Invoice.id)
-            .where(Message.sent_with_id == row.id)
-            .order_by(Invoice.number)
-        ).all()
-    )
+    covered = list(session.exec(_COVERED, params={"row_id": row.id}).all())
     invoices = [invoice for _, invoice in covered]
     numbers = [invoice.number for invoice in invoices]
     for message, invoice in covered:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from ledger.assignment import assign_new_task
@@ -213,6 +214,22 @@ def close_tasks_if_settled(session: Session, invoice: Invoice, actor: str) -> No
         close_open_tasks(session, invoice, TaskOutcome(invoice.status), actor)
 
 
+# An invoice's open tasks, all but the one spared (if any), the most recent first. Built once:
+# every escalation runs it.
+_OPEN_TASKS = (
+    select(CollectorTask)
+    .where(
+        CollectorTask.invoice_id == sa.bindparam("invoice_id"),
+        CollectorTask.status == TaskStatus.OPEN,
+        sa.or_(
+            sa.bindparam("sparing", type_=sa.Integer).is_(None),
+            CollectorTask.id != sa.bindparam("sparing", type_=sa.Integer),
+        ),
+    )
+    .order_by(CollectorTask.created_at.desc(), CollectorTask.id.desc())
+)
+
+
 def close_open_tasks(
     session: Session,
     invoice: Invoice,
@@ -226,13 +243,8 @@ def close_open_tasks(
     """Close the invoice's open collector tasks, all but `sparing`, with the outcome; each gets
     its `collector_task_closed` audit event, with `detail` added. The tasks closed, the most
     recent first."""
-    statement = select(CollectorTask).where(
-        CollectorTask.invoice_id == invoice.id, CollectorTask.status == TaskStatus.OPEN
-    )
-    if sparing is not None:
-        statement = statement.where(CollectorTask.id != sparing.id)
     tasks = session.exec(
-        statement.order_by(CollectorTask.created_at.desc(), CollectorTask.id.desc())
+        _OPEN_TASKS, params={"invoice_id": invoice.id, "sparing": sparing.id if sparing else None}
     ).all()
     now = utcnow()
     for task in tasks:

@@ -189,14 +189,17 @@ def move_breached(
 # --- helpers -------------------------------------------------------------------------------
 
 
+_TASK_FOR_UPDATE = (
+    select(CollectorTask)
+    .where(CollectorTask.id == sa.bindparam("task_id"))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+
+
 def _load(session: Session, task_id: int) -> CollectorTask:
     # Row lock on PostgreSQL so two claims of one task queue up; SQLite serializes writers.
-    task = session.exec(
-        select(CollectorTask)
-        .where(CollectorTask.id == task_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).first()
+    task = session.exec(_TASK_FOR_UPDATE, params={"task_id": task_id}).first()
     if task is None:
         raise UnknownTask(f"collector task {task_id} does not exist")
     return task
