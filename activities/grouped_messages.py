@@ -97,6 +97,7 @@ class GroupedMessagingActivities(MessagingActivities):
             group_key = "group:" + hashlib.sha256(leader.idempotency_key.encode()).hexdigest()[:64]
             for _, row in live:
                 row.sent_with_id, row.group_key = leader.id, group_key
+            session.flush()  # render_group reads the rows tied to the leader
             ready = render_group(session, self._settings, leader, leading_job)
         return results, (leading_job, ready)
 
