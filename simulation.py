@@ -161,12 +161,10 @@ def _shard(
             return subject
         return invoice_input(subject, rows[subject.number].timezone, policy)
 
-    paid = {s.invoice_number for _, _, s in actions if isinstance(s, PaymentRow)}
     return Shard(
         index=index,
         settings=settings,
         actions=[(moment, played(subject)) for moment, _, subject in actions],
-        currencies={number: rows[number].currency for number in paid},
         first_issue=first_issue,
         end=end,
     )

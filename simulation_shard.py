@@ -76,8 +76,7 @@ class LedgerCopy:
 class Shard:
     index: int
     settings: Settings
-    actions: list[ShardAction]  # in order of time
-    currencies: dict[str, str]  # of the invoices paid, by number
+    actions: list[ShardAction]  # in order of time; a payment's invoice is in the shard
     first_issue: datetime  # of the whole simulation
     end: datetime
     ledger_copy: LedgerCopy | None = None  # a runner's: the ledger its settings name
@@ -137,6 +136,8 @@ class _Run:
         self.days_told = 0
         self.handles: dict[str, WorkflowHandle] = {}
         self.played = Played()
+        invoices = [s for _, s in shard.actions if isinstance(s, InvoiceInput)]
+        self.currency = {invoice.number: invoice.currency for invoice in invoices}
         self.env: WorkflowEnvironment  # the shard's server, once `play` has it
         self.offset = ZERO  # how far its clock runs ahead of the simulated one
 
@@ -184,7 +185,7 @@ class _Run:
         )
 
     async def pay(self, payment: PaymentRow, moment: datetime) -> None:
-        currency = self.shard.currencies[payment.invoice_number]
+        currency = self.currency[payment.invoice_number]
         handle = self.handles.get(payment.invoice_number)
         try:
             if handle is None:

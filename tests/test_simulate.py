@@ -230,6 +230,30 @@ async def test_bad_payments_are_reported_by_row(tmp_path):
     assert messages[2].startswith("row 4, amount")
 
 
+@pytest.mark.parametrize("shard_invoices", [4, 1], ids=["one shard", "shards in runners"])
+async def test_a_payment_the_run_cannot_take_is_on_the_timeline(
+    tmp_path, monkeypatch, shard_invoices
+):
+    """A payment dated before its invoice was issued is refused on the timeline, in the
+    invoice's currency, in a runner as in this process; one after is taken."""
+    invoices, payments = tmp_path / "invoices.csv", tmp_path / "payments.csv"
+    write_invoices(invoices, 2)  # SIM-0000 in USD, SIM-0001 in EUR; issued 30 days before due
+    write_payments(
+        payments,
+        [("SIM-0000", date(2026, 2, 1), "10"), ("SIM-0001", date(2026, 2, 20), "100.50")],
+    )
+    monkeypatch.setattr(simulation, "SHARD_INVOICES", shard_invoices)
+    result = await simulate(
+        load_policy(POLICY), invoices, tmp_path / "run", payments_path=payments, days=30
+    )
+    refused = [
+        (e.invoice, e.amount, e.detail) for e in result.events if e.event == "payment_refused"
+    ]
+    assert refused == [("SIM-0000", "USD 10", "paid before the invoice was issued")]
+    paid = [e.invoice for e in result.events if e.event == "payment"]
+    assert paid == ["SIM-0001"]
+
+
 async def test_a_payment_lands_at_noon_across_daylight_saving_from_today(tmp_path):
     # The server's clock runs at today's date; the simulated one is shifted back to the first
     # issue date. Pick that date so the payment (New York summer time) maps onto a winter
