@@ -1,10 +1,11 @@
 """The activity that sends an invoice's reminder, or hands it to its customer's coordinator.
 
-A customer with no other open invoice has nothing to gather: the reminder goes out at once,
-as one invoice's reminder. Otherwise the activity names the reminder's group (the customer,
-currency, due date, policy, step, template and send day: the reminders that make one
-message) and the customer's open invoices the group should wait for, then signals the
-coordinator, starting it if it is not running (signal-with-start). A repeated call signals
+A reminder with nothing to gather goes out at once, as one invoice's reminder: its customer
+has no other open invoice, or (with no contact limit to keep) none that belongs in its
+message. Otherwise the activity names the reminder's group (the customer, currency, due
+date, policy, step, template and send day: the reminders that make one message) and the
+customer's open invoices the group should wait for, then signals the coordinator, starting
+it if it is not running (signal-with-start). A repeated call signals
 again; the coordinator gathers a reminder once.
 """
 
@@ -90,8 +91,8 @@ class CoordinationActivities:
 
     def _grouping(self, due: ReminderDue) -> tuple[str, list[str]] | None:
         """The reminder's group and the customer's invoices that belong in it, read in one
-        transaction; None when the customer has no open invoice but this one (nothing to
-        gather or limit)."""
+        transaction; None when the coordinator has nothing to do for it: the customer has no
+        open invoice but this one, or none due with it and no contact limit is set."""
         reminder = due.reminder
         with session_scope(self._engine) as session:
             others = session.exec(
@@ -124,7 +125,10 @@ class CoordinationActivities:
                     "policy_version": invoice.policy_version,
                 },
             ).all()
-            return group, sorted(set(siblings) | {invoice.number})
+            expected = sorted(set(siblings) | {invoice.number})
+            if expected == [invoice.number] and not self._settings.reminders_per_channel_per_day:
+                return None  # nothing to gather, and no contact limit to keep
+            return group, expected
 
 
 def _reminded(customer_id: object, *where: sa.ColumnElement[bool]) -> SelectOfScalar[str]:

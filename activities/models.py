@@ -90,8 +90,8 @@ class CoordinatorStart(BaseModel):
 
 
 class ReminderRequested(BaseModel):
-    """What `request_reminder` did: sent the reminder itself (the customer has no other open
-    invoice, so nothing to gather), or handed it to the coordinator, which answers later."""
+    """What `request_reminder` did: sent the reminder itself (nothing to gather or limit), or
+    handed it to the coordinator, which answers later."""
 
     sent_alone: ReminderOutcome | None = None
 

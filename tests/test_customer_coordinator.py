@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import pytest
 from sqlmodel import select
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 
 from ledger.db import session_scope
 from ledger.models import Invoice
@@ -96,6 +98,11 @@ async def test_without_a_contact_limit_every_reminder_goes_out(tmp_path) -> None
             "Invoice INV-58 from Example Co is due on March 13, 2026",
             "Invoice INV-58 from Example Co is due today",
         ]
+        # Due on different days, no reminder had another to wait for, nor a limit to keep:
+        # each went out from its invoice's own activity, and no coordinator ever ran.
+        with pytest.raises(RPCError) as missing:
+            await h.env.client.get_workflow_handle("customer-cust-free").describe()
+        assert missing.value.status == RPCStatusCode.NOT_FOUND
 
 
 async def test_each_invoice_hears_of_its_gathered_reminder(tmp_path) -> None:

@@ -1,7 +1,7 @@
 """CustomerWorkflow: one customer's reminders, gathered into as few messages as the day needs.
 
 An invoice workflow whose reminder step falls due calls the activity `request_reminder`: a
-customer with no other open invoice gets the reminder at once; otherwise the activity hands it
+reminder with nothing to gather or limit goes out at once; otherwise the activity hands it
 to the customer's coordinator (signal-with-start) and the invoice waits for the answer (signal
 `reminder_sent`). The coordinator:
 
