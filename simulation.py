@@ -199,7 +199,13 @@ async def _in_runners(shards: list[Shard], told: _DaysTold) -> list[Played]:
         min(SHARDS_AT_ONCE, len(shards)), initializer=start_runner, initargs=(progress,)
     ) as pool:
         try:
-            return await asyncio.gather(*(_apply(pool, loop, shard) for shard in shards))
+            played = await asyncio.gather(*(_apply(pool, loop, shard) for shard in shards))
+            # Every shard played: each runner is told there is no more work and exits by
+            # itself. Terminating them relies on their SIGTERM handler, which never ran in a
+            # runner whose main thread was blocked on the pool's queue lock: the run hung.
+            pool.close()
+            await asyncio.to_thread(pool.join)
+            return played
         finally:
             progress.put(None)
             await asyncio.to_thread(relaying.join)
