@@ -5,8 +5,8 @@ has no other open invoice, or (with no contact limit to keep) none that belongs 
 message. Otherwise the activity names the reminder's group (the customer, currency, due
 date, policy, step, template and send day: the reminders that make one message) and the
 customer's open invoices the group should wait for, then signals the coordinator, starting
-it if it is not running (signal-with-start). A repeated call signals
-again; the coordinator gathers a reminder once.
+it if it is not running (signal-with-start). A repeated call signals again; the coordinator
+gathers a reminder once.
 """
 
 from __future__ import annotations
