@@ -28,7 +28,7 @@ from temporalio.exceptions import (
 
 from activities.ledger import invoice_in_ledger
 from activities.messaging import MessagingActivities
-from activities.models import CoordinatorStart, ReminderDue, ReminderRequested
+from activities.models import CoordinatorStart, ReminderDue, ReminderRequest, ReminderRequested
 from ledger.db import session_scope
 from ledger.models import Invoice, InvoiceStatus
 from settings import Settings
@@ -102,19 +102,8 @@ class CoordinationActivities:
             if others is None:
                 return None
             invoice = invoice_in_ledger(session, reminder.invoice_number)
-            parts = (
-                invoice.customer_id,
-                invoice.currency,
-                str(invoice.due_on),
-                f"{invoice.policy_name}@{invoice.policy_version}",
-                str(reminder.step_index),
-                reminder.template,
-                ",".join(sorted(reminder.channels)),
-                reminder.scheduled_for.astimezone(UTC).date().isoformat(),
-            )
-            group = "group:" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:64]
             if self._settings.message_group_window_seconds <= 0:
-                return group, []
+                return _group_of(invoice, reminder), []
             siblings = session.exec(
                 _SIBLINGS,
                 params={
@@ -128,7 +117,22 @@ class CoordinationActivities:
             expected = sorted(set(siblings) | {invoice.number})
             if expected == [invoice.number] and not self._settings.reminders_per_channel_per_day:
                 return None  # nothing to gather, and no contact limit to keep
-            return group, expected
+            return _group_of(invoice, reminder), expected
+
+
+def _group_of(invoice: Invoice, reminder: ReminderRequest) -> str:
+    """The key of the reminders that go out in one message with this one."""
+    parts = (
+        invoice.customer_id,
+        invoice.currency,
+        str(invoice.due_on),
+        f"{invoice.policy_name}@{invoice.policy_version}",
+        str(reminder.step_index),
+        reminder.template,
+        ",".join(sorted(reminder.channels)),
+        reminder.scheduled_for.astimezone(UTC).date().isoformat(),
+    )
+    return "group:" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:64]
 
 
 def _reminded(customer_id: object, *where: sa.ColumnElement[bool]) -> SelectOfScalar[str]:
