@@ -112,6 +112,9 @@ def build_worker(
         activity_executor=ThreadPoolExecutor(max_workers=max_concurrent_activities),
         max_concurrent_activities=max_concurrent_activities,
         max_cached_workflows=settings.workflow_cache_size if with_workflows else 0,
+        # No payload lives in external storage: visiting each one on a task of its own, the
+        # SDK's default, only costs a task per payload on every activation.
+        max_workflow_task_external_storage_concurrency=1,
         sticky_queue_schedule_to_start_timeout=timedelta(
             seconds=settings.sticky_queue_timeout_seconds
         ),

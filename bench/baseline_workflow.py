@@ -77,6 +77,7 @@ class BaselineWorkflow:
 # The baseline runs as dunwise's workflows do in a serving worker.
 BASELINE_RUNNER = SERVING_RUNNER
 MAX_CONCURRENT_ACTIVITIES = 32  # build_worker's default, given to the baseline worker too
+EXTERNAL_STORAGE_CONCURRENCY = 1  # as build_worker sets it
 
 
 def baseline_worker(
@@ -91,6 +92,7 @@ def baseline_worker(
         activities=[noop] if activities else [],
         activity_executor=ThreadPoolExecutor(max_workers=MAX_CONCURRENT_ACTIVITIES),
         max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
+        max_workflow_task_external_storage_concurrency=EXTERNAL_STORAGE_CONCURRENCY,
     )
 
 
