@@ -60,6 +60,12 @@ warnings.filterwarnings(
 )
 
 
+MAX_CONCURRENT_ACTIVITIES = 32
+# No payload lives in external storage: visiting each one on a task of its own, the SDK's
+# default, only costs a task per payload on every activation.
+PAYLOAD_VISITS_AT_ONCE = 1
+
+
 def activities_for(engine: sa.Engine, settings: Settings, client: Client | None = None) -> list:
     """Every activity; handing reminders to customers' coordinators needs the client."""
     ledger = LedgerActivities(engine)
@@ -93,7 +99,7 @@ def build_worker(
     settings: Settings,
     engine: sa.Engine,
     *,
-    max_concurrent_activities: int = 32,
+    max_concurrent_activities: int = MAX_CONCURRENT_ACTIVITIES,
     role: WorkerRole = WorkerRole.ALL,
 ) -> Worker:
     with_workflows = role is not WorkerRole.ACTIVITIES
@@ -112,9 +118,7 @@ def build_worker(
         activity_executor=ThreadPoolExecutor(max_workers=max_concurrent_activities),
         max_concurrent_activities=max_concurrent_activities,
         max_cached_workflows=settings.workflow_cache_size if with_workflows else 0,
-        # No payload lives in external storage: visiting each one on a task of its own, the
-        # SDK's default, only costs a task per payload on every activation.
-        max_workflow_task_external_storage_concurrency=1,
+        max_workflow_task_external_storage_concurrency=PAYLOAD_VISITS_AT_ONCE,
         sticky_queue_schedule_to_start_timeout=timedelta(
             seconds=settings.sticky_queue_timeout_seconds
         ),

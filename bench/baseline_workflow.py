@@ -22,7 +22,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from child_process import stop_when_orphaned
-from worker import SERVING_RUNNER
+from worker import MAX_CONCURRENT_ACTIVITIES, PAYLOAD_VISITS_AT_ONCE, SERVING_RUNNER
 from worker_processes import kept_processes
 
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
@@ -74,10 +74,9 @@ class BaselineWorkflow:
         self.paid = True
 
 
-# The baseline runs as dunwise's workflows do in a serving worker.
+# The baseline runs as dunwise's workflows do in a serving worker, with build_worker's
+# activity slots and payload visits.
 BASELINE_RUNNER = SERVING_RUNNER
-MAX_CONCURRENT_ACTIVITIES = 32  # build_worker's default, given to the baseline worker too
-EXTERNAL_STORAGE_CONCURRENCY = 1  # as build_worker sets it
 
 
 def baseline_worker(
@@ -92,7 +91,7 @@ def baseline_worker(
         activities=[noop] if activities else [],
         activity_executor=ThreadPoolExecutor(max_workers=MAX_CONCURRENT_ACTIVITIES),
         max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
-        max_workflow_task_external_storage_concurrency=EXTERNAL_STORAGE_CONCURRENCY,
+        max_workflow_task_external_storage_concurrency=PAYLOAD_VISITS_AT_ONCE,
     )
 
 

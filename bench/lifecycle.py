@@ -114,7 +114,7 @@ async def bench(
                 # Each baseline run copies the shape of one first-round invoice's history, so
                 # the baseline has their mix: a payment that lands before the first reminder
                 # leaves fewer timers and activities than one that lands after it.
-                shapes, names, lengths = await _history_shapes(handles[warmup:])
+                shapes, activities_run, lengths = await _history_shapes(handles[warmup:])
 
                 def baseline_round(name: str, count: int) -> Awaitable[Run]:
                     def one(i: int) -> Awaitable[None]:
@@ -134,8 +134,8 @@ async def bench(
                         real.append(await dunwise_round(f"R{number}-", invoices))
         check = ledger_check(engine, settings)
     ratios = [d.per_second / b.per_second for d, b in zip(real, baseline, strict=True)]
+    (shape, names), same_shape = Counter(zip(shapes, activities_run, strict=True)).most_common(1)[0]
     counted = Counter(shapes)
-    shape, same_shape = counted.most_common(1)[0]
     return {
         "invoices": invoices,
         "concurrency": concurrency,
@@ -160,18 +160,17 @@ async def bench(
 
 async def _history_shapes(
     handles: list[WorkflowHandle],
-) -> tuple[list[Shape], tuple[str, ...], list[int]]:
-    """Each invoice's history shape, in order; the activity names most of them ran; and
-    every history's length."""
+) -> tuple[list[Shape], list[tuple[str, ...]], list[int]]:
+    """Each invoice's history shape, the activities it ran, and its length, in order."""
     shapes: list[Shape] = []
-    names: Counter[tuple[str, ...]] = Counter()
+    names: list[tuple[str, ...]] = []
     lengths: list[int] = []
     for handle in handles:
         shape, activity_names, length = await history_shape(handle)
         shapes.append(shape)
-        names[tuple(activity_names)] += 1
+        names.append(tuple(activity_names))
         lengths.append(length)
-    return shapes, names.most_common(1)[0][0], lengths
+    return shapes, names, lengths
 
 
 def report(result: dict) -> str:
