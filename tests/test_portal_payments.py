@@ -83,10 +83,16 @@ async def test_pays_two_invoices_one_in_part_with_a_reason(tmp_path) -> None:
         assert balances == {"A-1": 0, "A-2": 5_025}
         receipt = await p.http.get(f"/pay/{token}/checkouts/{first['checkout_id']}/receipt")
         assert "Payment received" in receipt.text
-        with session_scope(p.harness.engine) as session:
-            receipts = session.exec(
-                select(Message).where(Message.template == "checkout_receipt")
-            ).all()
+
+        async def receipt_sent():
+            """the checkout's receipt past "sending" (it is delivered, then marked)"""
+            with session_scope(p.harness.engine) as session:
+                receipts = session.exec(
+                    select(Message).where(Message.template == "checkout_receipt")
+                ).all()
+            return receipts and all(m.status != "sending" for m in receipts) and receipts
+
+        receipts = await p.until(receipt_sent)
         assert [(m.status, m.recipient) for m in receipts] == [("sent", "ap@customer.example")]
 
 
