@@ -28,7 +28,7 @@ from activities.models import (
 from ledger import adjustments, lifecycle, notes, operations, plans, tasks, timeline
 from ledger.books import INVOICE_BY_NUMBER
 from ledger.db import session_scope
-from ledger.models import CollectorTask, Invoice
+from ledger.models import CollectorTask, Customer, Invoice
 
 T = TypeVar("T")
 
@@ -37,10 +37,37 @@ def invoice_in_ledger(session: Session, number: str) -> Invoice:
     """The invoice by its number; a non-retryable InvoiceNotFound when the ledger has none."""
     invoice = session.exec(INVOICE_BY_NUMBER, params={"number": number}).first()
     if invoice is None:
-        raise ApplicationError(
-            f"invoice {number} is not in the ledger", type="InvoiceNotFound", non_retryable=True
-        )
+        raise _not_in_ledger(number)
     return invoice
+
+
+def _not_in_ledger(number: str) -> ApplicationError:
+    return ApplicationError(
+        f"invoice {number} is not in the ledger", type="InvoiceNotFound", non_retryable=True
+    )
+
+
+_INVOICE_AND_CUSTOMER = (
+    select(Invoice, Customer)
+    .outerjoin(Customer, Customer.id == Invoice.customer_id)  # type: ignore[arg-type]
+    .where(Invoice.number == sa.bindparam("number"))
+)
+
+
+def invoice_and_customer(session: Session, number: str) -> tuple[Invoice, Customer]:
+    """The invoice by its number and its customer, read together; a non-retryable
+    InvoiceNotFound or CustomerNotFound when the ledger lacks either."""
+    found = session.exec(_INVOICE_AND_CUSTOMER, params={"number": number}).first()
+    if found is None:
+        raise _not_in_ledger(number)
+    invoice, customer = found
+    if customer is None:
+        raise ApplicationError(
+            f"customer {invoice.customer_id} of invoice {invoice.number} is not in the ledger",
+            type="CustomerNotFound",
+            non_retryable=True,
+        )
+    return invoice, customer
 
 
 _TASK_BY_KEY = select(CollectorTask).where(CollectorTask.idempotency_key == sa.bindparam("key"))

@@ -13,11 +13,14 @@ from sqlmodel import Session, select
 
 from activities.message_jobs import MessageJob
 from activities.models import ChannelResult
+from ledger.columns import utcnow
 from ledger.models import Invoice, Message
 from vocabulary import MessageStatus
 
+_MESSAGES = Message.__table__
 # Built once: on SQLite, building a statement costs more than running it.
 _ROW_BY_KEY = select(Message).where(Message.idempotency_key == sa.bindparam("key"))
+_INSERT = sa.insert(_MESSAGES)
 _ROWS_BY_KEYS = select(Message).where(
     Message.idempotency_key.in_(sa.bindparam("keys", expanding=True))  # type: ignore[attr-defined]
 )
@@ -46,13 +49,53 @@ def new_row(job: MessageJob, invoice: Invoice, recipient: str | None) -> Message
     )
 
 
+def save_row(
+    session: Session,
+    row: Message | None,
+    job: MessageJob,
+    invoice: Invoice,
+    recipient: str | None,
+    status: MessageStatus,
+    *,
+    reason: str | None = None,
+    subject: str | None = None,
+) -> ChannelResult:
+    """Record `job` with this status on its row (`row`, the one found for its key), or on a
+    new row; what the row now says.
+
+    A new row is written with the table's own statement, not an ORM object: every message
+    sent pays for this step, and nothing in the session reads the row again. An existing row
+    keeps the recipient and subject it has unless given new ones."""
+    if row is not None:
+        row.status, row.reason = status, reason
+        row.recipient = recipient or row.recipient
+        row.subject = subject or row.subject
+        session.add(row)
+        return result_of(row)
+    session.connection().execute(
+        _INSERT,
+        {
+            "idempotency_key": job.key,
+            "customer_id": invoice.customer_id,
+            "invoice_id": invoice.id,
+            "channel": job.channel,
+            "template": job.template,
+            "recipient": recipient,
+            "status": status,
+            "reason": reason,
+            "subject": subject,
+            "created_at": utcnow(),
+        },
+    )
+    return ChannelResult(channel=job.channel, status=status, reason=reason, recipient=recipient)
+
+
 def result_of(row: Message) -> ChannelResult:
     return ChannelResult(
         channel=row.channel, status=row.status, reason=row.reason, recipient=row.recipient
     )
 
 
-_MESSAGES = Message.__table__
 _DELIVERING = sa.select(
     _MESSAGES.c.id, _MESSAGES.c.sent_with_id, _MESSAGES.c.channel, _MESSAGES.c.recipient
 ).where(_MESSAGES.c.idempotency_key == sa.bindparam("key"))

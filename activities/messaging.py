@@ -24,7 +24,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.delivery import Channel, OutgoingSms, email_channel, sms_channel
 from activities.email_message import OutgoingEmail
-from activities.ledger import invoice_in_ledger
+from activities.ledger import invoice_and_customer
 from activities.message_content import (
     ReadyToSend,
     message_context,
@@ -38,12 +38,11 @@ from activities.message_jobs import (
     reminder_job,
     suppression_reason,
 )
-from activities.message_rows import new_row, result_of, row_by_key
+from activities.message_rows import result_of, row_by_key, save_row
 from activities.models import ChannelResult, ReceiptRequest, ReminderOutcome, ReminderRequest
 from activities.outbox import Outbox
 from activities.rendering import UnknownTemplate, render_message
 from ledger.db import session_scope
-from ledger.models import Customer
 from settings import Settings
 from vocabulary import FINAL_MESSAGE_STATUSES, MessageStatus
 
@@ -100,25 +99,16 @@ class MessagingActivities:
                     f"reminder {job.key} is covered by message {row.sent_with_id}, "
                     "which is not delivered yet"
                 )
-            invoice = invoice_in_ledger(session, job.invoice_number)
-            customer = session.get(Customer, invoice.customer_id)
-            if customer is None:
-                raise ApplicationError(
-                    f"customer {invoice.customer_id} of invoice {invoice.number} "
-                    "is not in the ledger",
-                    type="CustomerNotFound",
-                    non_retryable=True,
-                )
+            invoice, customer = invoice_and_customer(session, job.invoice_number)
             recipient = customer.email if job.channel == "email" else customer.phone
             payments = payment_lines(session, invoice, customer.timezone) if job.is_receipt else []
             reason = suppression_reason(
                 invoice, customer, job, payments, self._settings.sms_quiet_hours
             )
             if reason is not None:
-                row = row or new_row(job, invoice, recipient)
-                row.status, row.reason = MessageStatus.SUPPRESSED, reason
-                session.add(row)
-                return result_of(row)
+                return save_row(
+                    session, row, job, invoice, recipient, MessageStatus.SUPPRESSED, reason=reason
+                )
             assert recipient is not None  # no address is a suppression reason
             context = message_context(session, self._settings, invoice, customer, job, payments)
             try:
@@ -127,11 +117,8 @@ class MessagingActivities:
                 raise ApplicationError(
                     str(missing), type="UnknownTemplate", non_retryable=True
                 ) from None
-            row = row or new_row(job, invoice, recipient)
-            row.status, row.reason = MessageStatus.SENDING, None
-            row.recipient = recipient
-            row.subject = rendered.subject[:300] if rendered.subject else None
-            session.add(row)
+            subject = rendered.subject[:300] if rendered.subject else None
+            save_row(session, row, job, invoice, recipient, MessageStatus.SENDING, subject=subject)
             return ReadyToSend(
                 recipient=recipient,
                 rendered=rendered,

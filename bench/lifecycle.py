@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from baseline_workflow import Shape, baseline_workers, run_baseline
 from dunwise_driver import STANDARD_POLICY, Dunwise, history_shape, ledger_check
 from harness import arguments, measure, scratch_stack, start_dev_server
+from process_cpu import children_cpu_seconds
 from temporalio.client import WorkflowHandle
 
 from policies.loader import load_policy
@@ -39,12 +40,21 @@ from worker_processes import split_worker
 BASELINE_QUEUE = "bench-baseline"
 
 
+# What each child process runs, by a word of its command line: the dev server, and the
+# activity processes of each side. Only one side works at a time, so the server's CPU during
+# a round is that side's.
+SERVER = "start-dev"
+ACTIVITIES = {"dunwise": "--activities-only", "baseline": "baseline_workflow.py"}
+
+
 @dataclass(frozen=True)
 class Run:
     count: int
     wall_seconds: float
-    cpu_seconds: float  # this process (worker and driver), not the Temporal server
+    cpu_seconds: float  # this process: the workflows and the driver
     latencies: list[float]
+    server_cpu_seconds: float
+    activities_cpu_seconds: float  # the side's activity processes
 
     @property
     def per_second(self) -> float:
@@ -56,22 +66,34 @@ class Run:
             self.wall_seconds + other.wall_seconds,
             self.cpu_seconds + other.cpu_seconds,
             self.latencies + other.latencies,
+            self.server_cpu_seconds + other.server_cpu_seconds,
+            self.activities_cpu_seconds + other.activities_cpu_seconds,
         )
 
     def summary(self) -> dict[str, float]:
         ordered = sorted(self.latencies)
+
+        def each(seconds: float) -> float:
+            return round(1000 * seconds / self.count, 1)
+
         return {
             "count": self.count,
             "wall_seconds": round(self.wall_seconds, 3),
             "per_second": round(self.per_second, 2),
-            "python_cpu_ms_each": round(1000 * self.cpu_seconds / self.count, 1),
+            "python_cpu_ms_each": each(self.cpu_seconds),
+            "activities_cpu_ms_each": each(self.activities_cpu_seconds),
+            "server_cpu_ms_each": each(self.server_cpu_seconds),
             "latency_p50_seconds": round(statistics.median(ordered), 3),
             "latency_p95_seconds": round(ordered[int(0.95 * (len(ordered) - 1))], 3),
         }
 
 
-async def run_all(count: int, concurrency: int, one: Callable[[int], Awaitable[None]]) -> Run:
-    """Run one(0..count-1) with at most `concurrency` in flight; time the whole batch."""
+async def run_all(
+    count: int, concurrency: int, one: Callable[[int], Awaitable[None]], side: str
+) -> Run:
+    """Run one(0..count-1) with at most `concurrency` in flight; time the whole batch, and the
+    CPU it cost this process, the server and the side's activity processes."""
+    children = [SERVER, ACTIVITIES[side]]
     gate = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
 
@@ -81,11 +103,15 @@ async def run_all(count: int, concurrency: int, one: Callable[[int], Awaitable[N
             await one(index)
             latencies.append(time.perf_counter() - started)
 
+    before = children_cpu_seconds(children)
     started, cpu = time.perf_counter(), time.process_time()
     async with asyncio.TaskGroup() as group:
         for index in range(count):
             group.create_task(timed(index))
-    return Run(count, time.perf_counter() - started, time.process_time() - cpu, latencies)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    after = children_cpu_seconds(children)
+    server, activities = (after[child] - before[child] for child in children)
+    return Run(count, wall, cpu, latencies, server, activities)
 
 
 async def bench(
@@ -102,7 +128,7 @@ async def bench(
                 async def one(index: int) -> None:
                     handles.append(await dunwise.invoice(f"{name}{index:06d}"))
 
-                return await run_all(count, concurrency, one)
+                return await run_all(count, concurrency, one, "dunwise")
 
             async with (
                 split_worker(env.client, settings, engine),
@@ -121,7 +147,7 @@ async def bench(
                         shape = shapes[i % len(shapes)]
                         return run_baseline(env.client, BASELINE_QUEUE, shape, f"{name}-{i}")
 
-                    return run_all(count, concurrency, one)
+                    return run_all(count, concurrency, one, "baseline")
 
                 await baseline_round("warmup", warmup)
                 baseline = [await baseline_round("1", invoices)]
@@ -195,8 +221,10 @@ def report(result: dict) -> str:
         lines.append(
             f"{name:<9} {run['count']} in {run['wall_seconds']:.2f} s = "
             f"{run['per_second']:.1f}/s  (latency p50 {run['latency_p50_seconds']:.3f} s, "
-            f"p95 {run['latency_p95_seconds']:.3f} s, "
-            f"{run['python_cpu_ms_each']:.0f} ms Python CPU each)"
+            f"p95 {run['latency_p95_seconds']:.3f} s; CPU each: "
+            f"{run['python_cpu_ms_each']:.0f} ms workflows and driver, "
+            f"{run['activities_cpu_ms_each']:.0f} ms activities, "
+            f"{run['server_cpu_ms_each']:.0f} ms server)"
         )
     lines.append(
         f"ratio dunwise / baseline: {result['ratio']:.2f} (median of the rounds: "

@@ -38,8 +38,10 @@ def make_engine(url: str, *, durable: bool = True) -> sa.Engine:
         @sa.event.listens_for(engine, "begin")
         def _sqlite_begin(connection: sa.Connection) -> None:
             # IMMEDIATE takes the write lock up front: a read-then-write transaction waits for
-            # another writer (busy_timeout) instead of failing on a stale snapshot.
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # another writer (busy_timeout) instead of failing on a stale snapshot. Sent to the
+            # driver directly: every transaction pays for it, and SQLAlchemy's statement path
+            # costs several times what SQLite spends on the BEGIN.
+            connection.connection.driver_connection.execute("BEGIN IMMEDIATE")
 
         return engine
     if url.startswith("postgresql://"):

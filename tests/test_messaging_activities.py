@@ -432,7 +432,8 @@ def test_unknown_channel_fails_for_good_before_sending(
 def test_unknown_invoice_fails_for_good(engine: sa.Engine, settings: Settings) -> None:
     with pytest.raises(ApplicationError, match="INV-404") as caught:
         MessagingActivities(engine, settings).send_reminder(reminder(number="INV-404"))
-    assert caught.value.non_retryable
+    assert caught.value.non_retryable and caught.value.type == "InvoiceNotFound"
+    assert messages(engine) == []
 
 
 def test_runs_as_a_temporal_activity(engine: sa.Engine, settings: Settings) -> None:
