@@ -14,7 +14,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -40,6 +40,8 @@ HEADER = (
     "due_on,segment"
 )
 INVOICES = 300
+# A query's default deadline is 30 s: a loaded machine may take longer to answer the 300.
+QUERY_PATIENCE = timedelta(minutes=2)
 CUSTOMERS = 40
 # Longer than the dev server takes for one search attribute value (2 KiB): that start fails.
 OVERSIZED = "c" * 3000
@@ -160,7 +162,8 @@ async def test_an_import_starts_every_workflow_and_a_second_one_is_refused(
                     handle = client.get_workflow_handle_for(
                         InvoiceWorkflow.run, workflow_id(number)
                     )
-                    state = await handle.query(InvoiceWorkflow.state)
+                    # The worker may still be taking up the 300 runs: a query waits for it.
+                    state = await handle.query(InvoiceWorkflow.state, rpc_timeout=QUERY_PATIENCE)
                 return state.number, state.balance_minor
 
             states = await asyncio.gather(*(state_of(n) for n in numbers))
