@@ -10,7 +10,9 @@ closed.
 The baseline runs as many workflows with the timers and activities the real invoices'
 histories show (one for one, the mix of the first round), no-ops all, driven the same way
 (start, update, result) with the same concurrency. The ratio dunwise / baseline is the
-share of Temporal's own throughput that dunwise keeps.
+share of Temporal's own throughput that dunwise keeps. Each side's figures also hold the CPU
+an invoice cost: this process (the workflows and the driver), the side's activity processes
+and the dev server; with both cores busy, the ratio follows their sum.
 
 Both workers serve throughout, and the two take turns over the rounds (dunwise first in
 odd rounds, the baseline first in even ones), so a machine that slows down or speeds up
