@@ -38,15 +38,20 @@ def rows_by_key(session: Session, keys: list[str]) -> dict[str, Message]:
 
 def new_row(job: MessageJob, invoice: Invoice, recipient: str | None) -> Message:
     """A "sending" row for `job`, not yet added to any session."""
-    return Message(
-        idempotency_key=job.key,
-        customer_id=invoice.customer_id,
-        invoice_id=invoice.id,
-        channel=job.channel,
-        template=job.template,
-        recipient=recipient,
-        status=MessageStatus.SENDING,
-    )
+    return Message(**_columns(job, invoice, recipient), status=MessageStatus.SENDING)
+
+
+def _columns(job: MessageJob, invoice: Invoice, recipient: str | None) -> dict[str, object]:
+    """What a new row for `job` holds, whatever its status."""
+    return {
+        "idempotency_key": job.key,
+        "customer_id": invoice.customer_id,
+        "invoice_id": invoice.id,
+        "channel": job.channel,
+        "template": job.template,
+        "recipient": recipient,
+        "created_at": utcnow(),
+    }
 
 
 def save_row(
@@ -72,21 +77,8 @@ def save_row(
         row.subject = subject or row.subject
         session.add(row)
         return result_of(row)
-    session.connection().execute(
-        _INSERT,
-        {
-            "idempotency_key": job.key,
-            "customer_id": invoice.customer_id,
-            "invoice_id": invoice.id,
-            "channel": job.channel,
-            "template": job.template,
-            "recipient": recipient,
-            "status": status,
-            "reason": reason,
-            "subject": subject,
-            "created_at": utcnow(),
-        },
-    )
+    values = {"status": status, "reason": reason, "subject": subject}
+    session.connection().execute(_INSERT, _columns(job, invoice, recipient) | values)
     return ChannelResult(channel=job.channel, status=status, reason=reason, recipient=recipient)
 
 
