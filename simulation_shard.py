@@ -21,13 +21,14 @@ import os
 import signal
 import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from multiprocessing.queues import SimpleQueue
 from pathlib import Path
 
 import sqlalchemy as sa
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 import child_process
@@ -39,6 +40,7 @@ from settings import Settings
 from simulation_inputs import PaymentRow
 from simulation_report import SimulationEvent
 from temporal_client import quiet_core_logs, skip_time, time_skipping_environment
+from worker import build_worker
 from worker_processes import split_worker
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import InvoiceInput, InvoiceState, PaymentReceived
@@ -80,6 +82,8 @@ class Shard:
     first_issue: datetime  # of the whole simulation
     end: datetime
     ledger_copy: LedgerCopy | None = None  # a runner's: the ledger its settings name
+    # A runner's activities all run in it, so it can leave out the messages nobody keeps.
+    keep_messages: bool = True
 
 
 @dataclass
@@ -93,9 +97,17 @@ async def play(shard: Shard, engine: sa.Engine, on_days: Callable[[int], object]
     keep every invoice's final state."""
     run = _Run(shard, on_days)
     env = await time_skipping_environment()
-    async with env, split_worker(env.client, shard.settings, engine):
+    async with env, _worker(env.client, shard, engine):
         await run.play(env)
     return run.played
+
+
+def _worker(client: Client, shard: Shard, engine: sa.Engine) -> AbstractAsyncContextManager:
+    """The shard's worker: as its settings split it, or in this process alone when its messages
+    are not kept (rendered and recorded, but written nowhere)."""
+    if shard.keep_messages:
+        return split_worker(client, shard.settings, engine)
+    return build_worker(client, shard.settings, engine, keep_messages=False)
 
 
 # A runner's channel to the simulation: (shard index, more days simulated).

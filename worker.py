@@ -20,6 +20,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.coordination import CoordinationActivities
+from activities.delivery import Unkept
 from activities.erp import ErpActivities
 from activities.grouped_messages import GroupedMessagingActivities
 from activities.ledger import LedgerActivities
@@ -66,10 +67,19 @@ MAX_CONCURRENT_ACTIVITIES = 32
 PAYLOAD_VISITS_AT_ONCE = 1
 
 
-def activities_for(engine: sa.Engine, settings: Settings, client: Client | None = None) -> list:
-    """Every activity; handing reminders to customers' coordinators needs the client."""
+def activities_for(
+    engine: sa.Engine,
+    settings: Settings,
+    client: Client | None = None,
+    *,
+    keep_messages: bool = True,
+) -> list:
+    """Every activity; handing reminders to customers' coordinators needs the client. With
+    `keep_messages=False` (a simulation nobody keeps the outbox of) messages are rendered and
+    recorded as usual but delivered nowhere."""
     ledger = LedgerActivities(engine)
-    messaging = GroupedMessagingActivities(engine, settings)
+    unkept = None if keep_messages else Unkept()  # None: the channels of the settings
+    messaging = GroupedMessagingActivities(engine, settings, email=unkept, sms=unkept)
     erp = ErpActivities(engine, settings)
     coordination = CoordinationActivities(client, engine, settings, messaging) if client else None
     return [
@@ -101,12 +111,13 @@ def build_worker(
     *,
     max_concurrent_activities: int = MAX_CONCURRENT_ACTIVITIES,
     role: WorkerRole = WorkerRole.ALL,
+    keep_messages: bool = True,
 ) -> Worker:
     with_workflows = role is not WorkerRole.ACTIVITIES
     activities = (
         LOCAL_ACTIVITIES
         if role is WorkerRole.WORKFLOWS
-        else activities_for(engine, settings, client)
+        else activities_for(engine, settings, client, keep_messages=keep_messages)
     )
     return Worker(
         client,

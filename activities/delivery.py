@@ -222,6 +222,15 @@ class TwilioSms:
         return Delivered(provider_id=created.sid)
 
 
+class Unkept:
+    """Takes every message and keeps it nowhere: a simulation's channel when nobody asked to
+    keep its rendered messages. No setting selects it, so no configuration can make a real
+    reminder vanish."""
+
+    def deliver(self, message: OutgoingEmail | OutgoingSms) -> Delivered:
+        return Delivered()
+
+
 def _text(body: bytes | str | None) -> str:
     if body is None:
         return ""

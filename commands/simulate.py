@@ -35,8 +35,9 @@ async def simulate_command(args: argparse.Namespace) -> None:
                 payments_path=args.payments,
                 days=args.days,
                 on_days=bar.advance,
+                keep_messages=args.outbox is not None,
             )
-        kept = "(discarded: scratch folder)"
+        kept = "(not kept: give --outbox to keep them)"
         if args.outbox is not None:
             if result.outbox.exists():
                 shutil.copytree(result.outbox, args.outbox, dirs_exist_ok=True)

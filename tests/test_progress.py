@@ -266,7 +266,9 @@ def test_simulate_on_a_terminal_counts_the_days(tmp_path):
     assert "simulating" in ran.terminal
     assert "30/30 days" in ran.terminal
     # The bar is gone before the timeline is printed: the timeline ends the output, whole.
-    assert ran.terminal.rstrip().endswith("Rendered messages: (discarded: scratch folder)")
+    assert ran.terminal.rstrip().endswith(
+        "Rendered messages: (not kept: give --outbox to keep them)"
+    )
 
 
 def test_simulate_refuses_a_bad_days_count_in_one_line(tmp_path):

@@ -302,17 +302,33 @@ async def test_shards_of_customers_give_the_events_one_server_gives(tmp_path, mo
     write_payments(payments, [("SIM-0005", date(2026, 3, 20), "1005")])
     policy = load_policy(POLICY)
 
-    def run(folder: str):
-        return simulate(policy, invoices, tmp_path / folder, payments_path=payments, days=40)
+    def run(folder: str, keep_messages: bool = True):
+        return simulate(
+            policy,
+            invoices,
+            tmp_path / folder,
+            payments_path=payments,
+            days=40,
+            keep_messages=keep_messages,
+        )
 
     whole = await run("whole")
     monkeypatch.setattr(simulation, "SHARD_INVOICES", 4)
     sharded = await run("sharded")
+    unkept = await run("unkept", keep_messages=False)
 
     def seen(result):
         return [(e.invoice, e.at, e.event, e.channel, e.template, e.detail) for e in result.events]
 
-    assert seen(sharded) == seen(whole)
+    def written(result):
+        emails = list((result.outbox / "email").glob("*.eml"))
+        sms = result.outbox / "sms.jsonl"
+        return len(emails), len(sms.read_text().splitlines()) if sms.exists() else 0
+
+    assert seen(sharded) == seen(whole) == seen(unkept)
+    # Runners that keep no messages write none; kept, a sharded run writes what one does.
+    assert written(unkept) == (0, 0)
+    assert sum(written(sharded)) == sum(written(whole)) > 0
     assert [s.number for s in sharded.final_states] == [s.number for s in whole.final_states]
     assert {"payment", "closed", "reminder"} <= {e.event for e in sharded.events}
     gathered = [e for e in sharded.events if e.detail.startswith("in one message with")]
