@@ -208,7 +208,9 @@ async def _in_runners(shards: list[Shard], told: _DaysTold) -> list[Played]:
         min(SHARDS_AT_ONCE, len(shards)), initializer=start_runner, initargs=(progress,)
     ) as pool:
         try:
-            played = await asyncio.gather(*(_apply(pool, loop, shard) for shard in shards))
+            played = await asyncio.gather(
+                *(_apply(pool, loop, shard, len(shards)) for shard in shards)
+            )
             # Every shard played: each runner is told there is no more work and exits by
             # itself. Terminating them relies on their SIGTERM handler, which never ran in a
             # runner whose main thread was blocked on the pool's queue lock: the run hung.
@@ -220,7 +222,13 @@ async def _in_runners(shards: list[Shard], told: _DaysTold) -> list[Played]:
             await asyncio.to_thread(relaying.join)
 
 
-def _apply(pool: Pool, loop: asyncio.AbstractEventLoop, shard: Shard) -> asyncio.Future[Played]:
+class ShardFailed(RuntimeError):
+    """A shard could not be played: which one, its invoices, and what went wrong (the cause)."""
+
+
+def _apply(
+    pool: Pool, loop: asyncio.AbstractEventLoop, shard: Shard, shards: int
+) -> asyncio.Future[Played]:
     """`shard` played by the pool, as a future of this loop."""
     played: asyncio.Future[Played] = loop.create_future()
 
@@ -228,7 +236,7 @@ def _apply(pool: Pool, loop: asyncio.AbstractEventLoop, shard: Shard) -> asyncio
         if played.done():  # the simulation stopped waiting (another shard failed)
             return
         if isinstance(value, BaseException):
-            played.set_exception(value)
+            played.set_exception(_failed(shard, shards, value))
         else:
             played.set_result(value)
 
@@ -237,6 +245,16 @@ def _apply(pool: Pool, loop: asyncio.AbstractEventLoop, shard: Shard) -> asyncio
 
     pool.apply_async(play_in_runner, (shard,), callback=answered, error_callback=answered)
     return played
+
+
+def _failed(shard: Shard, shards: int, err: BaseException) -> ShardFailed:
+    numbers = [subject.number for _, subject in shard.actions if isinstance(subject, InvoiceInput)]
+    failed = ShardFailed(
+        f"shard {shard.index + 1} of {shards} ({len(numbers)} invoices, {numbers[0]} to "
+        f"{numbers[-1]}) could not be played: {type(err).__name__}: {err}"
+    )
+    failed.__cause__ = err
+    return failed
 
 
 class _DaysTold:

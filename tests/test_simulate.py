@@ -398,3 +398,19 @@ def test_a_killed_simulation_leaves_no_runner_or_server_behind(tmp_path):
     while any(map(_running, runners + servers)) and time.monotonic() < gone_by:
         time.sleep(0.1)
     assert not [pid for pid in runners + servers if _running(pid)]
+
+
+async def test_a_shard_that_cannot_be_played_is_named(tmp_path, monkeypatch):
+    """A runner's failure ends the run with the shard, its invoices and the cause."""
+    invoices = tmp_path / "invoices.csv"
+    write_invoices(invoices, 12)
+    monkeypatch.setattr(simulation, "SHARD_INVOICES", 4)  # four customers a shard: 3 shards
+    # The second shard's copy of the ledger goes where a folder already is.
+    (tmp_path / "run" / "shards" / "1.db").mkdir(parents=True)
+    with pytest.raises(simulation.ShardFailed) as failed:
+        await simulate(load_policy(POLICY), invoices, tmp_path / "run", days=10)
+    assert str(failed.value).startswith("shard 2 of 3 (")
+    assert "could not be played: OperationalError: unable to open database file" in str(
+        failed.value
+    )
+    assert failed.value.__cause__ is not None
