@@ -91,6 +91,21 @@ _ADJUSTMENTS = (
     .order_by(Adjustment.id)
 )
 _POSTED = select(ErpPosting).where(ErpPosting.idempotency_key == sa.bindparam("key"))
+# The credit the invoice's payments and credit notes left over.
+_CREDITS = (
+    select(CustomerCredit)
+    .where(
+        sa.or_(
+            CustomerCredit.payment_id.in_(  # type: ignore[union-attr]
+                sa.bindparam("payment_ids", expanding=True)
+            ),
+            CustomerCredit.idempotency_key.in_(  # type: ignore[attr-defined]
+                sa.bindparam("keys", expanding=True)
+            ),
+        )
+    )
+    .order_by(CustomerCredit.id)
+)
 
 
 def build_clearing_document(
@@ -111,16 +126,7 @@ def build_clearing_document(
         credit_key(a.idempotency_key) for a in adjustments if a.kind == AdjustmentKind.CREDIT
     ]
     credits = (
-        session.exec(
-            select(CustomerCredit)
-            .where(
-                sa.or_(
-                    CustomerCredit.payment_id.in_(payment_ids),  # type: ignore[union-attr]
-                    CustomerCredit.idempotency_key.in_(credit_note_keys),  # type: ignore[attr-defined]
-                )
-            )
-            .order_by(CustomerCredit.id)
-        ).all()
+        session.exec(_CREDITS, params={"payment_ids": payment_ids, "keys": credit_note_keys}).all()
         if payment_ids or credit_note_keys
         else []
     )
