@@ -59,6 +59,10 @@ SHARDS_AT_ONCE = max(2, (os.cpu_count() or 2) * 3 // 2)
 _Action = tuple[datetime, int, Invoice | PaymentRow]
 
 
+class ShardFailed(RuntimeError):
+    """A shard could not be played: which one, its invoices, and what went wrong (the cause)."""
+
+
 async def simulate(
     policy: Policy,
     invoices_path: Path,
@@ -75,8 +79,8 @@ async def simulate(
     (they add up to `days`), so a terminal can show how far the run is.
 
     `keep_messages=False` says nobody reads the outbox: runner processes then render and record
-    every message but write none (a tenth of a large run's time went to writing them); a run
-    of one shard still writes its few.
+    every message but write none (writing them took 15% of a large run's time); a run of one
+    shard still writes its few.
     """
     try:
         rows = read_invoice_rows(invoices_path)
@@ -220,10 +224,6 @@ async def _in_runners(shards: list[Shard], told: _DaysTold) -> list[Played]:
         finally:
             progress.put(None)
             await asyncio.to_thread(relaying.join)
-
-
-class ShardFailed(RuntimeError):
-    """A shard could not be played: which one, its invoices, and what went wrong (the cause)."""
 
 
 def _apply(
