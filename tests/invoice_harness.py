@@ -19,7 +19,8 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlmodel import select
-from temporalio.client import WorkflowHandle
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHandle, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
@@ -35,10 +36,33 @@ from temporal_client import installed_binary, skip_time, time_skipping_environme
 from worker import STRICT_RUNNER, WORKFLOWS, build_worker
 from workflows import search_attributes
 from workflows.invoice import InvoiceWorkflow
+from workflows.invoice_patches import (
+    EVERY_CHANGE_TO_ENGAGEMENT_WATCH,
+    EVERY_CHANGE_TO_SETTLED_SHOWN_CLEARING,
+)
 from workflows.models import InvoiceState
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 HISTORIES = Path(__file__).resolve().parent / "histories"
+# A saved history's name ends in what its run recorded: the marker of a bundle of changes, or
+# none (a marker per change, or a workflow without changes).
+HISTORY_ENDINGS = {
+    EVERY_CHANGE_TO_SETTLED_SHOWN_CLEARING: ".settled_shown_clearing.json",
+    EVERY_CHANGE_TO_ENGAGEMENT_WATCH: ".one_marker.json",
+}
+UNBUNDLED_ENDING = ".json"
+
+
+def bundle_recorded(history: WorkflowHistory) -> str | None:
+    """The bundle marker the run recorded, if any."""
+    recorded = b"".join(
+        event.SerializeToString()
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+    )
+    return next((marker for marker in HISTORY_ENDINGS if marker.encode() in recorded), None)
+
+
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # Monday 2026-03-02, 03:00 in New York
 DUE = date(2026, 3, 16)  # two weeks after START: every step of the standard policy ahead
 
@@ -148,8 +172,9 @@ class InvoiceHarness:
             test_name = (
                 os.environ["PYTEST_CURRENT_TEST"].split("::")[-1].split(" ")[0].split("[")[0]
             )
+            ending = HISTORY_ENDINGS.get(bundle_recorded(history), UNBUNDLED_ENDING)
             HISTORIES.mkdir(exist_ok=True)
-            (HISTORIES / f"{test_name.removeprefix('test_')}.json").write_text(history.to_json())
+            (HISTORIES / f"{test_name.removeprefix('test_')}{ending}").write_text(history.to_json())
         await Replayer(
             workflows=WORKFLOWS,
             workflow_runner=STRICT_RUNNER,

@@ -1,7 +1,7 @@
 """`takes_change`: one marker for the bundled changes, a marker of its own for a later one.
 
-A run that recorded `EVERY_CHANGE_ABOVE` before a later change existed must replay without
-it: the later change is not in the bundle, so the run keeps its old branch.
+A run that recorded the newest bundle before a later change existed must replay without it:
+the later change is not in the bundle, so the run keeps its old branch.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.worker import Replayer, Worker
 
 from workflows import invoice_patches
-from workflows.invoice_patches import BUNDLED, EVERY_CHANGE_ABOVE, takes_change
+from workflows.invoice_patches import BUNDLES, takes_change
 
 # This module is loaded again in the workflow sandbox, which must not load the rest of dunwise.
 with workflow.unsafe.imports_passed_through():
@@ -70,7 +70,8 @@ async def test_a_run_records_one_marker_and_replays_without_a_later_change() -> 
             assert await handle.result() is True
         history = await handle.fetch_history()
     [marker] = markers(history)
-    assert EVERY_CHANGE_ABOVE.encode() in marker
+    newest = next(iter(BUNDLES))
+    assert newest.encode() in marker
     assert invoice_patches.PUBLISH_CHANGES_ONLY.encode() not in marker
     # The same run on code with a later change: it replays, keeping the branch it took.
     await Replayer(workflows=[WithTheLaterChange], workflow_runner=STRICT_RUNNER).replay_workflow(
@@ -78,9 +79,9 @@ async def test_a_run_records_one_marker_and_replays_without_a_later_change() -> 
     )
 
 
-def test_the_bundle_is_every_change_declared_before_its_marker() -> None:
-    """Adding an id above `EVERY_CHANGE_ABOVE`, or to `BUNDLED`, would change what runs that
-    recorded the marker replay; later ids go below it."""
+def test_each_bundle_is_every_change_declared_before_its_marker() -> None:
+    """Adding an id above a bundle's marker, or to its set, would change what runs that
+    recorded the marker replay; later ids go below the newest bundle."""
     tree = ast.parse(Path(invoice_patches.__file__).read_text())
     declared = [
         node.targets[0].id
@@ -89,5 +90,12 @@ def test_the_bundle_is_every_change_declared_before_its_marker() -> None:
         and isinstance(node.targets[0], ast.Name)
         and isinstance(node.value, ast.Constant)
     ]
-    before = declared[: declared.index("EVERY_CHANGE_ABOVE")]
-    assert {getattr(invoice_patches, name) for name in before} == BUNDLED
+    values = {name: getattr(invoice_patches, name) for name in declared}
+    changes = [name for name in declared if values[name] not in BUNDLES]
+    for marker, bundled in BUNDLES.items():
+        [name] = [name for name in declared if values[name] == marker]
+        before = [c for c in changes if declared.index(c) < declared.index(name)]
+        assert {values[c] for c in before} == bundled, marker
+    # Newest first: each bundle holds the one after it.
+    ordered = list(BUNDLES.values())
+    assert all(older < newer for newer, older in zip(ordered, ordered[1:], strict=False))

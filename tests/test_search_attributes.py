@@ -59,7 +59,7 @@ from tests.invoice_harness import (
 )
 from workflows import search_attributes as sa
 from workflows.invoice import InvoiceWorkflow
-from workflows.invoice_patches import EVERY_CHANGE_ABOVE, PUBLISH_CHANGES_ONLY
+from workflows.invoice_patches import BUNDLES, PUBLISH_CHANGES_ONLY
 from workflows.models import PaymentReceived, PromiseToPay
 
 DUE = date(2026, 3, 16)
@@ -69,7 +69,7 @@ UPSERT = EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
 STARTED = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED
 CHANGE_VERSION = "TemporalChangeVersion"
 TASK_FAILED = EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
-PUBLISHING_MARKERS = (PUBLISH_CHANGES_ONLY, EVERY_CHANGE_ABOVE)
+PUBLISHING_MARKERS = (PUBLISH_CHANGES_ONLY, *BUNDLES)
 
 
 # ----------------------------------------------------------------- history helpers
@@ -186,6 +186,15 @@ async def test_an_invoice_upserts_only_what_changed(tmp_path: Path):
         }
         # Reminders before the due day changed nothing: the partial payment came first.
         assert changes[0]["DunwiseAmountDue"] == 60_000
+        # The payment that settled it and the clearing it starts: one upsert. Then closing.
+        settled, closed = changes[-2:]
+        assert settled | {"DunwiseDaysPastDue": 4} == {
+            "DunwiseStatus": "paid",
+            "DunwiseStage": "clearing",
+            "DunwiseAmountDue": 0,
+            "DunwiseDaysPastDue": 4,
+        }
+        assert closed == {"DunwiseStatus": "closed", "DunwiseStage": "closed"}
         assert has_publish_patch(history)
         # Reminders, a payment, a promise, closing: one patch marker stands for every change.
         assert change_version_upserts(history) == 1

@@ -5,13 +5,15 @@ altered commands after histories had been recorded without it. The workflow asks
 Invariants:
 - An id is never renamed, reused or removed while a history recorded before its change may
   still replay (tests/histories hold such runs); a new change gets a new id.
-- A run started on code that knows `EVERY_CHANGE_ABOVE` records that one marker, the first
-  time it asks, and takes every change in `BUNDLED` without a marker of its own. Each
-  marker costs a `TemporalChangeVersion` search-attribute upsert (a write to the server's
-  visibility store), and a run used to record five. A run from before replays its own
-  markers: asked first during its replay, `EVERY_CHANGE_ABOVE` is absent and stays so.
-- A change made after `EVERY_CHANGE_ABOVE` gets its own id below it, outside `BUNDLED`: runs
-  that recorded `EVERY_CHANGE_ABOVE` before it existed must not take it on replay.
+- A bundle marker stands for every change declared above it. A new run records one marker,
+  the newest bundle's, the first time it asks, and takes every change in it without a
+  marker of its own: each marker costs a `TemporalChangeVersion` search-attribute upsert (a
+  write to the server's visibility store), and a run used to record five.
+- A run from before replays its own markers: asked first during its replay, a bundle it did
+  not record is absent and stays so. A change declared after its bundle is either taken
+  with a marker of its own (a step the run reaches after the new code took over) or not.
+- A bundle's changes never change; a later change goes below the newest bundle, and a new
+  bundle below it stands for it and everything above.
 """
 
 from temporalio import workflow
@@ -38,10 +40,8 @@ CLOSE_IN_ONE_STEP = "close-in-one-step"
 # A reminder read or its pay link opened, and no payment in time: the invoice's priority rises.
 ENGAGEMENT_WATCH = "engagement-watch"
 
-# Stands for every id in BUNDLED in runs that recorded it. Never add to BUNDLED: ids added
-# later go below, each with its own marker.
-EVERY_CHANGE_ABOVE = "every-change-to-engagement-watch"
-BUNDLED = frozenset(
+EVERY_CHANGE_TO_ENGAGEMENT_WATCH = "every-change-to-engagement-watch"
+_TO_ENGAGEMENT_WATCH = frozenset(
     {
         PROMISE_AFTER_LAST_STEP,
         COLLECTOR_OUTCOME_IN_LEDGER,
@@ -61,9 +61,21 @@ BUNDLED = frozenset(
     }
 )
 
+# A settled invoice is published in the clearing stage it is bound for, with its status and
+# balance: one search-attribute upsert where a payment and the clearing made two.
+SETTLED_SHOWN_CLEARING = "settled-shown-clearing"
+EVERY_CHANGE_TO_SETTLED_SHOWN_CLEARING = "every-change-to-settled-shown-clearing"
+
+# Each bundle marker and the changes it stands for, the newest (what new runs record) first.
+BUNDLES = {
+    EVERY_CHANGE_TO_SETTLED_SHOWN_CLEARING: _TO_ENGAGEMENT_WATCH | {SETTLED_SHOWN_CLEARING},
+    EVERY_CHANGE_TO_ENGAGEMENT_WATCH: _TO_ENGAGEMENT_WATCH,
+}
+
 
 def takes_change(change_id: str) -> bool:
     """Whether this run takes the changed branch of `change_id`."""
-    if change_id in BUNDLED and workflow.patched(EVERY_CHANGE_ABOVE):
-        return True
+    for marker, changes in BUNDLES.items():
+        if change_id in changes and workflow.patched(marker):
+            return True
     return workflow.patched(change_id)
