@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import Counter
+from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlmodel import select
@@ -23,9 +24,12 @@ from ledger.db import make_engine, session_scope
 from ledger.migrate import upgrade
 from ledger.models import Customer, Invoice, InvoiceStatus
 from ledger.timeline import read_timeline
+from payments.delivery_news import tell_untold
+from payments.services import PaymentServices
+from payments.stripe_gateway import StripeGateway
 from policies.loader import load_policies
 from settings import Settings
-from temporal_client import temporal
+from temporal_client import connect, temporal
 from workflows.models import InvoiceInput
 
 # Statuses that still need a running workflow; "paid" waits for ERP clearing and the receipt.
@@ -57,7 +61,8 @@ async def start_open_invoices(settings: Settings) -> int:
     workflow, or one that failed, was terminated, cancelled or timed out, gets a new run that
     starts from the ledger's status and balance; a running one is left alone. A completed
     workflow of an unfinished invoice is reported, not rerun: the two disagree, and a person
-    should look. The exit status is 1 if any invoice could not be brought up.
+    should look. Provider news about messages that Temporal missed while it was down is
+    told to the invoices. The exit status is 1 if any invoice could not be brought up or told.
     """
     policies = load_policies(policy_folder(settings))
     upgrade(settings.effective_database_url)
@@ -87,6 +92,11 @@ async def start_open_invoices(settings: Settings) -> int:
                 outcomes = await _bring_up_all(client, settings, engine, inputs)
         except (RuntimeError, RPCError) as err:
             raise CommandError(f"cannot reach Temporal to check the workflows ({err})") from err
+    told, untold = await _tell_untold(settings, engine)
+    if told:
+        print(f"delivery events told to their invoices after waiting for Temporal: {told}")
+    if untold:
+        problems.append(f"delivery events still not told to their invoices: {untold}")
     counts: Counter[str] = Counter()
     for invoice, outcome in zip(inputs, outcomes, strict=True):
         line = f"invoice {invoice.number}: {outcome} (ledger: {invoice.status})"
@@ -110,6 +120,12 @@ async def start_open_invoices(settings: Settings) -> int:
         return 1
     print(f"{len(rows)} open invoices, each with its workflow: {summary}")
     return 0
+
+
+async def _tell_untold(settings: Settings, engine: sa.Engine) -> tuple[int, int]:
+    """What providers told of messages while Temporal was down, told to the invoices now."""
+    services = PaymentServices(settings, engine, StripeGateway(settings), lambda: connect(settings))
+    return await tell_untold(services, grace=timedelta(0))  # asked for: everything left
 
 
 async def _bring_up_all(

@@ -23,6 +23,7 @@ from temporalio.client import Client
 
 from commands.errors import CommandError
 from embedded_stripe import EmbeddedStripe, EmbeddedStripeError
+from payments.delivery_news import keep_telling_untold
 from payments.services import PaymentServices
 from payments.stripe_gateway import StripeGateway
 from portal.app import create_app
@@ -83,6 +84,8 @@ async def serving_web(
         else:
             stripe = f"Stripe at {settings.effective_stripe_api_base}"
         services = PaymentServices(settings, engine, StripeGateway(settings), connect)
+        retelling = asyncio.create_task(keep_telling_untold(services))
+        stack.callback(retelling.cancel)
         config = uvicorn.Config(
             create_app(services), log_level="warning", lifespan="off", access_log=False
         )

@@ -8,11 +8,14 @@ Invariants:
 - `message.delivery` only moves forward (delivered, then opened, then clicked) except to a
   failure, which always shows: events arrive in any order.
 - The message's invoices are those of every row it delivered (a grouped reminder has several).
+- `told_at` is set once the message's invoices have been told of the event (or there was
+  nothing to tell); until then a repeat of the event hands it back, marked as a repeat, so
+  whoever tells it tells it again without acting on it twice in the ledger.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from pydantic import BaseModel
@@ -37,17 +40,24 @@ class DeliveryEvent(SQLModel, table=True):
     kind: str = Field(max_length=16, description="a DeliveryKind")
     at: datetime = Field(sa_type=UTCDateTime)
     detail: str = Field(default="", max_length=500)
+    told_at: datetime | None = Field(
+        default=None, sa_type=UTCDateTime, description="when its invoices were told of it"
+    )
 
 
 class RecordedDelivery(BaseModel):
-    """A new event, and what it concerns: nothing when the message is unknown."""
+    """An event to tell, and what it concerns: nothing when the message is unknown."""
 
+    provider: str
+    event_id: str
     kind: DeliveryKind
+    detail: str = ""
     customer_id: str | None
     channel: str | None
     invoice_numbers: list[str]
     message_key: str | None = None
     template: str | None = None
+    repeat: bool = Field(False, description="recorded before, not yet told")
 
 
 def record_delivery_event(
@@ -61,14 +71,15 @@ def record_delivery_event(
     at: datetime,
     detail: str = "",
 ) -> RecordedDelivery | None:
-    """Record the event; None when it was recorded before."""
+    """Record the event; None when it was recorded and told before. An event recorded but
+    not told yet comes back as a repeat, with the ledger left as it was."""
     seen = session.exec(
-        select(DeliveryEvent.id).where(
+        select(DeliveryEvent).where(
             DeliveryEvent.provider == provider, DeliveryEvent.event_id == event_id
         )
     ).first()
     if seen is not None:
-        return None
+        return None if seen.told_at is not None else _concerning(session, seen, repeat=True)
     message = None
     if message_key:
         message = session.exec(
@@ -78,34 +89,79 @@ def record_delivery_event(
         message = session.exec(
             select(Message).where(Message.provider_id == provider_message_id)
         ).first()
-    session.add(
-        DeliveryEvent(
-            provider=provider,
-            event_id=event_id,
-            message_id=message.id if message else None,
-            kind=kind,
-            at=at,
-            detail=detail[:500],
-        )
+    event = DeliveryEvent(
+        provider=provider,
+        event_id=event_id,
+        message_id=message.id if message else None,
+        kind=kind,
+        at=at,
+        detail=detail[:500],
+        # An event of a message the ledger does not have concerns no invoice.
+        told_at=None if message else datetime.now(UTC),
     )
-    if message is None:
-        return RecordedDelivery(kind=kind, customer_id=None, channel=None, invoice_numbers=[])
-    if _moves_forward(message.delivery, kind):
+    session.add(event)
+    if message is not None and _moves_forward(message.delivery, kind):
         message.delivery = kind
         session.add(message)
+    return _concerning(session, event, message=message)
+
+
+def mark_told(session: Session, recorded: RecordedDelivery) -> None:
+    session.execute(
+        sa.update(DeliveryEvent)
+        .where(
+            DeliveryEvent.provider == recorded.provider,  # type: ignore[arg-type]
+            DeliveryEvent.event_id == recorded.event_id,  # type: ignore[arg-type]
+        )
+        .values(told_at=datetime.now(UTC))
+    )
+
+
+def untold_events(session: Session, happened_before: datetime) -> list[RecordedDelivery]:
+    """Events from before the moment whose invoices were never told, oldest first."""
+    events = session.exec(
+        select(DeliveryEvent)
+        .where(
+            DeliveryEvent.told_at.is_(None),  # type: ignore[union-attr]
+            DeliveryEvent.at < happened_before,
+        )
+        .order_by(DeliveryEvent.at, DeliveryEvent.id)
+    ).all()
+    return [_concerning(session, event, repeat=True) for event in events]
+
+
+def _concerning(
+    session: Session, event: DeliveryEvent, *, message: Message | None = None, repeat: bool = False
+) -> RecordedDelivery:
+    """The event with the message and invoices it concerns."""
+    if message is None and event.message_id is not None:
+        message = session.get(Message, event.message_id)
+    recorded = RecordedDelivery(
+        provider=event.provider,
+        event_id=event.event_id,
+        kind=DeliveryKind(event.kind),
+        detail=event.detail,
+        customer_id=None,
+        channel=None,
+        invoice_numbers=[],
+        repeat=repeat,
+    )
+    if message is None:
+        return recorded
     numbers = session.exec(
         select(Invoice.number)
         .join(Message, Message.invoice_id == Invoice.id)
         .where(sa.or_(Message.id == message.id, Message.sent_with_id == message.id))
         .order_by(Invoice.number)
     ).all()
-    return RecordedDelivery(
-        kind=kind,
-        customer_id=message.customer_id,
-        channel=message.channel,
-        invoice_numbers=sorted(set(numbers)),
-        message_key=message.idempotency_key,
-        template=message.template,
+    return recorded.model_copy(
+        update={
+            "customer_id": message.customer_id,
+            "channel": message.channel,
+            "invoice_numbers": sorted(set(numbers)),
+            "message_key": message.idempotency_key,
+            "template": message.template,
+        }
     )
 
 

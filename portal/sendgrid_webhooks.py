@@ -6,7 +6,8 @@ shows (`DUNWISE_SENDGRID_WEBHOOK_PUBLIC_KEY`); bad or missing, or no key set, is
 nothing is recorded. Each event is recorded once by its `sg_event_id` on the message it names
 (the `dunwise_idempotency_key` custom argument every email carries) and acted on as
 `payments.delivery_news` says: timelines, opt-outs, and a hard bounce or a dropped email
-followed up (a `blocked` bounce is temporary and ignored).
+followed up (a `blocked` bounce is temporary and ignored). With Temporal unreachable the
+answer is 503, so SendGrid sends the events again; they are recorded once all the same.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from ledger.db import session_scope
-from payments.delivery_news import record_news, tell
+from ledger.delivery_events import RecordedDelivery
+from payments.delivery_news import record_news, tell_each
 from vocabulary import DeliveryKind
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
@@ -67,27 +69,31 @@ async def sendgrid_webhook(request: Request) -> JSONResponse:
             raise ValueError("expected a JSON array of event objects")
     except ValueError as err:
         return JSONResponse({"error": f"not SendGrid events: {err}"}, status_code=400)
-    recorded = []
+    to_tell: dict[str, RecordedDelivery] = {}  # by event id: a batch may repeat one
     with session_scope(services.engine) as session:
         for event in events:
             kind = KINDS.get(str(event.get("event")))
             if kind is None or not event.get("sg_event_id") or _soft_bounce(event):
                 continue
-            event_id, detail = str(event["sg_event_id"]), _detail(event)
             new = record_news(
                 session,
                 provider="sendgrid",
-                event_id=event_id,
+                event_id=str(event["sg_event_id"]),
                 kind=kind,
                 at=_moment(event.get("timestamp")),
-                detail=detail,
+                detail=_detail(event),
                 message_key=event.get("dunwise_idempotency_key"),
             )
             if new is not None:
-                recorded.append((new, detail, event_id))
-    for new, detail, event_id in recorded:
-        await tell(services, new, detail, event_id)
-    return JSONResponse({"received": len(events), "recorded": len(recorded)})
+                to_tell.setdefault(new.event_id, new)
+    if await tell_each(services, list(to_tell.values())) < len(to_tell):
+        # SendGrid sends the batch again; what was told is not told twice.
+        return JSONResponse(
+            {"error": "recorded, but Temporal could not be told: send the events again"},
+            status_code=503,
+        )
+    recorded = sum(not each.repeat for each in to_tell.values())
+    return JSONResponse({"received": len(events), "recorded": recorded})
 
 
 def verify_signature(

@@ -23,7 +23,7 @@ from twilio.request_validator import RequestValidator
 
 from ledger.consent import customers_with_phone, opt_in, opt_out
 from ledger.db import session_scope
-from payments.delivery_news import record_news, tell
+from payments.delivery_news import record_news, tell_each
 from vocabulary import DeliveryKind
 
 router = APIRouter(prefix="/webhooks/twilio", tags=["webhooks"])
@@ -89,8 +89,9 @@ async def message_status(request: Request) -> Response:
             detail=detail,
             provider_message_id=sid,
         )
-    if recorded is not None:
-        await tell(services, recorded, detail, event_id)
+    if recorded is not None and not await tell_each(services, [recorded]):
+        # Kept untold: the web app tells it once Temporal is back (Twilio may not retry).
+        return JSONResponse({"error": "recorded, but Temporal could not be told"}, status_code=503)
     return Response(status_code=204)
 
 
