@@ -41,7 +41,10 @@ class DeliveryEvent(SQLModel, table=True):
     at: datetime = Field(sa_type=UTCDateTime)
     detail: str = Field(default="", max_length=500)
     told_at: datetime | None = Field(
-        default=None, sa_type=UTCDateTime, description="when its invoices were told of it"
+        default=None,
+        sa_type=UTCDateTime,
+        index=True,  # the untold few are looked for every minute among every event kept
+        description="when its invoices were told of it",
     )
 
 
@@ -117,7 +120,9 @@ def mark_told(session: Session, recorded: RecordedDelivery) -> None:
     )
 
 
-def untold_events(session: Session, happened_before: datetime) -> list[RecordedDelivery]:
+def untold_events(
+    session: Session, happened_before: datetime, limit: int | None = None
+) -> list[RecordedDelivery]:
     """Events from before the moment whose invoices were never told, oldest first."""
     events = session.exec(
         select(DeliveryEvent)
@@ -126,8 +131,20 @@ def untold_events(session: Session, happened_before: datetime) -> list[RecordedD
             DeliveryEvent.at < happened_before,
         )
         .order_by(DeliveryEvent.at, DeliveryEvent.id)
+        .limit(limit)
     ).all()
     return [_concerning(session, event, repeat=True) for event in events]
+
+
+def count_untold(session: Session, happened_before: datetime) -> int:
+    return session.exec(
+        select(sa.func.count())
+        .select_from(DeliveryEvent)
+        .where(
+            DeliveryEvent.told_at.is_(None),  # type: ignore[union-attr]
+            DeliveryEvent.at < happened_before,
+        )
+    ).one()
 
 
 def _concerning(

@@ -31,6 +31,7 @@ from ledger.consent import mark_undeliverable, opt_out
 from ledger.db import session_scope
 from ledger.delivery_events import (
     RecordedDelivery,
+    count_untold,
     mark_told,
     record_delivery_event,
     untold_events,
@@ -46,6 +47,8 @@ LEAVES_EMAIL = frozenset({DeliveryKind.SPAM_REPORT, DeliveryKind.UNSUBSCRIBED})
 UNDELIVERED = frozenset({DeliveryKind.BOUNCED, DeliveryKind.DROPPED})
 # Left to the webhook that recorded an event for this long before `tell_untold` tells it.
 TELLING_GRACE = timedelta(minutes=1)
+# Untold events read from the ledger at once: a long outage may leave many.
+UNTOLD_AT_ONCE = 500
 
 
 # Answers that say Temporal is down or overloaded, not that the request was wrong.
@@ -106,11 +109,19 @@ async def tell_untold(
     services: PaymentServices, grace: timedelta = TELLING_GRACE
 ) -> tuple[int, int]:
     """Tell the events left untold (Temporal was down), but those of the last `grace`, which
-    their webhook may be telling now: (told, still untold)."""
+    their webhook may be telling now, a batch at a time until Temporal stops answering:
+    (told, left untold)."""
+    told = 0
+    while True:
+        with session_scope(services.engine) as session:
+            batch = untold_events(session, datetime.now(UTC) - grace, limit=UNTOLD_AT_ONCE)
+        told_now = await tell_each(services, batch) if batch else 0
+        told += told_now
+        if told_now < len(batch) or len(batch) < UNTOLD_AT_ONCE:
+            break
     with session_scope(services.engine) as session:
-        untold = untold_events(session, datetime.now(UTC) - grace)
-    told = await tell_each(services, untold) if untold else 0
-    return told, len(untold) - told
+        left = count_untold(session, datetime.now(UTC) - grace)
+    return told, left
 
 
 async def keep_telling_untold(services: PaymentServices) -> None:

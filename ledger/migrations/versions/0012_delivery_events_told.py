@@ -24,9 +24,11 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("delivery_event") as batch:
         batch.add_column(sa.Column("told_at", sa.DateTime(timezone=True), nullable=True))
+        batch.create_index(op.f("ix_delivery_event_told_at"), ["told_at"], unique=False)
     op.execute("UPDATE delivery_event SET told_at = at")
 
 
 def downgrade() -> None:
     with op.batch_alter_table("delivery_event") as batch:
+        batch.drop_index(op.f("ix_delivery_event_told_at"))
         batch.drop_column("told_at")
