@@ -184,10 +184,8 @@ async def _follow_up(client: Client, recorded: RecordedDelivery) -> None:
             await handle.execute_update(
                 InvoiceWorkflow.contact_failed, failure, id=f"undelivered:{recorded.event_id}"
             )
-        except WorkflowUpdateFailedError as err:  # refused: the invoice is closed
-            log.info("invoice %s not followed up after %s: %s", number, recorded.event_id, err)
-        except RPCError as err:
-            if err.status in UNREACHABLE:
+        except (WorkflowUpdateFailedError, RPCError) as err:  # refused (closed), or gone
+            if isinstance(err, RPCError) and err.status in UNREACHABLE:
                 raise TemporalUnreachable(str(err)) from err
             log.info("invoice %s not followed up after %s: %s", number, recorded.event_id, err)
 
