@@ -12,6 +12,7 @@ from sqlmodel import select
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateStage
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 
+from activities.planning import ScheduleRequest, planned_steps
 from ledger.currencies import currency_exponent
 from ledger.db import session_scope
 from ledger.import_rows import InvoiceRow
@@ -86,7 +87,22 @@ def invoice_input(
     policy: Policy,
     *,
     clock_offset: timedelta = timedelta(0),
+    planned_at: datetime | None = None,
 ) -> InvoiceInput:
+    """The workflow's input. Given `planned_at`, the Temporal server's clock as the run starts,
+    the schedule is planned here and carried in the input, which spares the run a local
+    activity; a starter whose clock is not the server's (a time-skipping one) leaves it out."""
+    schedule = None
+    if planned_at is not None:
+        schedule = planned_steps(
+            ScheduleRequest(
+                policy=policy,
+                issued_on=invoice.issued_on,
+                due_on=invoice.due_on,
+                customer_timezone=customer_timezone,
+                not_before=planned_at - clock_offset,
+            )
+        )
     return InvoiceInput(
         number=invoice.number,
         customer_id=invoice.customer_id,
@@ -99,6 +115,7 @@ def invoice_input(
         policy=policy,
         status=str(invoice.status),
         clock_offset=clock_offset,
+        schedule=schedule,
     )
 
 
@@ -221,7 +238,7 @@ async def restart_from_ledger(
         assert customer is not None
         earlier = read_timeline(session, number)
     policy = load_policies(folder)[invoice.policy_name]
-    start = invoice_input(invoice, customer.timezone, policy)
+    start = invoice_input(invoice, customer.timezone, policy, planned_at=datetime.now(UTC))
     return await start_invoice_workflow(
         client, settings, start.model_copy(update={"earlier_timeline": earlier})
     )

@@ -1,9 +1,10 @@
-"""Planning activities: when an invoice's steps run, computed from calendar data.
+"""Planning: when an invoice's steps run, computed from calendar data.
 
-The schedule depends on the `holidays` and `tzdata` releases installed in the worker. Computed
-in the workflow, an upgrade of either could change it on replay and break invoices in flight;
-computed here, the answer is recorded in the workflow's history (they run as local
-activities) and replays exactly as it was, whatever is installed later.
+The schedule depends on the `holidays` and `tzdata` releases installed where it is computed.
+Computed in the workflow, an upgrade of either could change it on replay and break invoices
+in flight; so it is computed outside and recorded in the workflow's history, where it replays
+exactly as it was whatever is installed later: by the starter, which carries it in the
+workflow's input (`planned_steps`), or else by these activities, run as local activities.
 """
 
 from __future__ import annotations
@@ -32,8 +33,7 @@ class SendTimeRequest(BaseModel):
     now: datetime
 
 
-@activity.defn
-def plan_schedule(request: ScheduleRequest) -> list[PlannedStep]:
+def planned_steps(request: ScheduleRequest) -> list[PlannedStep]:
     """Every step still to run, ordered by send time."""
     schedule = build_schedule(
         request.policy,
@@ -43,6 +43,12 @@ def plan_schedule(request: ScheduleRequest) -> list[PlannedStep]:
         not_before=request.not_before,
     )
     return [PlannedStep(index=s.index, send_at=s.send_at) for s in schedule]
+
+
+@activity.defn
+def plan_schedule(request: ScheduleRequest) -> list[PlannedStep]:
+    """`planned_steps`, for a run whose input carries no schedule."""
+    return planned_steps(request)
 
 
 @activity.defn

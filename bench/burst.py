@@ -112,7 +112,11 @@ async def start_all(
     async def start(invoice: Invoice) -> None:
         async with gate:
             await start_invoice_workflow(
-                client, settings, invoice_input(invoice, ZONE, policy, clock_offset=offset)
+                client,
+                settings,
+                invoice_input(
+                    invoice, ZONE, policy, clock_offset=offset, planned_at=datetime.now(UTC)
+                ),
             )
 
     async with asyncio.TaskGroup() as group:

@@ -54,7 +54,9 @@ class Dunwise:
         handle = await start_invoice_workflow(
             self.client,
             self.settings,
-            invoice_input(invoice, timezone, self.policy, clock_offset=offset),
+            invoice_input(
+                invoice, timezone, self.policy, clock_offset=offset, planned_at=datetime.now(UTC)
+            ),
         )
         await asyncio.sleep(PAY_AFTER.total_seconds())
         payment = PaymentReceived(

@@ -36,7 +36,7 @@ import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -111,7 +111,9 @@ async def start_workflows(client: Client, settings: Settings, invoices: list[Inv
     """Start the invoices' workflows and wait until each has run its first task."""
     policy = load_policy(STANDARD_POLICY)
     handles = [
-        await start_invoice_workflow(client, settings, invoice_input(one, TIMEZONE, policy))
+        await start_invoice_workflow(
+            client, settings, invoice_input(one, TIMEZONE, policy, planned_at=datetime.now(UTC))
+        )
         for one in invoices
     ]
     for handle in handles:

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlmodel import Session, select
@@ -182,6 +183,8 @@ def _workflow_inputs(
             .join(Customer, Customer.id == Invoice.customer_id)  # type: ignore[arg-type]
             .where(Invoice.number.in_(batch))  # type: ignore[attr-defined]
         )
+        now = datetime.now(UTC)
         for invoice, timezone in rows:
-            found[invoice.number] = invoice_input(invoice, timezone, policies[invoice.policy_name])
+            policy = policies[invoice.policy_name]
+            found[invoice.number] = invoice_input(invoice, timezone, policy, planned_at=now)
     return [found[number] for number in numbers]

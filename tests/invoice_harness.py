@@ -38,6 +38,7 @@ from workflows import search_attributes
 from workflows.invoice import InvoiceWorkflow
 from workflows.invoice_patches import (
     EVERY_CHANGE_TO_ENGAGEMENT_WATCH,
+    EVERY_CHANGE_TO_SCHEDULE_IN_INPUT,
     EVERY_CHANGE_TO_SETTLED_SHOWN_CLEARING,
 )
 from workflows.models import InvoiceState
@@ -47,6 +48,7 @@ HISTORIES = Path(__file__).resolve().parent / "histories"
 # A saved history's name ends in what its run recorded: the marker of a bundle of changes, or
 # none (a marker per change, or a workflow without changes).
 HISTORY_ENDINGS = {
+    EVERY_CHANGE_TO_SCHEDULE_IN_INPUT: ".schedule_in_input.json",
     EVERY_CHANGE_TO_SETTLED_SHOWN_CLEARING: ".settled_shown_clearing.json",
     EVERY_CHANGE_TO_ENGAGEMENT_WATCH: ".one_marker.json",
 }
@@ -61,6 +63,33 @@ def bundle_recorded(history: WorkflowHistory) -> str | None:
         if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
     )
     return next((marker for marker in HISTORY_ENDINGS if marker.encode() in recorded), None)
+
+
+def ledger_invoice(
+    number: str,
+    customer_id: str,
+    policy: Policy,
+    *,
+    due_on: date,
+    issued_on: date | None = None,
+    amount_minor: int = 100_000,
+    currency: str = "USD",
+    status: str = "open",
+) -> Invoice:
+    """An invoice row as an import leaves it: unpaid, under `policy`, issued 30 days before
+    it is due unless `issued_on` says."""
+    return Invoice(
+        number=number,
+        customer_id=customer_id,
+        currency=currency,
+        total_minor=amount_minor,
+        balance_minor=amount_minor,
+        issued_on=issued_on or due_on - timedelta(days=30),
+        due_on=due_on,
+        policy_name=policy.name,
+        policy_version=policy.version,
+        status=status,
+    )
 
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # Monday 2026-03-02, 03:00 in New York
@@ -94,10 +123,12 @@ class InvoiceHarness:
         sms_opt_out: bool = False,
         customer_id: str | None = None,
         locale: str = "en",
+        planned: bool = True,
     ) -> WorkflowHandle:
-        """Add the invoice (and its customer, unless `customer_id` names one already added)."""
+        """Add the invoice (and its customer, unless `customer_id` names one already added).
+        The schedule is planned here and carried in the input unless `planned` is False, as
+        starters do whose clock is not the server's."""
         policy = policy or load_policy(POLICIES / "standard.yaml")
-        issued_on = issued_on or due_on - timedelta(days=30)
         customer_id = customer_id or f"cust-{number}"
         with session_scope(self.engine) as session:
             if session.get(Customer, customer_id) is None:
@@ -112,22 +143,26 @@ class InvoiceHarness:
                         locale=locale,
                     )
                 )
-            invoice = Invoice(
-                number=number,
-                customer_id=customer_id,
-                currency=currency,
-                total_minor=amount_minor,
-                balance_minor=amount_minor,
-                issued_on=issued_on,
+            invoice = ledger_invoice(
+                number,
+                customer_id,
+                policy,
                 due_on=due_on,
-                policy_name=policy.name,
-                policy_version=policy.version,
+                issued_on=issued_on,
+                amount_minor=amount_minor,
+                currency=currency,
             )
             session.add(invoice)
         return await start_invoice_workflow(
             self.env.client,
             self.settings,
-            invoice_input(invoice, timezone, policy, clock_offset=self.offset),
+            invoice_input(
+                invoice,
+                timezone,
+                policy,
+                clock_offset=self.offset,
+                planned_at=await self.env.get_current_time() if planned else None,
+            ),
         )
 
     async def now(self) -> datetime:

@@ -40,7 +40,7 @@ from temporalio.worker import Worker
 from embedded_temporal import EmbeddedServer
 from invoices import invoice_input, start_search_attributes
 from ledger.db import session_scope
-from ledger.models import Customer, Invoice
+from ledger.models import Customer
 from policies.loader import load_policy
 from settings import Settings
 from temporal_client import (
@@ -55,6 +55,7 @@ from tests.invoice_harness import (
     POLICIES,
     dev_server_environment,
     invoice_harness,
+    ledger_invoice,
     local,
 )
 from workflows import search_attributes as sa
@@ -213,16 +214,8 @@ async def test_a_run_started_without_currency_publishes_it_once(tmp_path: Path):
     """A workflow started before DunwiseCurrency existed gets it (and only it) on its first
     publish, once."""
     policy = STANDARD
-    invoice = Invoice(
-        number="SA-OLD",
-        customer_id="cust-SA-OLD",
-        currency="EUR",
-        total_minor=5_000,
-        balance_minor=5_000,
-        issued_on=DUE - timedelta(days=30),
-        due_on=DUE,
-        policy_name=policy.name,
-        policy_version=policy.version,
+    invoice = ledger_invoice(
+        "SA-OLD", "cust-SA-OLD", policy, due_on=DUE, amount_minor=5_000, currency="EUR"
     )
     async with invoice_harness(tmp_path) as h:
         with session_scope(h.engine) as session:
@@ -300,16 +293,14 @@ async def test_a_namespace_lacking_the_currency_holds_invoices_until_it_is_added
 
 def test_start_attributes_follow_the_ledger_status_and_the_clock():
     policy = STANDARD
-    invoice = Invoice(
-        number="SA-2",
-        customer_id="acme",
-        currency="JPY",
-        total_minor=12_000,
-        balance_minor=12_000,
-        issued_on=date(2026, 1, 1),
+    invoice = ledger_invoice(
+        "SA-2",
+        "acme",
+        policy,
         due_on=date(2026, 2, 1),
-        policy_name=policy.name,
-        policy_version=policy.version,
+        issued_on=date(2026, 1, 1),
+        amount_minor=12_000,
+        currency="JPY",
         status="disputed",
     )
     start = invoice_input(invoice, "Asia/Tokyo", policy)

@@ -91,6 +91,7 @@ class InvoiceWorkflow(InvoiceClosing):
                 self.invoice.model_copy(
                     update={
                         "progress": None,
+                        "schedule": None,  # planned afresh from the new run's start
                         "status": self.s.status,
                         "balance_minor": self.s.balance_minor,
                         "earlier_timeline": self.s.timeline,

@@ -66,8 +66,15 @@ _TO_ENGAGEMENT_WATCH = frozenset(
 SETTLED_SHOWN_CLEARING = "settled-shown-clearing"
 EVERY_CHANGE_TO_SETTLED_SHOWN_CLEARING = "every-change-to-settled-shown-clearing"
 
+# A run whose input carries its schedule (planned by the starter) follows it: no local
+# activity plans it at the start.
+SCHEDULE_IN_INPUT = "schedule-in-input"
+EVERY_CHANGE_TO_SCHEDULE_IN_INPUT = "every-change-to-schedule-in-input"
+
 # Each bundle marker and the changes it stands for, the newest (what new runs record) first.
 BUNDLES = {
+    EVERY_CHANGE_TO_SCHEDULE_IN_INPUT: _TO_ENGAGEMENT_WATCH
+    | {SETTLED_SHOWN_CLEARING, SCHEDULE_IN_INPUT},
     EVERY_CHANGE_TO_SETTLED_SHOWN_CLEARING: _TO_ENGAGEMENT_WATCH | {SETTLED_SHOWN_CLEARING},
     EVERY_CHANGE_TO_ENGAGEMENT_WATCH: _TO_ENGAGEMENT_WATCH,
 }

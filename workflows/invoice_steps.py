@@ -11,8 +11,9 @@ Invariants:
   on the timeline; the step goes on.
 - An escalated invoice waits for a collector's outcome for the step's SLA; past it the task
   moves to the supervisor queue (in runs since `SLA_MOVES_TASK`).
-- Schedules are planned by a local activity (in runs since `SCHEDULE_FROM_ACTIVITY`), older
-  runs compute them in the workflow, as they did when recorded.
+- A run follows the schedule its input carries (planned by the starter, in runs since
+  `SCHEDULE_IN_INPUT`); without one it plans by a local activity (in runs since
+  `SCHEDULE_FROM_ACTIVITY`); older runs compute it in the workflow, as they did when recorded.
 """
 
 from __future__ import annotations
@@ -45,7 +46,12 @@ from workflows.invoice_core import (
     LATE_STEP_TOLERANCE,
     PLANNING_TIMEOUT,
 )
-from workflows.invoice_patches import SCHEDULE_FROM_ACTIVITY, SLA_MOVES_TASK, takes_change
+from workflows.invoice_patches import (
+    SCHEDULE_FROM_ACTIVITY,
+    SCHEDULE_IN_INPUT,
+    SLA_MOVES_TASK,
+    takes_change,
+)
 from workflows.invoice_plans import InvoicePlans
 
 
@@ -54,6 +60,8 @@ class InvoiceSteps(InvoicePlans):
 
     async def _plan_schedule(self) -> list[PlannedStep]:
         invoice = self.invoice
+        if invoice.schedule is not None and takes_change(SCHEDULE_IN_INPUT):
+            return invoice.schedule
         if takes_change(SCHEDULE_FROM_ACTIVITY):
             return await workflow.execute_local_activity(
                 plan_schedule,

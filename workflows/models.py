@@ -33,6 +33,11 @@ class InvoiceInput(BaseModel):
     progress: InvoiceProgress | None = Field(
         None, description="where a run that continued as new left off; None on the first run"
     )
+    schedule: list[PlannedStep] | None = Field(
+        None,
+        description="the steps still to run, planned by the starter as it started the run; "
+        "None: the run plans them itself as it starts",
+    )
     earlier_timeline: list[TimelineEntry] = Field(
         default_factory=list,
         description="the story the ledger kept of an earlier workflow (`dunwise sync` restarts)",
