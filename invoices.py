@@ -89,21 +89,8 @@ def invoice_input(
     clock_offset: timedelta = timedelta(0),
     planned_at: datetime | None = None,
 ) -> InvoiceInput:
-    """The workflow's input. Given `planned_at`, the Temporal server's clock as the run starts,
-    the schedule is planned here and carried in the input, which spares the run a local
-    activity; a starter whose clock is not the server's (a time-skipping one) leaves it out."""
-    schedule = None
-    if planned_at is not None:
-        schedule = planned_steps(
-            ScheduleRequest(
-                policy=policy,
-                issued_on=invoice.issued_on,
-                due_on=invoice.due_on,
-                customer_timezone=customer_timezone,
-                not_before=planned_at - clock_offset,
-            )
-        )
-    return InvoiceInput(
+    """The workflow's input; given `planned_at`, carrying its schedule (`with_schedule`)."""
+    start = InvoiceInput(
         number=invoice.number,
         customer_id=invoice.customer_id,
         customer_timezone=customer_timezone,
@@ -115,8 +102,23 @@ def invoice_input(
         policy=policy,
         status=str(invoice.status),
         clock_offset=clock_offset,
-        schedule=schedule,
     )
+    return start if planned_at is None else with_schedule(start, planned_at)
+
+
+def with_schedule(start: InvoiceInput, planned_at: datetime) -> InvoiceInput:
+    """`start` carrying the steps still to run, planned with `planned_at`, the Temporal
+    server's clock as the run starts: the run follows them instead of planning them with a
+    local activity. A starter that cannot read the server's clock (a time-skipping server's
+    runs ahead of the wall clock) leaves the planning to the run."""
+    request = ScheduleRequest(
+        policy=start.policy,
+        issued_on=start.issued_on,
+        due_on=start.due_on,
+        customer_timezone=start.customer_timezone,
+        not_before=planned_at - start.clock_offset,
+    )
+    return start.model_copy(update={"schedule": planned_steps(request)})
 
 
 def due_at(invoice: InvoiceInput) -> datetime:

@@ -32,7 +32,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 import child_process
-from invoices import start_invoice_workflow
+from invoices import start_invoice_workflow, with_schedule
 from ledger.currencies import currency_exponent
 from ledger.db import make_engine
 from policies.money import to_minor
@@ -159,9 +159,9 @@ class _Run:
         for moment, subject in self.shard.actions:
             if moment > self.shard.end:
                 break
-            await self.sleep_until(moment)
+            now = await self.sleep_until(moment)
             if isinstance(subject, InvoiceInput):
-                await self.start(subject)
+                await self.start(subject, now)
             else:
                 await self.pay(subject, moment)
         await self.sleep_until(self.shard.end)
@@ -169,7 +169,8 @@ class _Run:
             await handle.query(InvoiceWorkflow.state) for handle in self.handles.values()
         ]
 
-    async def sleep_until(self, moment: datetime) -> None:
+    async def sleep_until(self, moment: datetime) -> datetime:
+        """Skip the server's clock to `moment` (simulated time); the server's time then."""
         # A day at a time: one long skip over many busy workflows can outlast the RPC deadline.
         # In UTC: adding the offset to a local time would add wall-clock time, an hour off
         # when the server's date and the simulated one are on different sides of a DST change.
@@ -178,6 +179,7 @@ class _Run:
             self._tell_days(now)
             await skip_time(self.env, min(remaining, SKIP_STEP))
         self._tell_days(now)
+        return now
 
     def _tell_days(self, now: datetime) -> None:
         # Days as the end of the run counts them, on the first invoice's wall clock: a DST
@@ -189,11 +191,12 @@ class _Run:
             self.on_days(days - self.days_told)
             self.days_told = days
 
-    async def start(self, invoice: InvoiceInput) -> None:
+    async def start(self, invoice: InvoiceInput, server_now: datetime) -> None:
+        """Start the invoice's run, its schedule planned here: the shard reads its server's
+        clock, so the run need not plan it with a local activity."""
+        start = invoice.model_copy(update={"clock_offset": self.offset})
         self.handles[invoice.number] = await start_invoice_workflow(
-            self.env.client,
-            self.shard.settings,
-            invoice.model_copy(update={"clock_offset": self.offset}),
+            self.env.client, self.shard.settings, with_schedule(start, server_now)
         )
 
     async def pay(self, payment: PaymentRow, moment: datetime) -> None:
