@@ -109,8 +109,8 @@ def invoice_input(
 def with_schedule(start: InvoiceInput, planned_at: datetime) -> InvoiceInput:
     """`start` carrying the steps still to run, planned with `planned_at`, the Temporal
     server's clock as the run starts: the run follows them instead of planning them with a
-    local activity. A starter that cannot read the server's clock (a time-skipping server's
-    runs ahead of the wall clock) leaves the planning to the run."""
+    local activity. A starter that does not know the server's clock (a time-skipping
+    server's runs ahead of the wall clock) leaves the planning to the run."""
     request = ScheduleRequest(
         policy=start.policy,
         issued_on=start.issued_on,
