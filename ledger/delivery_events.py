@@ -126,10 +126,7 @@ def untold_events(
     """Events from before the moment whose invoices were never told, oldest first."""
     events = session.exec(
         select(DeliveryEvent)
-        .where(
-            DeliveryEvent.told_at.is_(None),  # type: ignore[union-attr]
-            DeliveryEvent.at < happened_before,
-        )
+        .where(*_untold_before(happened_before))
         .order_by(DeliveryEvent.at, DeliveryEvent.id)
         .limit(limit)
     ).all()
@@ -138,13 +135,15 @@ def untold_events(
 
 def count_untold(session: Session, happened_before: datetime) -> int:
     return session.exec(
-        select(sa.func.count())
-        .select_from(DeliveryEvent)
-        .where(
-            DeliveryEvent.told_at.is_(None),  # type: ignore[union-attr]
-            DeliveryEvent.at < happened_before,
-        )
+        select(sa.func.count()).select_from(DeliveryEvent).where(*_untold_before(happened_before))
     ).one()
+
+
+def _untold_before(happened_before: datetime) -> tuple[sa.ColumnElement[bool], ...]:
+    return (
+        DeliveryEvent.told_at.is_(None),  # type: ignore[union-attr]
+        DeliveryEvent.at < happened_before,
+    )
 
 
 def _concerning(
