@@ -104,10 +104,12 @@ async def play(shard: Shard, engine: sa.Engine, on_days: Callable[[int], object]
 
 def _worker(client: Client, shard: Shard, engine: sa.Engine) -> AbstractAsyncContextManager:
     """The shard's worker: as its settings split it, or in this process alone when its messages
-    are not kept (rendered and recorded, but written nowhere)."""
+    are not kept (rendered and recorded, but written nowhere). Then nothing its activities do
+    is worth overlapping (the shard's ledger is a SQLite file of its own, with one writer), so
+    they run one at a time on the worker's event loop."""
     if shard.keep_messages:
         return split_worker(client, shard.settings, engine)
-    return build_worker(client, shard.settings, engine, keep_messages=False)
+    return build_worker(client, shard.settings, engine, keep_messages=False, inline_activities=True)
 
 
 # A runner's channel to the simulation: (shard index, more days simulated).

@@ -12,7 +12,9 @@ gathers a reminder once.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
+from concurrent.futures import Executor
 from datetime import UTC, timedelta
 
 import sqlalchemy as sa
@@ -39,16 +41,26 @@ COORDINATOR_ID_PREFIX = "customer-"
 
 class CoordinationActivities:
     def __init__(
-        self, client: Client, engine: sa.Engine, settings: Settings, messaging: MessagingActivities
+        self,
+        client: Client,
+        engine: sa.Engine,
+        settings: Settings,
+        messaging: MessagingActivities,
+        executor: Executor | None = None,
     ) -> None:
         self._client = client
         self._engine = engine
         self._settings = settings
         self._messaging = messaging
+        self._executor = executor  # the worker's activity executor; None: asyncio's default
 
     @activity.defn
     async def request_reminder(self, due: ReminderDue) -> ReminderRequested:
-        grouping = await asyncio.to_thread(self._send_if_alone, due)
+        # In the activity's context, as `asyncio.to_thread` would run it.
+        in_context = contextvars.copy_context().run
+        grouping = await asyncio.get_running_loop().run_in_executor(
+            self._executor, in_context, self._send_if_alone, due
+        )
         if isinstance(grouping, ReminderRequested):
             return grouping
         group, expected = grouping
