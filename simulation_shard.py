@@ -106,10 +106,10 @@ def _worker(client: Client, shard: Shard, engine: sa.Engine) -> AbstractAsyncCon
     """The shard's worker: as its settings split it, or in this process alone when its messages
     are not kept (rendered and recorded, but written nowhere). Then nothing its activities do
     is worth overlapping (the shard's ledger is a SQLite file of its own, with one writer), so
-    they run one at a time on the worker's event loop."""
+    they and the workflows run one at a time on the worker's event loop."""
     if shard.keep_messages:
         return split_worker(client, shard.settings, engine)
-    return build_worker(client, shard.settings, engine, keep_messages=False, inline_activities=True)
+    return build_worker(client, shard.settings, engine, keep_messages=False, on_event_loop=True)
 
 
 # A runner's channel to the simulation: (shard index, more days simulated).

@@ -139,14 +139,20 @@ def build_worker(
     max_concurrent_activities: int = MAX_CONCURRENT_ACTIVITIES,
     role: WorkerRole = WorkerRole.ALL,
     keep_messages: bool = True,
-    inline_activities: bool = False,
+    on_event_loop: bool = False,
 ) -> Worker:
-    """The worker of `role`. With `inline_activities`, activities run one at a time on the
-    worker's event loop (`InlineExecutor`): only for a worker with no I/O worth overlapping."""
+    """The worker of `role`.
+
+    With `on_event_loop`, its activities (`InlineExecutor`) and its workflow activations run
+    one at a time on the worker's event loop: only for a worker with no I/O worth overlapping.
+    The SDK runs activations there in its debug mode alone, which also turns off its deadlock
+    detection: a workflow that blocked would hang the worker instead of failing its task
+    after two seconds (to be retried, and to block again). That saves a simulation runner
+    about 4% of its CPU."""
     with_workflows = role is not WorkerRole.ACTIVITIES
     executor = (
         InlineExecutor(max_concurrent_activities)
-        if inline_activities
+        if on_event_loop
         else ThreadPoolExecutor(max_workers=max_concurrent_activities)
     )
     activities = (
@@ -166,6 +172,7 @@ def build_worker(
         activity_executor=executor,
         max_concurrent_activities=max_concurrent_activities,
         max_cached_workflows=settings.workflow_cache_size if with_workflows else 0,
+        debug_mode=on_event_loop,
         max_workflow_task_external_storage_concurrency=PAYLOAD_VISITS_AT_ONCE,
         sticky_queue_schedule_to_start_timeout=timedelta(
             seconds=settings.sticky_queue_timeout_seconds

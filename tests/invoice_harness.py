@@ -226,9 +226,12 @@ async def invoice_harness(
     tmp_path: Path,
     database_url: str | None = None,
     environment: Callable[[], Awaitable[WorkflowEnvironment]] = time_skipping_environment,
+    *,
+    on_event_loop: bool = False,
     **settings_update: Any,
 ) -> AsyncIterator[InvoiceHarness]:
     """A worker and a ledger on a fresh server: time-skipping unless `environment` says.
+    `on_event_loop` is `build_worker`'s.
 
     `settings_update` overrides scratch settings, e.g. `erp_url=...`. SMS quiet hours are off
     unless given: the pinned clock starts at midnight, and collectors' one-off messages go
@@ -242,7 +245,7 @@ async def invoice_harness(
     engine = make_engine(settings.effective_database_url)
     env = await environment()
     try:
-        async with env, build_worker(env.client, settings, engine):
+        async with env, build_worker(env.client, settings, engine, on_event_loop=on_event_loop):
             offset = await env.get_current_time() - START
             yield InvoiceHarness(env=env, settings=settings, engine=engine, offset=offset)
     finally:

@@ -1,11 +1,13 @@
-"""`InlineExecutor`: a worker's sync activities run on its event loop, one at a time, with
-their activity context, and a failure reaches the workflow as from a thread pool."""
+"""A worker on its event loop: `InlineExecutor` runs sync activities there, one at a time,
+with their activity context, and a failure reaches the workflow as from a thread pool;
+`build_worker(on_event_loop=True)` runs an invoice there, workflow and activities, as a
+worker with threads does."""
 
 from __future__ import annotations
 
 import threading
 import uuid
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 from temporalio import activity, workflow
@@ -15,7 +17,10 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.worker import Worker
 
 from temporal_client import time_skipping_environment
+from tests.invoice_harness import invoice_harness, local
 from worker import SERVING_RUNNER, InlineExecutor
+from workflows.invoice import InvoiceWorkflow
+from workflows.models import PaymentReceived
 
 ran_on: list[tuple[int, str]] = []  # (thread, activity id) of each call
 
@@ -91,3 +96,44 @@ def test_an_inline_executor_starts_no_thread():
     assert isinstance(refused.exception(), ValueError)
     assert threading.active_count() == before
     executor.shutdown()
+
+
+# The thread pools of a worker with threads: the SDK's for workflow activations, ours for
+# activities.
+POOL_THREADS = ("temporal_workflow_", "ThreadPoolExecutor-")
+
+
+async def _remind_and_pay(tmp_path, on_event_loop: bool) -> tuple[list, set[str]]:
+    """An invoice reminded three times and paid: its timeline, and the pool threads started."""
+    before = {thread.ident for thread in threading.enumerate()}
+    async with invoice_harness(tmp_path, on_event_loop=on_event_loop) as h:
+        handle = await h.start("LOOP-1", due_on=date(2026, 3, 16))
+        await h.advance_to(local(date(2026, 3, 24), 12))
+        await handle.execute_update(
+            InvoiceWorkflow.record_payment,
+            PaymentReceived(amount_minor=100_000, currency="USD", reference="ch_loop"),
+        )
+        timeline = [(e.event, e.template, e.at) for e in (await handle.result()).timeline]
+        # While the worker runs: it ends its own pools as it stops.
+        started = {
+            thread.name
+            for thread in threading.enumerate()
+            if thread.ident not in before and thread.name.startswith(POOL_THREADS)
+        }
+    return timeline, started
+
+
+async def test_an_invoice_on_the_event_loop_runs_as_with_threads(tmp_path):
+    on_loop, loop_threads = await _remind_and_pay(tmp_path / "loop", on_event_loop=True)
+    threaded, pool_threads = await _remind_and_pay(tmp_path / "threads", on_event_loop=False)
+    reminded = [template for event, template, _ in on_loop if event == "reminder"]
+    assert list(dict.fromkeys(reminded)) == ["courtesy", "due_today", "overdue_friendly"]
+    assert on_loop[-1][0] == "closed"
+    # The same story, and the reminders at the same moments (the payment's is the server's
+    # wall-clock moment, which differs by milliseconds).
+    assert [(event, template) for event, template, _ in on_loop] == [
+        (event, template) for event, template, _ in threaded
+    ]
+    assert [e for e in on_loop if e[0] == "reminder"] == [e for e in threaded if e[0] == "reminder"]
+    assert loop_threads == set()
+    assert pool_threads  # what the check above would have seen without the loop
