@@ -70,9 +70,6 @@ PAYLOAD_VISITS_AT_ONCE = 1
 class InlineExecutor(ThreadPoolExecutor):
     """Runs each call at once, in the thread that submits it: the worker's event loop.
 
-    For a worker whose activities take turns for one thing anyway, a simulation runner's
-    private SQLite ledger behind one connection, with its messages delivered nowhere: threads
-    would only hand the GIL and the connection to each other, about 7% of a runner's CPU.
     A `ThreadPoolExecutor` to the SDK, so sync activities keep their context and cancellation
     as in a pool. An activity that heartbeats would wait on the loop it blocks; none of
     dunwise's does."""
@@ -147,8 +144,7 @@ def build_worker(
     one at a time on the worker's event loop: only for a worker with no I/O worth overlapping.
     The SDK runs activations there in its debug mode alone, which also turns off its deadlock
     detection: a workflow that blocked would hang the worker instead of failing its task
-    after two seconds (to be retried, and to block again). That saves a simulation runner
-    about 4% of its CPU."""
+    after two seconds (to be retried, and to block again)."""
     with_workflows = role is not WorkerRole.ACTIVITIES
     executor = (
         InlineExecutor(max_concurrent_activities)
