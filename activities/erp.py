@@ -22,7 +22,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.currency import to_major
 from activities.files import append_json_line_once
-from activities.ledger import invoice_in_ledger
+from activities.ledger import invoice_and_customer
 from activities.models import ErpClearingRequest, ErpClearingResult
 from ledger.books import ALLOCATIONS
 from ledger.db import session_scope
@@ -109,9 +109,8 @@ _CREDITS = (
 
 
 def build_clearing_document(
-    session: Session, invoice: Invoice, req: ErpClearingRequest
+    session: Session, invoice: Invoice, customer: Customer, req: ErpClearingRequest
 ) -> dict[str, Any]:
-    customer = session.get(Customer, invoice.customer_id)
     currency = invoice.currency
 
     def money(amount_minor: int, code: str = currency) -> str:
@@ -136,7 +135,7 @@ def build_clearing_document(
         "invoice_number": invoice.number,
         "customer": {
             "id": invoice.customer_id,
-            "name": customer.name if customer else None,
+            "name": customer.name,
         },
         "currency": currency,
         "total_minor": invoice.total_minor,
@@ -242,8 +241,8 @@ class ErpActivities:
         posted = session.exec(_POSTED, params={"key": req.idempotency_key}).first()
         if posted is not None:
             return ErpClearingResult(target=posted.target, already_posted=True)
-        invoice = invoice_in_ledger(session, req.invoice_number)
-        return invoice.id, build_clearing_document(session, invoice, req)
+        invoice, customer = invoice_and_customer(session, req.invoice_number)
+        return invoice.id, build_clearing_document(session, invoice, customer, req)
 
     def _posting(
         self, req: ErpClearingRequest, invoice_id: int, document: dict[str, Any]

@@ -62,9 +62,16 @@ _TRANSITIONS: dict[InvoiceStatus, frozenset[InvoiceStatus]] = {
 def close_invoice(session: Session, closing: Closing) -> InvoiceClosed:
     """Close the invoice and store its timeline together. A timeline the ledger refuses (it
     holds another workflow's story for the invoice) does not keep the invoice open."""
-    balance = set_status(session, closing.status)
+    if closing.timeline.invoice_number != closing.status.invoice_number:
+        raise LedgerError(
+            f"closing invoice {closing.status.invoice_number}: the timeline given is of invoice "
+            f"{closing.timeline.invoice_number}"
+        )
+    invoice = _change_status(session, closing.status)
+    balance = balance_of(session, invoice)
     try:
-        record_timeline(session, closing.timeline)
+        # The invoice is locked and its id known: the timeline need not look it up again.
+        record_timeline(session, closing.timeline, invoice_id=invoice.id)
     except TimelineConflict as conflict:  # refused before anything was written
         return InvoiceClosed(balance=balance, timeline_refused=str(conflict))
     return InvoiceClosed(balance=balance)
@@ -72,6 +79,11 @@ def close_invoice(session: Session, closing: Closing) -> InvoiceClosed:
 
 def set_status(session: Session, req: StatusChange) -> LedgerBalance:
     """Dispute, pause, resume or close an invoice; setting the current status changes nothing."""
+    return balance_of(session, _change_status(session, req))
+
+
+def _change_status(session: Session, req: StatusChange) -> Invoice:
+    """The invoice, locked, in the status `req` asks for (`set_status`)."""
     number = req.invoice_number
     try:
         target = InvoiceStatus(req.status)
@@ -83,7 +95,7 @@ def set_status(session: Session, req: StatusChange) -> LedgerBalance:
     invoice = load_invoice(session, number, for_update=True)
     current = InvoiceStatus(invoice.status)
     if target == current:
-        return balance_of(session, invoice)
+        return invoice
     if target in (InvoiceStatus.VOID, InvoiceStatus.WRITTEN_OFF):
         kind = AdjustmentKind.VOID if target == InvoiceStatus.VOID else AdjustmentKind.WRITE_OFF
         raise InvalidStatusChange(
@@ -110,7 +122,7 @@ def set_status(session: Session, req: StatusChange) -> LedgerBalance:
         ),
     )
     session.flush()
-    return balance_of(session, invoice)
+    return invoice
 
 
 def open_collector_task(session: Session, req: CollectorTaskRequest) -> int:

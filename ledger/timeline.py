@@ -65,14 +65,18 @@ _HELD = sa.select(sa.func.count()).where(InvoiceEvent.invoice_id == sa.bindparam
 # --- writing -------------------------------------------------------------------------------
 
 
-def record_timeline(session: Session, batch: TimelineBatch) -> int:
+def record_timeline(
+    session: Session, batch: TimelineBatch, *, invoice_id: int | None = None
+) -> int:
     """Store the batch's entries by position; how many entries the ledger now holds.
 
     That number is also the position the invoice's next new entry takes. Positions already
-    stored are updated, never duplicated.
+    stored are updated, never duplicated. `invoice_id`: the invoice's id, when the caller
+    holds the invoice locked already.
     """
     number = batch.invoice_number
-    invoice_id = _invoice_id(session, number, for_update=True)
+    if invoice_id is None:
+        invoice_id = _invoice_id(session, number, for_update=True)
     for offset, entry in enumerate(batch.entries):
         _check_entry(number, batch.first_position + offset, entry)
     stored = {
@@ -81,7 +85,8 @@ def record_timeline(session: Session, batch: TimelineBatch) -> int:
             _STORED_FROM, params={"invoice_id": invoice_id, "first": batch.first_position}
         )
     }
-    held = _entries_held(session, invoice_id)
+    # A batch from the start has read every stored entry already.
+    held = len(stored) if batch.first_position == 0 else _entries_held(session, invoice_id)
     if batch.first_position > held:
         holds = f"positions 0 to {held - 1}" if held else "no entries"
         raise TimelineConflict(
@@ -103,9 +108,10 @@ def record_timeline(session: Session, batch: TimelineBatch) -> int:
             session.add(row)
     session.flush()
     if new_rows:
-        # One batched INSERT: a closing invoice saves its whole story at once, and ORM
-        # objects for rows nothing reads again cost more than the write itself.
-        session.execute(sa.insert(InvoiceEvent), new_rows)
+        # One executemany on the table: a closing invoice saves its whole story at once. ORM
+        # objects for rows nothing reads again cost more than the write, and the ORM's bulk
+        # insert splits the rows by which of their fields are empty.
+        session.connection().execute(InvoiceEvent.__table__.insert(), new_rows)
     return max(held, batch.first_position + len(batch.entries))
 
 

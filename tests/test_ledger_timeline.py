@@ -72,6 +72,10 @@ def add_invoice(
         )
 
 
+def read_invoice_status(session: Session, number: str) -> str:
+    return session.scalar(sa.select(Invoice.status).where(Invoice.number == number))
+
+
 def story() -> list[TimelineEntry]:
     """Issued, a reminder, then an ERP that keeps refusing: four entries."""
     return [
@@ -265,6 +269,42 @@ def test_a_refused_timeline_does_not_keep_a_paid_invoice_open(engine: sa.Engine)
     assert closed.balance.status == InvoiceStatus.CLOSED
     assert "position 1 holds 'reminder'" in (closed.timeline_refused or "")
     assert read(engine) == story()[:2]  # nothing of the refused batch
+
+
+def test_a_retried_close_adds_only_the_entries_the_first_attempt_did_not_store(
+    engine: sa.Engine,
+) -> None:
+    add_invoice(engine, status=InvoiceStatus.PAID, balance_minor=0)
+    record(engine, story()[:2])  # an earlier flush of the same run
+    closed_entry = TimelineEntry(at=datetime(2026, 3, 4, 8, 0, tzinfo=UTC), event="closed")
+    for _attempt in range(2):
+        with session_scope(engine) as session:
+            closed = close_invoice(session, closing([*story(), closed_entry]))
+        assert closed.timeline_refused is None
+
+    assert read(engine) == [*story(), closed_entry]
+    assert stored_rows(engine) == 5
+
+
+def test_a_close_given_another_invoices_timeline_is_refused_and_changes_nothing(
+    engine: sa.Engine,
+) -> None:
+    add_invoice(engine, "INV-1", status=InvoiceStatus.PAID, balance_minor=0)
+    add_invoice(engine, "INV-2")
+    mixed = closing(story()).model_copy(
+        update={
+            "timeline": TimelineBatch(invoice_number="INV-2", first_position=0, entries=story())
+        }
+    )
+    with (
+        session_scope(engine) as session,
+        pytest.raises(LedgerError, match="closing invoice INV-1: the timeline given is of"),
+    ):
+        close_invoice(session, mixed)
+
+    assert stored_rows(engine) == 0
+    with session_scope(engine) as session:
+        assert read_invoice_status(session, "INV-1") == InvoiceStatus.PAID
 
 
 def test_an_invoice_with_money_due_cannot_be_closed_and_its_timeline_is_not_written(
