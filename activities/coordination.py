@@ -18,6 +18,7 @@ from concurrent.futures import Executor
 from datetime import UTC, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.orm import aliased
 from sqlmodel import select
 from sqlmodel.sql.expression import SelectOfScalar
 from temporalio import activity
@@ -106,15 +107,19 @@ class CoordinationActivities:
         transaction; None when the coordinator has nothing to do for it: the customer has no
         open invoice but this one, or none due with it and no contact limit is set."""
         reminder = due.reminder
+        gathering = self._settings.message_group_window_seconds > 0
+        limited = bool(self._settings.reminders_per_channel_per_day)
+        # Without a contact limit only the invoices due with this one concern the coordinator,
+        # and one query tells whether there are any: most reminders go out alone.
+        probe = _ANOTHER_DUE_WITH_IT if gathering and not limited else _ANOTHER_REMINDED
         with session_scope(self._engine) as session:
             others = session.exec(
-                _ANOTHER_REMINDED,
-                params={"customer_id": due.customer_id, "number": reminder.invoice_number},
+                probe, params={"customer_id": due.customer_id, "number": reminder.invoice_number}
             ).first()
             if others is None:
                 return None
             invoice = invoice_in_ledger(session, reminder.invoice_number)
-            if self._settings.message_group_window_seconds <= 0:
+            if not gathering:
                 return _group_of(invoice, reminder), []
             siblings = session.exec(
                 _SIBLINGS,
@@ -127,7 +132,7 @@ class CoordinationActivities:
                 },
             ).all()
             expected = sorted(set(siblings) | {invoice.number})
-            if expected == [invoice.number] and not self._settings.reminders_per_channel_per_day:
+            if expected == [invoice.number] and not limited:
                 return None  # nothing to gather, and no contact limit to keep
             return _group_of(invoice, reminder), expected
 
@@ -170,3 +175,14 @@ _SIBLINGS = _reminded(
     Invoice.policy_name == sa.bindparam("policy_name"),
     Invoice.policy_version == sa.bindparam("policy_version"),
 )
+# Is another of them reminded with this one? The question above and this one in one query.
+_THIS = aliased(Invoice)
+_ANOTHER_DUE_WITH_IT = _reminded(
+    sa.bindparam("customer_id"),
+    _THIS.number == sa.bindparam("number"),
+    Invoice.number != _THIS.number,
+    Invoice.due_on == _THIS.due_on,
+    Invoice.currency == _THIS.currency,
+    Invoice.policy_name == _THIS.policy_name,
+    Invoice.policy_version == _THIS.policy_version,
+).limit(1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -40,17 +40,12 @@ class Dunwise:
     settings: Settings
     engine: sa.Engine
     policy: Policy
+    _first_sends: dict[tuple[date, date, str], datetime] = field(default_factory=dict)
 
     async def invoice(self, number: str) -> WorkflowHandle:
         """Import, start, pay in full, and wait until the invoice is closed."""
         invoice, timezone = await asyncio.to_thread(self._import, number)
-        first = build_schedule(
-            self.policy,
-            issued_on=invoice.issued_on,
-            due_on=invoice.due_on,
-            customer_timezone=timezone,
-        )[0]
-        offset = datetime.now(UTC) - (first.send_at - TIMER)
+        offset = datetime.now(UTC) - (self._first_send_at(invoice, timezone) - TIMER)
         handle = await start_invoice_workflow(
             self.client,
             self.settings,
@@ -67,6 +62,20 @@ class Dunwise:
         if state.status != InvoiceStatus.CLOSED:
             raise RuntimeError(f"invoice {number} ended {state.status}, not closed")
         return handle
+
+    def _first_send_at(self, invoice: Invoice, timezone: str) -> datetime:
+        """When the invoice's first reminder falls due: the same for every invoice of a day,
+        so planned once (the driver's own bookkeeping; the starter plans each run)."""
+        day = (invoice.issued_on, invoice.due_on, timezone)
+        if day not in self._first_sends:
+            schedule = build_schedule(
+                self.policy,
+                issued_on=invoice.issued_on,
+                due_on=invoice.due_on,
+                customer_timezone=timezone,
+            )
+            self._first_sends[day] = schedule[0].send_at
+        return self._first_sends[day]
 
     def _import(self, number: str) -> tuple[Invoice, str]:
         today = date.today()

@@ -232,6 +232,25 @@ def test_invoices_that_are_not_dunned_together_are_not_waited_for(
     assert group_of(engine, settings, "INV-3")[0] == group
 
 
+@pytest.mark.parametrize(
+    "other",
+    [{"due_on": date(2026, 3, 12)}, {"currency": "EUR"}, {"policy_version": 2}],
+    ids=["other-due-date", "other-currency", "other-policy"],
+)
+def test_a_reminder_with_no_one_to_wait_for_goes_alone_unless_a_contact_limit_is_kept(
+    engine: sa.Engine, settings: Settings, other: dict
+) -> None:
+    add_invoice(engine, "INV-1")
+    add_invoice(engine, "INV-2", **other)  # open, but not dunned with INV-1
+    coordination = CoordinationActivities(None, engine, settings, None)  # type: ignore[arg-type]
+    assert coordination._grouping(due("INV-1")) is None
+
+    limited = settings.model_copy(update={"reminders_per_channel_per_day": 1})
+    group, expected = group_of(engine, limited, "INV-1")
+    assert expected == ["INV-1"]  # through the coordinator, which keeps the limit
+    assert group.startswith("group:")
+
+
 def test_a_window_of_zero_waits_for_no_one(engine: sa.Engine, settings: Settings) -> None:
     add_invoice(engine, "INV-1")
     add_invoice(engine, "INV-2")
