@@ -3,14 +3,16 @@
     python bench/burst.py [--invoices 10000] [--json]
 
 Starts the embedded Temporal dev server (in memory), a scratch SQLite ledger with durable
-writes and the dunwise worker, then N invoices under the shipped standard policy spread over
+writes and the dunwise worker as `dunwise run` does (its activities in processes of their
+own, `--activity-processes`), then N invoices under the shipped standard policy spread over
 customers of one, two and three invoices due the same day (so most reminders are gathered by
 their customer's coordinator into one message, and a third go out alone). Each invoice's
 clock is set (through the input's clock offset) so that its courtesy email falls due at one
 wall-clock instant, a little after every workflow has started.
 
 Prints the time from that instant until every message is in the outbox, messages and
-reminders per second, the benchmark process's peak memory (worker and driver), and the
+reminders per second, the worker's peak memory (this process, with the workflows and the
+driver, and its activity processes), and the
 Temporal actions and the workflow tasks that timed out (each then replayed from its history)
 per reminder, counted on a sample of invoices and their coordinators.
 """
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from harness import arguments, measure, scratch_stack, start_dev_server
+from process_cpu import children_peak_memory_mb
 from sqlmodel import func, select
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
@@ -37,15 +40,16 @@ from ledger.db import session_scope
 from ledger.models import Customer, Invoice, Message
 from policies.loader import load_policy
 from policies.schedule import build_schedule
-from settings import Settings
+from settings import Settings, default_activity_processes
 from vocabulary import MessageStatus
-from worker import build_worker
+from worker_processes import split_worker
 
 STANDARD_POLICY = Path(__file__).resolve().parent.parent / "policies" / "standard.yaml"
 ZONE = "America/New_York"
 STARTS_IN_FLIGHT = 200
 SAMPLED_HISTORIES = 40
 STALLED_AFTER_SECONDS = 120
+ACTIVITY_PROCESS = "--activities-only"  # in the command line of each activity process
 # Events that are Temporal actions (what a hosted Temporal bills), by type.
 ACTIONS = {
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED,
@@ -161,9 +165,12 @@ async def per_reminder(
     return actions / reminders, timeouts / reminders
 
 
-async def bench(invoices: int, progress: bool = False) -> dict:
+async def bench(invoices: int, activity_processes: int, progress: bool = False) -> dict:
     customers = customers_for(invoices)
-    with scratch_stack("dunwise-burst-", "bench-burst") as (settings, engine):
+    with scratch_stack("dunwise-burst-", "bench-burst", activity_processes=activity_processes) as (
+        settings,
+        engine,
+    ):
         due = date.today() + timedelta(days=30)
         add_ledger_rows(engine, customers, due)
         first = build_schedule(
@@ -177,7 +184,7 @@ async def bench(invoices: int, progress: bool = False) -> dict:
         # busy starting each, 25 starts a second is a safe floor.
         lead = timedelta(seconds=20 + invoices / 25)
         instant = datetime.now(UTC) + lead
-        async with await start_dev_server() as env, build_worker(env.client, settings, engine):
+        async with await start_dev_server() as env, split_worker(env.client, settings, engine):
             started = time.perf_counter()
             await start_all(env.client, settings, engine, instant - first.send_at)
             start_seconds = time.perf_counter() - started
@@ -204,6 +211,7 @@ async def bench(invoices: int, progress: bool = False) -> dict:
                     print(f"  {final} of {invoices} reminders done", file=sys.stderr)
                 await asyncio.sleep(1 if progress else 0.25)
             seconds = (datetime.now(UTC) - instant).total_seconds()
+            activity_memory_mb = children_peak_memory_mb([ACTIVITY_PROCESS])[ACTIVITY_PROCESS]
             actions, timeouts = await per_reminder(env.client, customers)
         emails = sum(1 for _ in (settings.effective_outbox_dir / "email").glob("*.eml"))
     return {
@@ -216,10 +224,15 @@ async def bench(invoices: int, progress: bool = False) -> dict:
         "reminders_per_second": round(invoices / seconds, 1),
         "start_seconds": round(start_seconds, 2),
         "started_after_the_instant_seconds": round(late_start, 2),
-        "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "activity_processes": activity_processes,
+        "peak_memory_mb": round(own_peak_memory_mb() + activity_memory_mb, 1),
         "temporal_actions_per_reminder": round(actions, 1),
         "workflow_task_timeouts_per_reminder": round(timeouts, 2),
     }
+
+
+def own_peak_memory_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
 def report(result: dict) -> str:
@@ -236,7 +249,8 @@ def report(result: dict) -> str:
                 if result["started_after_the_instant_seconds"]
                 else ""
             ),
-            f"peak memory of the worker process: {result['peak_memory_mb']:.0f} MB",
+            f"peak memory of the worker: {result['peak_memory_mb']:.0f} MB "
+            f"(with {result['activity_processes']} activity process(es))",
             f"Temporal actions per reminder: {result['temporal_actions_per_reminder']:.1f}, "
             f"workflow tasks timed out per reminder: "
             f"{result['workflow_task_timeouts_per_reminder']:.2f}",
@@ -248,10 +262,19 @@ def main() -> None:
     parser = arguments(__doc__)
     parser.add_argument("--invoices", type=int, default=10_000, help="reminders in the burst")
     parser.add_argument("--progress", action="store_true", help="reminders done, each second")
+    parser.add_argument(
+        "--activity-processes",
+        type=int,
+        default=default_activity_processes(),
+        help="the worker runs its activities in N processes of their own (default: as "
+        "DUNWISE_ACTIVITY_PROCESSES's, 1 on a machine of two cores or more)",
+    )
     args = parser.parse_args()
-    if args.invoices < 1:
-        parser.error("--invoices must be at least 1")
-    result = measure(bench(args.invoices, progress=args.progress), args.json, report)
+    if args.invoices < 1 or args.activity_processes < 0:
+        parser.error("--invoices must be at least 1 and --activity-processes at least 0")
+    result = measure(
+        bench(args.invoices, args.activity_processes, progress=args.progress), args.json, report
+    )
     if result["emails_in_outbox"] != result["messages"]:
         sys.exit(
             f"{result['messages']} messages sent but {result['emails_in_outbox']} in the outbox"
