@@ -12,9 +12,9 @@ wall-clock instant, a little after every workflow has started.
 
 Prints the time from that instant until every message is in the outbox, messages and
 reminders per second, the worker's peak memory (this process, with the workflows and the
-driver, and its activity processes), and the
-Temporal actions and the workflow tasks that timed out (each then replayed from its history)
-per reminder, counted on a sample of invoices and their coordinators.
+driver, and its activity processes), and the Temporal actions and the workflow tasks that
+timed out (each then replayed from its history) per reminder, counted on a sample of
+invoices and their coordinators.
 """
 
 from __future__ import annotations
@@ -167,10 +167,8 @@ async def per_reminder(
 
 async def bench(invoices: int, activity_processes: int, progress: bool = False) -> dict:
     customers = customers_for(invoices)
-    with scratch_stack("dunwise-burst-", "bench-burst", activity_processes=activity_processes) as (
-        settings,
-        engine,
-    ):
+    stack = scratch_stack("dunwise-burst-", "bench-burst", activity_processes=activity_processes)
+    with stack as (settings, engine):
         due = date.today() + timedelta(days=30)
         add_ledger_rows(engine, customers, due)
         first = build_schedule(
