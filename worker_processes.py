@@ -32,10 +32,15 @@ RESTART_PAUSE_SECONDS = 1.0
 STDERR = 2
 
 
+# The flag that makes `dunwise worker` an activity process; it names such processes by their
+# command line.
+ACTIVITIES_ONLY = "--activities-only"
+
+
 def activity_worker_command() -> list[str]:
     """`dunwise worker --activities-only`, as a child of this process."""
     return [
-        *(sys.executable, "-m", "starter", "worker", "--activities-only"),
+        *(sys.executable, "-m", "starter", "worker", ACTIVITIES_ONLY),
         *("--parent", str(os.getpid())),
     ]
 

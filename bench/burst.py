@@ -42,14 +42,13 @@ from policies.loader import load_policy
 from policies.schedule import build_schedule
 from settings import Settings, default_activity_processes
 from vocabulary import MessageStatus
-from worker_processes import split_worker
+from worker_processes import ACTIVITIES_ONLY, split_worker
 
 STANDARD_POLICY = Path(__file__).resolve().parent.parent / "policies" / "standard.yaml"
 ZONE = "America/New_York"
 STARTS_IN_FLIGHT = 200
 SAMPLED_HISTORIES = 40
 STALLED_AFTER_SECONDS = 120
-ACTIVITY_PROCESS = "--activities-only"  # in the command line of each activity process
 # Events that are Temporal actions (what a hosted Temporal bills), by type.
 ACTIONS = {
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED,
@@ -209,7 +208,7 @@ async def bench(invoices: int, activity_processes: int, progress: bool = False) 
                     print(f"  {final} of {invoices} reminders done", file=sys.stderr)
                 await asyncio.sleep(1 if progress else 0.25)
             seconds = (datetime.now(UTC) - instant).total_seconds()
-            activity_memory_mb = children_peak_memory_mb([ACTIVITY_PROCESS])[ACTIVITY_PROCESS]
+            activity_memory_mb = children_peak_memory_mb([ACTIVITIES_ONLY])[ACTIVITIES_ONLY]
             actions, timeouts = await per_reminder(env.client, customers)
         emails = sum(1 for _ in (settings.effective_outbox_dir / "email").glob("*.eml"))
     return {

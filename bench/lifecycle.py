@@ -37,7 +37,7 @@ from temporalio.client import WorkflowHandle
 
 from policies.loader import load_policy
 from settings import default_activity_processes
-from worker_processes import split_worker
+from worker_processes import ACTIVITIES_ONLY, split_worker
 
 BASELINE_QUEUE = "bench-baseline"
 
@@ -46,7 +46,7 @@ BASELINE_QUEUE = "bench-baseline"
 # activity processes of each side. Only one side works at a time, so the server's CPU during
 # a round is that side's.
 SERVER = "start-dev"
-ACTIVITIES = {"dunwise": "--activities-only", "baseline": "baseline_workflow.py"}
+ACTIVITIES = {"dunwise": ACTIVITIES_ONLY, "baseline": "baseline_workflow.py"}
 
 
 @dataclass(frozen=True)

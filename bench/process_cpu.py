@@ -19,12 +19,7 @@ def children_cpu_seconds(markers: Sequence[str]) -> dict[str, float]:
     """User and system CPU seconds of this process's running children, summed by the first of
     `markers` that occurs in each child's command line (children with none are left out)."""
     used = dict.fromkeys(markers, 0.0)
-    for marker, child in _children(markers):
-        try:
-            # Fields after the command's name, which may hold spaces and parentheses.
-            fields = (child / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
+    for marker, _, fields in _children(markers):
         used[marker] += (int(fields[11]) + int(fields[12])) / _TICKS
     return used
 
@@ -33,7 +28,7 @@ def children_peak_memory_mb(markers: Sequence[str]) -> dict[str, float]:
     """The peak resident memory (VmHWM) of this process's running children, in MB, summed by
     marker as `children_cpu_seconds` sums their CPU."""
     peak = dict.fromkeys(markers, 0.0)
-    for marker, child in _children(markers):
+    for marker, child, _ in _children(markers):
         try:
             status = (child / "status").read_text()
         except OSError:
@@ -44,9 +39,9 @@ def children_peak_memory_mb(markers: Sequence[str]) -> dict[str, float]:
     return peak
 
 
-def _children(markers: Sequence[str]) -> Iterator[tuple[str, Path]]:
-    """This process's running children whose command line holds one of `markers`, with the
-    first it holds, as their /proc folders."""
+def _children(markers: Sequence[str]) -> Iterator[tuple[str, Path, list[str]]]:
+    """This process's running children whose command line holds one of `markers`: the first
+    it holds, the child's /proc folder and the fields of its stat file after its name."""
     if not PROC.is_dir():
         return
     parent = str(os.getpid())
@@ -54,10 +49,11 @@ def _children(markers: Sequence[str]) -> Iterator[tuple[str, Path]]:
         if not entry.name.isdigit():
             continue
         try:
-            ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+            # Fields after the command's name, which may hold spaces and parentheses.
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:  # gone meanwhile
             continue
         marker = next((m for m in markers if m in command), None)
-        if ppid == parent and marker is not None:
-            yield marker, entry
+        if fields[1] == parent and marker is not None:
+            yield marker, entry, fields
